@@ -1,0 +1,53 @@
+"""aqueue: asyncio-native background jobs on PostgreSQL.
+
+The public API is what this module exports; everything else is private.
+"""
+
+from .app import App
+from .definition import ConfiguredJob, JobDefinition, JobRequest
+from .errors import (
+    AppNotOpen,
+    AqueueError,
+    Cancel,
+    ConfigurationError,
+    DatabaseError,
+    Discard,
+    DuplicateJobKind,
+    InvalidJobArgs,
+    InvalidOption,
+    JobStateError,
+    SchemaNotMigrated,
+    Snooze,
+    UnknownJobKind,
+)
+from .jobs import Job, JobContext, JobState, Outcome
+from .options import Backoff
+from .worker.worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "AppNotOpen",
+    "AqueueError",
+    "Backoff",
+    "Cancel",
+    "ConfigurationError",
+    "ConfiguredJob",
+    "DatabaseError",
+    "Discard",
+    "DuplicateJobKind",
+    "InvalidJobArgs",
+    "InvalidOption",
+    "Job",
+    "JobContext",
+    "JobDefinition",
+    "JobRequest",
+    "JobState",
+    "Outcome",
+    "SchemaNotMigrated",
+    "Snooze",
+    "UnknownJobKind",
+    "Worker",
+    "__version__",
+]

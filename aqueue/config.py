@@ -1,0 +1,88 @@
+"""App settings, validated once at construction; every default documented in docs/configuration.md."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pydantic
+
+from .errors import ConfigurationError
+
+__all__ = ["Settings", "resolve_database_url", "validate_schema_name"]
+
+_SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+
+class Settings(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    schema_name: str = "aqueue"
+    #: Fallback polling when no notification arrives (seconds).
+    poll_interval: float = pydantic.Field(1.0, gt=0, le=3600)
+    #: How often a worker process refreshes its node row (seconds).
+    heartbeat_interval: float = pydantic.Field(2.0, gt=0, le=3600)
+    #: A node whose heartbeat is older than this is dead; its running jobs are rescued.
+    node_ttl: float = pydantic.Field(15.0, gt=0, le=86400)
+    #: How long a stopping worker waits for running jobs before cancelling them.
+    shutdown_timeout: float = pydantic.Field(30.0, ge=0, le=86400)
+    #: How long completed, cancelled and discarded jobs are kept (seconds).
+    retention: float = pydantic.Field(7 * 86400.0, gt=0)
+    #: How long a leader's lease lasts without renewal (seconds).
+    leader_ttl: float = pydantic.Field(10.0, gt=0, le=3600)
+    #: Connections in the App's pool (workers add one LISTEN connection).
+    pool_size: int = pydantic.Field(10, ge=2, le=1000)
+    #: Seconds to wait for PostgreSQL when opening the pool.
+    connect_timeout: float = pydantic.Field(10.0, gt=0, le=600)
+    #: Most outcomes the completer writes in one statement.
+    completer_batch: int = pydantic.Field(1000, ge=1, le=10000)
+
+    @pydantic.field_validator("schema_name")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        return validate_schema_name(value)
+
+    @pydantic.model_validator(mode="after")
+    def _ttl_vs_heartbeat(self) -> Settings:
+        if self.node_ttl <= self.heartbeat_interval:
+            raise ValueError("node_ttl must be greater than heartbeat_interval")
+        return self
+
+
+def validate_schema_name(value: str) -> str:
+    # Quoting makes any name safe in SQL; the stricter rule keeps names usable from psql
+    # and notification channels readable.
+    if not isinstance(value, str) or not _SCHEMA_RE.match(value) or len(value.encode()) > 63:
+        raise ConfigurationError(
+            f"schema: {value!r} is not a valid schema name "
+            "(letters, digits, _ or $, not starting with a digit, at most 63 bytes)"
+        )
+    if value.lower().startswith("pg_"):
+        raise ConfigurationError(f"schema: {value!r} is reserved by PostgreSQL (pg_ prefix)")
+    return value
+
+
+def build_settings(**values: object) -> Settings:
+    try:
+        return Settings(**values)  # type: ignore[arg-type]
+    except pydantic.ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise ConfigurationError(f"invalid App settings: {details}") from None
+
+
+def resolve_database_url(url: str | None) -> str:
+    if url is None:
+        url = os.environ.get("AQUEUE_DATABASE_URL")
+        if not url:
+            raise ConfigurationError(
+                "no database URL: pass one to aqueue.App(...) or set AQUEUE_DATABASE_URL "
+                "(e.g. postgresql://user@localhost/db)"
+            )
+    if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigurationError(
+            f"database URL must start with postgresql:// (got {url!r:.60})"
+        )
+    return url

@@ -1,0 +1,1 @@
+"""The only asyncpg importer: pool, statements (queries.sql), migrations, LISTEN."""

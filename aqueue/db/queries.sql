@@ -1,0 +1,177 @@
+-- Every statement aqueue runs. Each starts with "-- name: NAME".
+-- Placeholders, replaced once when loaded: {schema} (quoted schema name), {channel} (the
+-- notification channel as a string literal) and {job_columns} / {job_columns:ALIAS} (the
+-- columns a Job record is built from). Values are always $n parameters.
+
+-- name: insert_jobs
+-- One statement for one job or thousands: arrays in, rows out, in input order.
+INSERT INTO {schema}.jobs
+    (kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout, retry)
+SELECT i.kind, i.queue,
+       (CASE WHEN i.at > now() THEN 'scheduled' ELSE 'available' END)::{schema}.job_state,
+       i.args::jsonb, i.priority, i.max_attempts, i.at,
+       ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)),
+       i.meta::jsonb, i.timeout, i.retry::jsonb
+FROM (
+    SELECT u.*, coalesce(u.sched, now() + make_interval(secs => u.delay), now()) AS at
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::smallint[],
+                $6::timestamptz[], $7::float8[], $8::text[], $9::text[], $10::float8[], $11::text[])
+        WITH ORDINALITY
+        AS u(kind, queue, args, priority, max_attempts, sched, delay, tags, meta, timeout, retry, ord)
+    ORDER BY u.ord
+) AS i
+RETURNING {job_columns};
+
+-- name: claim
+-- Due jobs of one queue whose kind this worker knows, locked without waiting on rows
+-- another worker holds, marked running in the same statement.
+WITH picked AS (
+    SELECT id
+    FROM {schema}.jobs
+    WHERE state IN ('available', 'scheduled', 'retryable')
+      AND queue = $1
+      AND scheduled_at <= now()
+      AND kind = ANY($3::text[])
+    ORDER BY priority, scheduled_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.jobs AS j
+SET state = 'running',
+    attempt = least(j.attempt + 1, 32767),
+    attempted_at = now(),
+    node_id = $4
+FROM picked
+WHERE j.id = picked.id
+RETURNING {job_columns:j}, j.timeout, j.retry::text AS retry;
+
+-- name: record_outcomes
+-- Writes a batch of attempt outcomes. Only rows still running the same attempt change, so a
+-- late write cannot resurrect a job rescued or re-claimed meanwhile. States 'available'
+-- (interrupted by shutdown) and 'scheduled' (snoozed) give the attempt back.
+WITH o AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::smallint[], $3::text[], $4::text[], $5::text[], $6::float8[])
+        AS o(id, attempt, state, result, error, delay)
+), done AS (
+    UPDATE {schema}.jobs AS j
+    SET state = o.state::{schema}.job_state,
+        result = o.result::jsonb,
+        errors = CASE WHEN o.error IS NULL THEN j.errors
+                      ELSE j.errors || jsonb_build_array(o.error::jsonb) END,
+        finalized_at = CASE WHEN o.state IN ('completed', 'cancelled', 'discarded')
+                            THEN now() END,
+        scheduled_at = CASE WHEN o.delay IS NULL THEN j.scheduled_at
+                            ELSE now() + make_interval(secs => o.delay) END,
+        attempt = CASE WHEN o.state IN ('available', 'scheduled') THEN j.attempt - 1
+                       ELSE j.attempt END,
+        node_id = NULL
+    FROM o
+    WHERE j.id = o.id AND j.state = 'running' AND j.attempt = o.attempt
+    RETURNING j.id, j.finalized_at
+), notified AS (
+    -- Wakes app.wait() callers; ids are chunked to stay under NOTIFY's 8000-byte payload limit.
+    SELECT pg_notify({channel}, 'f:' || string_agg(s.id::text, ','))
+    FROM (SELECT id, (row_number() OVER ()) / 300 AS chunk
+          FROM done WHERE finalized_at IS NOT NULL) AS s
+    GROUP BY s.chunk
+)
+SELECT done.id, done.finalized_at
+FROM done LEFT JOIN (SELECT count(*) AS n FROM notified) AS forced ON true;
+
+-- name: get_job
+SELECT {job_columns} FROM {schema}.jobs WHERE id = $1;
+
+-- name: get_final_states
+SELECT id FROM {schema}.jobs
+WHERE id = ANY($1::bigint[]) AND state IN ('completed', 'cancelled', 'discarded');
+
+-- name: list_jobs
+SELECT {job_columns}
+FROM {schema}.jobs
+WHERE ($1::text IS NULL OR state = $1::{schema}.job_state)
+  AND ($2::text IS NULL OR queue = $2)
+  AND ($3::text IS NULL OR kind = $3)
+ORDER BY id
+LIMIT $4;
+
+-- name: cancel_job
+-- A waiting job is cancelled here and now; a running one is flagged and its node is told
+-- through NOTIFY, and the node records the cancellation when the job stops.
+WITH old AS (
+    SELECT id, state FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+), changed AS (
+    UPDATE {schema}.jobs AS j
+    SET state = CASE WHEN old.state = 'running' THEN j.state ELSE 'cancelled' END,
+        finalized_at = CASE WHEN old.state = 'running' THEN NULL ELSE now() END,
+        cancel_requested_at = now(),
+        errors = CASE WHEN old.state = 'running' THEN j.errors
+                      ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                          'attempt', j.attempt, 'at', now(), 'type', 'Cancelled',
+                          'message', $2::text, 'traceback', NULL)) END
+    FROM old
+    WHERE j.id = old.id AND old.state NOT IN ('completed', 'cancelled', 'discarded')
+    RETURNING j.id, old.state
+), notified AS (
+    SELECT pg_notify({channel}, CASE WHEN state = 'running' THEN 'c:' ELSE 'f:' END || id)
+    FROM changed
+)
+SELECT old.state::text AS state, (SELECT count(*) FROM changed) AS changed,
+       (SELECT count(*) FROM notified) AS notified
+FROM old;
+
+-- name: retry_job
+WITH old AS (
+    SELECT id, state, queue FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+), changed AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'available',
+        scheduled_at = now(),
+        finalized_at = NULL,
+        cancel_requested_at = NULL,
+        max_attempts = greatest(j.max_attempts, least(j.attempt + 1, 32767))
+    FROM old
+    WHERE j.id = old.id AND old.state IN ('scheduled', 'retryable', 'discarded', 'cancelled')
+    RETURNING j.id, j.queue
+), notified AS (
+    SELECT pg_notify({channel}, 'i:' || queue) FROM changed
+)
+SELECT old.state::text AS state, (SELECT count(*) FROM changed) AS changed,
+       (SELECT count(*) FROM notified) AS notified
+FROM old;
+
+-- name: delete_job
+WITH old AS (
+    SELECT id, state FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+), deleted AS (
+    DELETE FROM {schema}.jobs AS j USING old
+    WHERE j.id = old.id AND old.state <> 'running'
+    RETURNING j.id
+)
+SELECT old.state::text AS state, (SELECT count(*) FROM deleted) AS changed FROM old;
+
+-- name: cancel_requested
+-- Running jobs of this node that app.cancel flagged: covers a cancel notification this
+-- node missed (e.g. while its LISTEN connection was being re-established).
+SELECT id FROM {schema}.jobs
+WHERE id = ANY($1::bigint[]) AND state = 'running' AND cancel_requested_at IS NOT NULL;
+
+-- name: migration_lock
+-- Transaction-scoped: processes migrating at once queue here, then see each other's work.
+SELECT pg_advisory_xact_lock(1634825573, hashtext($1::text));
+
+-- name: create_schema
+CREATE SCHEMA IF NOT EXISTS {schema};
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS {schema}.migrations (
+    version integer PRIMARY KEY,
+    name text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- name: applied_migrations
+SELECT version FROM {schema}.migrations ORDER BY version;
+
+-- name: record_migration
+INSERT INTO {schema}.migrations (version, name) VALUES ($1, $2);

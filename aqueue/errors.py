@@ -1,0 +1,134 @@
+"""Exceptions raised by aqueue, and the three a job raises to choose its outcome.
+
+The tree::
+
+    AqueueError                      root of everything aqueue raises
+     ├── ConfigurationError          bad App settings or job definition (also ValueError)
+     ├── InvalidOption               an enqueue option out of range (also ValueError)
+     ├── InvalidJobArgs              arguments fail validation (also ValueError)
+     ├── UnknownJobKind              no job registered under that kind (also LookupError)
+     ├── DuplicateJobKind            two jobs registered under one kind
+     ├── JobStateError               the job's state forbids the operation
+     ├── DatabaseError               PostgreSQL unreachable, or schema not migrated
+     │    └── SchemaNotMigrated
+     └── AppNotOpen                  the App is used outside ``async with app``
+
+    JobAction (Exception)            raised inside a job to pick its outcome
+     ├── Snooze(seconds)             run again later; the attempt is not consumed
+     ├── Discard(reason)             give up now: state ``discarded``
+     └── Cancel(reason)              stop now: state ``cancelled``
+
+Messages always name the field, kind or job at fault.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AppNotOpen",
+    "AqueueError",
+    "Cancel",
+    "ConfigurationError",
+    "DatabaseError",
+    "Discard",
+    "DuplicateJobKind",
+    "InvalidJobArgs",
+    "InvalidOption",
+    "JobAction",
+    "JobStateError",
+    "SchemaNotMigrated",
+    "Snooze",
+    "UnknownJobKind",
+]
+
+
+class AqueueError(Exception):
+    """Root of every exception aqueue raises."""
+
+
+class ConfigurationError(AqueueError, ValueError):
+    """An App setting or a job definition is invalid."""
+
+
+class InvalidOption(AqueueError, ValueError):
+    """An enqueue option (priority, max_attempts, schedule, ...) is out of range."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class InvalidJobArgs(AqueueError, ValueError):
+    """A job's arguments do not match its function's signature."""
+
+    def __init__(self, kind: str, errors: list[tuple[str, str]]) -> None:
+        details = "; ".join(f"{field}: {msg}" for field, msg in errors)
+        super().__init__(f"invalid arguments for job {kind!r}: {details}")
+        self.kind = kind
+        self.errors = errors
+
+    @property
+    def fields(self) -> list[str]:
+        return [field for field, _ in self.errors]
+
+
+class UnknownJobKind(AqueueError, LookupError):
+    """No job is registered under this kind (or alias)."""
+
+    def __init__(self, kind: str, known: list[str] | None = None) -> None:
+        hint = f"; registered kinds: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"unknown job kind {kind!r}{hint}")
+        self.kind = kind
+
+    def __str__(self) -> str:
+        # LookupError would otherwise repr() the message, quoting it twice.
+        return str(self.args[0])
+
+
+class DuplicateJobKind(ConfigurationError):
+    """Two jobs (or a job and an alias) claim one kind."""
+
+
+class JobStateError(AqueueError):
+    """The job's current state does not allow the requested operation."""
+
+
+class DatabaseError(AqueueError):
+    """PostgreSQL could not be reached or answered with an error aqueue cannot handle."""
+
+
+class SchemaNotMigrated(DatabaseError):
+    """aqueue's tables are missing: run ``aqueue migrate`` or ``await app.migrate()``."""
+
+
+class AppNotOpen(AqueueError):
+    """The App's pool is not open: use ``async with app:`` (or ``await app.open()``)."""
+
+
+class JobAction(Exception):  # noqa: N818 - these are control flow, not errors
+    """Base of the exceptions a job raises to choose its outcome."""
+
+
+class Snooze(JobAction):
+    """Run the job again after ``seconds``; the attempt is not consumed."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
+            raise ValueError(f"Snooze seconds must be a number >= 0, got {seconds!r}")
+        super().__init__(f"snoozed for {seconds}s")
+        self.seconds = float(seconds)
+
+
+class Discard(JobAction):
+    """Stop retrying: the job ends ``discarded`` with ``reason`` recorded as its error."""
+
+    def __init__(self, reason: str = "discarded by the job") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Cancel(JobAction):
+    """Stop the job: it ends ``cancelled`` with ``reason`` recorded as its error."""
+
+    def __init__(self, reason: str = "cancelled by the job") -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -1,0 +1,54 @@
+"""The jobs one App knows: kinds, aliases and after_process hooks. Lives on the App."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .definition import AfterProcessHook, JobDefinition
+from .errors import DuplicateJobKind, UnknownJobKind
+
+__all__ = ["Registry"]
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._by_kind: dict[str, JobDefinition[Any, Any]] = {}
+        self._kinds: list[str] = []
+        self.global_hooks: list[AfterProcessHook] = []
+
+    def add(self, definition: JobDefinition[Any, Any]) -> None:
+        names = (definition.kind, *definition.aliases)
+        if len(set(names)) != len(names):
+            raise DuplicateJobKind(f"job {definition.kind!r}: an alias repeats a kind: {names}")
+        for name in names:
+            existing = self._by_kind.get(name)
+            if existing is not None:
+                role = "kind" if existing.kind == name else f"an alias of {existing.kind!r}"
+                raise DuplicateJobKind(
+                    f"job kind {name!r} is already registered (as {role}); "
+                    "give one of them another name= or remove the alias"
+                )
+        for name in names:
+            self._by_kind[name] = definition
+        self._kinds = sorted(self._by_kind)
+
+    def get(self, kind: str) -> JobDefinition[Any, Any] | None:
+        return self._by_kind.get(kind)
+
+    def require(self, kind: str) -> JobDefinition[Any, Any]:
+        definition = self._by_kind.get(kind)
+        if definition is None:
+            raise UnknownJobKind(kind, list(self._by_kind))
+        return definition
+
+    def kinds(self) -> list[str]:
+        """Every kind and alias, the set a worker of this App can claim."""
+        return self._kinds
+
+    def definitions(self) -> list[JobDefinition[Any, Any]]:
+        return list({id(d): d for d in self._by_kind.values()}.values())
+
+    def hooks_for(self, definition: JobDefinition[Any, Any] | None) -> list[AfterProcessHook]:
+        if definition is None or not definition.hooks:
+            return self.global_hooks
+        return [*definition.hooks, *self.global_hooks]

@@ -1,0 +1,114 @@
+"""Writes attempt outcomes in batches, then hands them to hooks.
+
+Executors ``submit`` synchronously (no await, so a job being cancelled can still hand in
+its outcome). The loop takes everything pending, up to ``batch_size``, and writes it
+with one statement; whatever arrives meanwhile forms the next batch, so batches grow
+with load and latency stays one round trip when idle.
+
+The completer outlives the producers: the worker closes it only after every job has
+stopped, and ``run`` returns once the buffer is empty. A failed write is retried with
+backoff (outcomes are never dropped) until the final flush's deadline passes; jobs whose
+outcome could not be written stay ``running`` and are rescued as orphans.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ..errors import DatabaseError
+from .executor import CompletedAttempt
+
+if TYPE_CHECKING:
+    from ..db.database import Database, OutcomeRow
+
+__all__ = ["Completer"]
+
+
+class Completer:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        batch_size: int,
+        on_committed: Callable[[list[CompletedAttempt]], None],
+        logger: logging.Logger,
+        flush_timeout: float = 10.0,
+    ) -> None:
+        self._db = db
+        self._batch_size = batch_size
+        self._on_committed = on_committed
+        self._logger = logger
+        self._flush_timeout = flush_timeout
+        self._pending: list[CompletedAttempt] = []
+        self._has_items = anyio.Event()
+        self._closing = False
+        self.written = 0
+
+    def submit(self, item: CompletedAttempt) -> None:
+        self._pending.append(item)
+        self._has_items.set()
+
+    @property
+    def backlog(self) -> int:
+        return len(self._pending)
+
+    def close(self) -> None:
+        """Flush what is pending, then let ``run`` return."""
+        self._closing = True
+        self._has_items.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self._has_items.wait()
+            if not self._pending:
+                if self._closing:
+                    return
+                self._has_items = anyio.Event()
+                continue
+            batch = self._pending[: self._batch_size]
+            del self._pending[: self._batch_size]
+            if not self._pending and not self._closing:
+                self._has_items = anyio.Event()
+            await self._write(batch)
+
+    async def _write(self, batch: list[CompletedAttempt]) -> None:
+        rows: list[OutcomeRow] = [
+            (item.job_id, item.attempt, item.state.value, item.result_json, item.error_json,
+             item.delay)
+            for item in batch
+        ]
+        delay = 0.05
+        deadline = math.inf
+        while True:
+            if self._closing and deadline == math.inf:
+                deadline = anyio.current_time() + self._flush_timeout
+            try:
+                # Shielded: a write in flight must finish (or fail) as a whole, even when the
+                # worker is being torn down around it.
+                with anyio.CancelScope(shield=True):
+                    written = await self._db.record_outcomes(rows)
+                break
+            except DatabaseError as exc:
+                if anyio.current_time() >= deadline:
+                    self._logger.error(
+                        "aqueue: could not record %d job outcomes before shutdown (%s); "
+                        "those jobs stay running until rescued as orphans", len(batch), exc)
+                    return
+                self._logger.warning("aqueue: recording outcomes failed (%s); retrying", exc)
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        self.written += len(written)
+        applied = {row["id"] for row in written}
+        committed = [item for item in batch if item.job_id in applied]
+        if len(committed) != len(batch):
+            self._logger.info(
+                "aqueue: %d outcome(s) not applied: job no longer running this attempt "
+                "(rescued, or deleted)", len(batch) - len(committed))
+        self._on_committed(committed)

@@ -1,0 +1,201 @@
+"""Runs one claimed job and classifies how it ended. No SQL here.
+
+Cancellation has three sources, told apart so each gets its own outcome:
+
+- ``app.cancel`` (any node, via NOTIFY): the job's own cancel scope is cancelled with
+  ``cancel_requested`` set -> ``cancelled``;
+- the job's ``timeout``: the same scope's deadline passes -> an error, retried like any;
+- worker shutdown: the producer cancels the task group the job runs in. The job's own
+  scope does not catch that; it reaches the ``except`` for the cancellation class, where
+  the job is handed back as ``available`` with its attempt refunded, and the cancellation
+  propagates (never swallowed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import pydantic_core
+
+from ..errors import Cancel, Discard, Snooze
+from ..jobs import JobContext, JobState, Outcome
+from ..options import Backoff
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..db.database import Row
+    from ..definition import JobDefinition
+
+__all__ = ["CompletedAttempt", "Executor", "RunningJob"]
+
+DEFAULT_BACKOFF = Backoff()
+
+
+class JobTimeout(TimeoutError):
+    """The job ran longer than its ``timeout``."""
+
+
+class ResultNotJSON(TypeError):
+    """The job returned a value that cannot be stored as JSON."""
+
+
+class RunningJob:
+    """A job this process is executing: its identity and how to cancel it."""
+
+    __slots__ = ("attempt", "cancel_requested", "id", "scope")
+
+    def __init__(self, job_id: int, attempt: int) -> None:
+        self.id = job_id
+        self.attempt = attempt
+        self.scope: anyio.CancelScope | None = None
+        self.cancel_requested = False
+
+    def request_cancel(self) -> None:
+        self.cancel_requested = True
+        if self.scope is not None:
+            self.scope.cancel()
+
+
+class CompletedAttempt:
+    """An attempt's outcome, waiting for the completer to write it."""
+
+    __slots__ = ("definition", "delay", "error_json", "outcome", "queue", "result_json", "row",
+                 "state")
+
+    def __init__(
+        self, row: Row, definition: JobDefinition[Any, Any] | None, state: JobState,
+        outcome: Outcome, result_json: str | None, error_json: str | None, delay: float | None,
+    ) -> None:
+        self.row = row
+        self.definition = definition
+        self.state = state
+        self.outcome = outcome
+        self.result_json = result_json
+        self.error_json = error_json
+        self.delay = delay
+        self.queue: str = row["queue"]
+
+    @property
+    def job_id(self) -> int:
+        return int(self.row["id"])
+
+    @property
+    def attempt(self) -> int:
+        return int(self.row["attempt"])
+
+
+def error_record(attempt: int, exc: BaseException) -> str:
+    return json.dumps({
+        "attempt": attempt,
+        "at": datetime.now(UTC).isoformat(),
+        "type": type(exc).__qualname__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    })
+
+
+class Executor:
+    def __init__(self, app: App, submit: Callable[[CompletedAttempt], None],
+                 logger: logging.Logger) -> None:
+        self._app = app
+        self._submit = submit
+        self._logger = logger
+        self.stopping_hard = False
+
+    async def run(self, row: Row, running: RunningJob) -> None:
+        definition = self._app.registry.get(row["kind"])
+        attempt = running.attempt
+        started = time.monotonic()
+        result: Any = None
+        result_json: str | None = None
+        error: BaseException | None = None
+        snooze: float | None = None
+        state = JobState.COMPLETED
+        try:
+            if definition is None:
+                # Claims filter on known kinds, so this only happens if the registry changed.
+                raise LookupError(f"no job registered for kind {row['kind']!r}")
+            kwargs = definition.schema.load(row["args"])
+            timeout = row["timeout"] or definition.defaults.timeout
+            deadline = anyio.current_time() + timeout if timeout else math.inf
+            with anyio.CancelScope(deadline=deadline) as scope:
+                running.scope = scope
+                if running.cancel_requested:
+                    scope.cancel()
+                if definition.schema.wants_context:
+                    ctx = JobContext(job=self._app.job_from_row(row), app=self._app,
+                                     logger=self._logger)
+                    result = await definition.fn(ctx, **kwargs)
+                else:
+                    result = await definition.fn(**kwargs)
+            running.scope = None
+            if scope.cancelled_caught:
+                if running.cancel_requested:
+                    state, error = JobState.CANCELLED, Cancel("cancelled by app.cancel")
+                else:
+                    state, error = JobState.RETRYABLE, JobTimeout(
+                        f"job exceeded its timeout of {timeout:g}s")
+            else:
+                try:
+                    result_json = pydantic_core.to_json(result).decode()
+                except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
+                    # The job's side effects happened; retrying would repeat them for a
+                    # value that can never be stored, so the job is discarded, not retried.
+                    state, result = JobState.DISCARDED, None
+                    error = ResultNotJSON(
+                        f"job returned a value that is not JSON-serialisable "
+                        f"({type(result).__name__}): {exc}")
+        except Snooze as exc:
+            state, error, snooze = JobState.SCHEDULED, None, exc.seconds
+        except Discard as exc:
+            state, error = JobState.DISCARDED, exc
+        except Cancel as exc:
+            state, error = JobState.CANCELLED, exc
+        except Exception as exc:
+            state, error = JobState.RETRYABLE, exc
+        except anyio.get_cancelled_exc_class() as exc:
+            if self.stopping_hard:
+                self._finish(row, definition, JobState.AVAILABLE, None, None, None,
+                             exc, started, None)
+                raise
+            # A CancelledError the job raised itself, not a shutdown: an ordinary failure.
+            state, error = JobState.RETRYABLE, exc
+
+        delay: float | None = snooze
+        if state is JobState.RETRYABLE:
+            if attempt >= row["max_attempts"]:
+                state = JobState.DISCARDED
+            else:
+                policy = self._backoff(row, definition)
+                delay = policy.delay(attempt)
+        self._finish(row, definition, state, result, result_json, error, error, started, delay)
+
+    def _backoff(self, row: Row, definition: JobDefinition[Any, Any] | None) -> Backoff:
+        if row["retry"]:
+            return Backoff.from_json(json.loads(row["retry"]))
+        if definition is not None and definition.defaults.retry is not None:
+            return definition.defaults.retry
+        return DEFAULT_BACKOFF
+
+    def _finish(
+        self, row: Row, definition: JobDefinition[Any, Any] | None, state: JobState,
+        result: Any, result_json: str | None, recorded: BaseException | None,
+        error: BaseException | None, started: float, delay: float | None,
+    ) -> None:
+        duration = time.monotonic() - started
+        if error is not None and state is not JobState.AVAILABLE:
+            self._logger.info("aqueue: job %s (%s) attempt %s -> %s: %s: %s", row["id"],
+                              row["kind"], row["attempt"], state, type(error).__name__, error)
+        outcome = Outcome(state=state, result=result, error=error, duration=duration,
+                          snoozed_for=delay if state is JobState.SCHEDULED else None)
+        error_json = error_record(row["attempt"], recorded) if recorded is not None else None
+        self._submit(CompletedAttempt(row, definition, state, outcome, result_json, error_json,
+                                      delay))

@@ -1,0 +1,170 @@
+"""A worker: producers per queue, one executor, the completer, hooks, and the watchers.
+
+Every long-lived loop is a child of the worker's task group, started with ``tg.start`` so
+the worker is ready only when each is. Stop order follows the data flow: producers stop
+claiming and settle their jobs (graceful, then cancel); then the completer flushes; then
+hooks get their grace; then the support services (notifier supervision, cancel watcher)
+are cancelled.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ..errors import ConfigurationError, DatabaseError
+from ..jobs import JobState
+from ..options import validate_name
+from .completer import Completer
+from .executor import CompletedAttempt, Executor
+from .hooks import HookRunner
+from .producer import Producer
+
+if TYPE_CHECKING:
+    from ..app import App
+
+__all__ = ["Worker"]
+
+
+def validate_queues(queues: Mapping[str, int]) -> dict[str, int]:
+    if not isinstance(queues, Mapping) or not queues:
+        raise ConfigurationError("queues: give at least one queue, e.g. {'default': 10}")
+    checked: dict[str, int] = {}
+    for name, concurrency in queues.items():
+        validate_name("queues", name)
+        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not (
+            1 <= concurrency <= 10_000
+        ):
+            raise ConfigurationError(
+                f"queues[{name!r}]: concurrency must be an integer from 1 to 10000, "
+                f"got {concurrency!r}")
+        checked[name] = concurrency
+    return checked
+
+
+class Worker:
+    """Made by ``app.worker(...)`` / ``app.run_worker(...)``; ``await worker.stop()`` ends it."""
+
+    def __init__(self, app: App, queues: Mapping[str, int]) -> None:
+        self.app = app
+        self.queues = validate_queues(queues)
+        self.node_id = uuid.uuid4().hex
+        settings = app.settings
+        self._logger = app.logger
+        self._completer = Completer(
+            app.db, batch_size=settings.completer_batch, on_committed=self._committed,
+            logger=self._logger)
+        self._executor = Executor(app, self._completer.submit, self._logger)
+        self._hooks = HookRunner(concurrency=100, grace=settings.shutdown_timeout,
+                                 logger=self._logger)
+        self.producers = {
+            queue: Producer(
+                queue, concurrency, db=app.db, kinds=app.registry.kinds, node_id=self.node_id,
+                executor=self._executor, poll_interval=settings.poll_interval,
+                shutdown_timeout=settings.shutdown_timeout, logger=self._logger)
+            for queue, concurrency in self.queues.items()
+        }
+        self._stopped = anyio.Event()
+        self._stop_requested = False
+        self._started = False
+
+    @property
+    def logger(self) -> logging.Logger:
+        return self._logger
+
+    @property
+    def running_jobs(self) -> int:
+        return sum(len(p.running) for p in self.producers.values())
+
+    def request_stop(self) -> None:
+        """Begin shutdown without waiting for it (safe from any task of this loop)."""
+        if not self._stop_requested:
+            self._stop_requested = True
+            for producer in self.producers.values():
+                producer.stop()
+
+    async def stop(self) -> None:
+        """Stop claiming, let running jobs finish (``shutdown_timeout``), flush; idempotent."""
+        self.request_stop()
+        if self._started:
+            await self._stopped.wait()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        if self._started:
+            raise RuntimeError("a Worker runs once; create a new one with app.worker(...)")
+        self._started = True
+        notifier = await self.app.notifier()
+        try:
+            async with anyio.create_task_group() as services:
+                await services.start(notifier.supervise)
+                async with anyio.create_task_group() as tail:
+                    await tail.start(self._hooks.run)
+                    await tail.start(self._complete_then_close_hooks)
+                    with notifier.cancel_subscription(self._cancel_job):
+                        async with anyio.create_task_group() as producers:
+                            for producer in self.producers.values():
+                                producers.start_soon(self._run_producer, producer, notifier)
+                            services.start_soon(self._watch_cancels)
+                            self._logger.info("aqueue: worker %s started: queues %s",
+                                              self.node_id[:8], self.queues)
+                            task_status.started()
+                    self._completer.close()
+                services.cancel_scope.cancel()
+        finally:
+            self._stopped.set()
+            self._logger.info("aqueue: worker %s stopped", self.node_id[:8])
+
+    async def _complete_then_close_hooks(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        # Hooks close only after the last outcome is written, so its hooks still run.
+        await self._completer.run(task_status=task_status)
+        self._hooks.close()
+
+    async def _run_producer(self, producer: Producer, notifier: Any) -> None:
+        with notifier.queue_subscription(producer.queue, producer.wake):
+            await producer.run()
+
+    def _cancel_job(self, job_id: int) -> None:
+        for producer in self.producers.values():
+            if producer.cancel_job(job_id):
+                return
+
+    async def _watch_cancels(self) -> None:
+        # Covers cancel notifications missed while the LISTEN connection was down.
+        while True:
+            await anyio.sleep(self.app.settings.poll_interval * 5)
+            running = [job_id for p in self.producers.values() for job_id in p.running]
+            if not running:
+                continue
+            try:
+                flagged = await self.app.db.cancel_requested(running)
+            except DatabaseError as exc:
+                self._logger.warning("aqueue: cancel check failed: %s", exc)
+                continue
+            for job_id in flagged:
+                self._cancel_job(job_id)
+
+    def _committed(self, items: list[CompletedAttempt]) -> None:
+        poll = self.app.settings.poll_interval
+        for item in items:
+            if item.state in (JobState.SCHEDULED, JobState.RETRYABLE, JobState.AVAILABLE):
+                producer = self.producers.get(item.queue)
+                if producer is not None and (item.delay or 0.0) < poll:
+                    producer.wake_at(item.delay or 0.0)
+            if item.state is JobState.AVAILABLE:
+                continue  # interrupted by shutdown: the attempt did not count, no hooks
+            hooks = self.app.hooks_for(item.definition)
+            if hooks:
+                job = self.app.job_from_row(
+                    item.row, state=item.state, result=item.outcome.result,
+                    error_json=item.error_json)
+                self._hooks.dispatch(hooks, job, item.outcome)
