@@ -183,5 +183,13 @@ class Database:
     async def retry_job(self, job_id: int) -> Row | None:
         return await self._fetchrow(self.q.retry_job, job_id)
 
+    async def queues_idle(self, queues: Sequence[str], kinds: Sequence[str]) -> bool:
+        row = await self._fetchrow(self.q.queues_idle, list(queues), list(kinds))
+        return bool(row and row["idle"])
+
+    async def drop_schema(self) -> None:
+        async with self._errors():
+            await self.pool.execute(self.q.drop_schema)
+
     async def delete_job(self, job_id: int) -> Row | None:
         return await self._fetchrow(self.q.delete_job, job_id)

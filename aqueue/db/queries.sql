@@ -76,8 +76,9 @@ WITH o AS (
           FROM done WHERE finalized_at IS NOT NULL) AS s
     GROUP BY s.chunk
 )
-SELECT done.id, done.finalized_at
-FROM done LEFT JOIN (SELECT count(*) AS n FROM notified) AS forced ON true;
+-- Selecting the count makes PostgreSQL evaluate the notifying CTE (an unreferenced CTE is
+-- skipped, and so is a join the planner can prove unused).
+SELECT done.id, (SELECT count(*) FROM notified) AS notified FROM done;
 
 -- name: get_job
 SELECT {job_columns} FROM {schema}.jobs WHERE id = $1;
@@ -175,3 +176,16 @@ SELECT version FROM {schema}.migrations ORDER BY version;
 
 -- name: record_migration
 INSERT INTO {schema}.migrations (version, name) VALUES ($1, $2);
+
+-- name: queues_idle
+-- True when none of these queues has a due job of these kinds, or a running job.
+SELECT NOT EXISTS (
+    SELECT 1 FROM {schema}.jobs
+    WHERE queue = ANY($1::text[])
+      AND (state = 'running'
+           OR (state IN ('available', 'scheduled', 'retryable')
+               AND scheduled_at <= now() AND kind = ANY($2::text[])))
+) AS idle;
+
+-- name: drop_schema
+DROP SCHEMA IF EXISTS {schema} CASCADE;

@@ -1,0 +1,181 @@
+"""The ``aqueue`` command. The only place that installs signal handlers.
+
+    aqueue migrate  --app MODULE:APP | --url URL [--schema S]
+    aqueue worker   MODULE:APP -q default=10 -q mail=5
+    aqueue demo     enqueue and run a mix of jobs on a throwaway PostgreSQL
+    aqueue dev      start a throwaway PostgreSQL, print its URL, run until Ctrl-C
+
+Errors aqueue knows about (bad input, unreachable database) print one line to stderr
+and exit with status 1; usage errors exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+
+from .app import App
+from .embedded import EmbeddedPostgresError
+from .errors import AqueueError
+
+__all__ = ["main"]
+
+
+def _run(fn: Callable[[], Awaitable[int]]) -> int:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        options: dict[str, Any] = {}
+    else:
+        options = {"use_uvloop": True}
+    return anyio.run(fn, backend="asyncio", backend_options=options)
+
+
+def load_app(target: str) -> App:
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise AqueueError(f"expected MODULE:APP (e.g. myproject.jobs:app), got {target!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise AqueueError(f"cannot import {module_name!r}: {exc}") from None
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise AqueueError(f"{target!r} is not an aqueue.App (found {type(app).__name__})")
+    return app
+
+
+def parse_queues(values: Sequence[str]) -> dict[str, int]:
+    queues: dict[str, int] = {}
+    for value in values:
+        name, sep, raw = value.rpartition("=")
+        if not sep:
+            name, raw = value, "10"
+        try:
+            queues[name] = int(raw)
+        except ValueError:
+            raise AqueueError(f"-q {value!r}: expected NAME=CONCURRENCY, e.g. -q mail=5") from None
+    return queues or {"default": 10}
+
+
+async def _until_signal(scope: anyio.CancelScope, logger: logging.Logger) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.warning("aqueue: received %s, shutting down gracefully",
+                           signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+async def _cmd_worker(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    queues = parse_queues(args.queue)
+    async with app:
+        if args.migrate:
+            await app.migrate()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_until_signal, tg.cancel_scope, app.logger)
+            await app.run_worker(queues)
+    return 0
+
+
+async def _cmd_migrate(args: argparse.Namespace) -> int:
+    app = load_app(args.app) if args.app else App(args.url, schema=args.schema)
+    async with app:
+        applied = await app.migrate()
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+async def _cmd_dev(args: argparse.Namespace) -> int:
+    from .embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres()
+    await anyio.to_thread.run_sync(server.start)
+    try:
+        app = App(server.url, schema=args.schema)
+        async with app:
+            await app.migrate()
+        print(f"PostgreSQL {server.version} running: {server.source_description}")
+        print(f"AQUEUE_DATABASE_URL={server.url}")
+        print("schema migrated; press Ctrl-C to stop and delete it", flush=True)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                break
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
+    print("stopped")
+    return 0
+
+
+async def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return await run_demo(jobs=args.jobs)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aqueue", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("worker", help="run a worker for an App until SIGTERM/SIGINT",
+                       description="Run a worker for MODULE:APP until SIGTERM or Ctrl-C, "
+                                   "then shut down gracefully (shutdown_timeout).")
+    p.add_argument("app", metavar="MODULE:APP", help="where the App lives, e.g. myapp.jobs:app")
+    p.add_argument("-q", "--queue", action="append", default=[], metavar="NAME=N",
+                   help="a queue and its concurrency; repeat for more (default: default=10)")
+    p.add_argument("--migrate", action="store_true", help="apply migrations before starting")
+    p.set_defaults(handler=_cmd_worker)
+
+    p = sub.add_parser("migrate", help="create or upgrade aqueue's tables",
+                       description="Create or upgrade aqueue's schema; safe to run concurrently.")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--app", metavar="MODULE:APP", help="use this App's URL and schema")
+    target.add_argument("--url", help="database URL (default: $AQUEUE_DATABASE_URL)")
+    p.add_argument("--schema", default="aqueue", help="schema name (default: aqueue)")
+    p.set_defaults(handler=_cmd_migrate)
+
+    p = sub.add_parser("demo", help="enqueue and run jobs on a throwaway PostgreSQL",
+                       description="Start a throwaway PostgreSQL, enqueue a mix of jobs "
+                                   "(one retries, one has a hook), run them, print what "
+                                   "happened.")
+    p.add_argument("--jobs", type=int, default=2000, help="bulk jobs to drain (default 2000)")
+    p.set_defaults(handler=_cmd_demo)
+
+    p = sub.add_parser("dev", help="run a throwaway PostgreSQL until Ctrl-C",
+                       description="Start a throwaway PostgreSQL, migrate the schema, print "
+                                   "its URL, and run until Ctrl-C.")
+    p.add_argument("--schema", default="aqueue", help="schema to migrate (default: aqueue)")
+    p.set_defaults(handler=_cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
+    )
+    handler: Callable[[argparse.Namespace], Awaitable[int]] = args.handler
+    try:
+        return _run(lambda: handler(args))
+    except (AqueueError, EmbeddedPostgresError) as exc:
+        print(f"aqueue: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Fixtures: one throwaway PostgreSQL per session (aqueue's own pytest plugin provides
+``aqueue_database_url``), one fresh schema per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+import aqueue
+from aqueue.testing import unique_schema
+
+FAST = {"poll_interval": 0.2, "shutdown_timeout": 5.0}
+
+
+@pytest.fixture
+async def make_app(aqueue_database_url: str) -> AsyncIterator[Callable[..., aqueue.App]]:
+    """Build Apps on one fresh schema (several Apps = several nodes); all open and migrated
+    lazily by ``open_app``; schema dropped afterwards."""
+    schema = unique_schema()
+    apps: list[aqueue.App] = []
+
+    def factory(**settings: Any) -> aqueue.App:
+        app = aqueue.App(aqueue_database_url, schema=settings.pop("schema", schema),
+                         **{**FAST, **settings})
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        await app.close()
+    cleanup = aqueue.App(aqueue_database_url, schema=schema)
+    async with cleanup:
+        await cleanup.db.drop_schema()
+
+
+@pytest.fixture
+async def app(make_app: Callable[..., aqueue.App]) -> AsyncIterator[aqueue.App]:
+    """An open, migrated App on this test's schema."""
+    app = make_app()
+    async with app:
+        await app.migrate()
+        yield app
