@@ -44,6 +44,7 @@ __all__ = [
     "JobDefinition",
     "JobRequest",
     "JobState",
+    "JobStateError",
     "Outcome",
     "SchemaNotMigrated",
     "Snooze",

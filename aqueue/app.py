@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import inspect
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -12,10 +11,12 @@ from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import anyio
 import pydantic_core
+from anyio.abc import TaskStatus
 
 from .config import build_settings, resolve_database_url, validate_schema_name
 from .db.database import Database, InsertRow, Row
-from .definition import AfterProcessHook, JobDefinition, JobRequest
+from .definition import AfterProcessHook, JobDefinition, JobRequest, require_coroutine_function
+from .enqueue import DEFAULT_QUEUE, ResolvedOptions
 from .errors import ConfigurationError, InvalidJobArgs, InvalidOption, JobStateError
 from .jobs import Job, JobContext, JobState
 from .options import Backoff, Options, validate_name
@@ -28,10 +29,6 @@ __all__ = ["App"]
 P = ParamSpec("P")
 R = TypeVar("R")
 H = TypeVar("H", bound=AfterProcessHook)
-
-DEFAULT_QUEUE = "default"
-DEFAULT_PRIORITY = 0
-DEFAULT_MAX_ATTEMPTS = 20
 
 
 class _JobDecorator(Protocol):
@@ -72,16 +69,26 @@ class App:
         if isinstance(retention, timedelta):
             retention = retention.total_seconds()
         self.settings = build_settings(
-            schema_name=schema, poll_interval=poll_interval,
-            heartbeat_interval=heartbeat_interval, node_ttl=node_ttl,
-            shutdown_timeout=shutdown_timeout, retention=retention, leader_ttl=leader_ttl,
-            pool_size=pool_size, connect_timeout=connect_timeout,
+            schema_name=schema,
+            poll_interval=poll_interval,
+            heartbeat_interval=heartbeat_interval,
+            node_ttl=node_ttl,
+            shutdown_timeout=shutdown_timeout,
+            retention=retention,
+            leader_ttl=leader_ttl,
+            pool_size=pool_size,
+            connect_timeout=connect_timeout,
             completer_batch=completer_batch,
         )
         self.logger = logger or logging.getLogger("aqueue")
         self.registry = Registry()
-        self.db = Database(self.url, schema, pool_size=pool_size,
-                           connect_timeout=connect_timeout, logger=self.logger)
+        self.db = Database(
+            self.url,
+            schema,
+            pool_size=pool_size,
+            connect_timeout=connect_timeout,
+            logger=self.logger,
+        )
         self._notifier: Notifier | None = None
         self._notifier_lock = anyio.Lock()
 
@@ -120,7 +127,6 @@ class App:
     def job(
         self,
         fn: Callable[..., Awaitable[Any]] | None = None,
-        /,
         *,
         name: str | None = None,
         queue: str | None = None,
@@ -133,8 +139,15 @@ class App:
         aliases: Sequence[str] = (),
     ) -> Any:
         """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``."""
-        defaults = Options.create(queue=queue, priority=priority, max_attempts=max_attempts,
-                                  timeout=timeout, tags=tags, meta=meta, retry=retry)
+        defaults = Options.create(
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            tags=tags,
+            meta=meta,
+            retry=retry,
+        )
         if isinstance(aliases, str):
             raise ConfigurationError("aliases: must be a list of kind names, not a string")
         alias_tuple = tuple(validate_name("aliases", alias) for alias in aliases)
@@ -142,7 +155,8 @@ class App:
         def register(func: Callable[..., Awaitable[Any]]) -> JobDefinition[Any, Any]:
             kind = validate_name("name", name if name is not None else func.__name__)
             definition: JobDefinition[Any, Any] = JobDefinition(
-                self, func, kind=kind, aliases=alias_tuple, defaults=defaults)
+                self, func, kind=kind, aliases=alias_tuple, defaults=defaults
+            )
             self.registry.add(definition)
             return definition
 
@@ -150,8 +164,7 @@ class App:
 
     def after_process(self, hook: H) -> H:
         """Register ``async def hook(job, outcome)``, run after every job's attempt."""
-        if not inspect.iscoroutinefunction(hook):
-            raise ConfigurationError(f"after_process hook {hook!r} must be an 'async def' function")
+        require_coroutine_function(hook, "after_process hook")
         self.registry.global_hooks.append(hook)
         return hook
 
@@ -188,8 +201,11 @@ class App:
             if self._notifier is None:
                 self.db.pool  # noqa: B018 - raises AppNotOpen outside 'async with app'
                 self._notifier = Notifier(
-                    self.url, self.db.channel, connect_timeout=self.settings.connect_timeout,
-                    logger=self.logger)
+                    self.url,
+                    self.db.channel,
+                    connect_timeout=self.settings.connect_timeout,
+                    logger=self.logger,
+                )
             notifier = self._notifier
         await notifier.start()
         return notifier
@@ -216,14 +232,29 @@ class App:
         """Enqueue by kind name. Unknown kinds raise ``UnknownJobKind`` unless
         ``allow_unknown=True`` (then ``args`` is stored unvalidated, for a worker that knows it)."""
         options = Options.create(
-            queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout,
-            scheduled_at=scheduled_at, schedule_in=schedule_in, tags=tags, meta=meta,
-            retry=retry, conn=conn)
-        return await self.enqueue_request(self.build(kind, args, allow_unknown=allow_unknown,
-                                                     options=options))
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            scheduled_at=scheduled_at,
+            schedule_in=schedule_in,
+            tags=tags,
+            meta=meta,
+            retry=retry,
+            conn=conn,
+        )
+        return await self.enqueue_request(
+            self.build(kind, args, allow_unknown=allow_unknown, options=options)
+        )
 
-    def build(self, kind: str, args: Mapping[str, Any] | None = None, *,
-              allow_unknown: bool = False, options: Options | None = None) -> JobRequest:
+    def build(
+        self,
+        kind: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        allow_unknown: bool = False,
+        options: Options | None = None,
+    ) -> JobRequest:
         """A ``JobRequest`` for ``enqueue_many``, by kind name."""
         validate_name("kind", kind)
         definition = self.registry.get(kind)
@@ -237,13 +268,10 @@ class App:
             except pydantic_core.PydanticSerializationError as exc:
                 raise InvalidJobArgs(kind, [("args", f"not JSON-serialisable: {exc}")]) from None
             return JobRequest(kind, args_json, options or Options())
-        return JobRequest(definition.kind, definition.schema.dump(args or {}),
-                          options or Options())
+        return JobRequest(definition.kind, definition.schema.dump(args or {}), options or Options())
 
     async def enqueue_request(self, request: JobRequest) -> Job:
-        row = self._insert_row(request)
-        rows = await self.db.insert_jobs([row], conn=request.options.conn)
-        return self.job_from_row(rows[0])
+        return (await self._insert([request], request.options.conn))[0]
 
     async def enqueue_many(self, requests: Sequence[JobRequest], *, conn: Any = None) -> list[Job]:
         """Insert many jobs in one statement (one round trip); returns them in order."""
@@ -251,7 +279,9 @@ class App:
             raise InvalidOption("requests", "must be a list of jobs from .build(...)")
         for request in requests:
             if not isinstance(request, JobRequest):
-                raise InvalidOption("requests", f"expected JobRequest from .build(), got {request!r}")
+                raise InvalidOption(
+                    "requests", f"expected JobRequest from .build(), got {request!r}"
+                )
         if not requests:
             return []
         conns = {id(r.options.conn) for r in requests if r.options.conn is not None}
@@ -259,38 +289,42 @@ class App:
             if len(conns) > 1:
                 raise InvalidOption("conn", "all jobs of one enqueue_many must share one conn")
             conn = next(r.options.conn for r in requests if r.options.conn is not None)
-        rows = [self._insert_row(request) for request in requests]
-        inserted = await self.db.insert_jobs(rows, conn=conn)
-        return [self.job_from_row(row) for row in inserted]
+        return await self._insert(requests, conn)
 
-    def _insert_row(self, request: JobRequest) -> InsertRow:
+    async def _insert(self, requests: Sequence[JobRequest], conn: Any) -> list[Job]:
+        # Everything but the arguments depends only on (kind, options), and a batch usually
+        # shares a handful of those: resolve each pair once per call.
+        resolved: dict[tuple[str, int], ResolvedOptions] = {}
+        per_job: list[ResolvedOptions] = []
+        rows: list[InsertRow] = []
+        for request in requests:
+            key = (request.kind, id(request.options))
+            opts = resolved.get(key)
+            if opts is None:
+                opts = resolved[key] = self._resolve(request)
+            per_job.append(opts)
+            rows.append((request.kind, opts.queue, request.args_json, *opts.row_tail))
+        inserted = await self.db.insert_jobs(rows, conn=conn)
+        return [
+            opts.job(row, request)
+            for row, request, opts in zip(inserted, requests, per_job, strict=True)
+        ]
+
+    def _resolve(self, request: JobRequest) -> ResolvedOptions:
         definition = self.registry.get(request.kind)
         defaults = definition.defaults if definition is not None else Options()
-        opts = defaults.merged(request.options)
-        override = request.options
-        tags = json.dumps(list(opts.tags or ()))
-        retry = override.retry if override.retry is not None else None
-        return (
-            request.kind,
-            opts.queue or DEFAULT_QUEUE,
-            request.args_json,
-            opts.priority if opts.priority is not None else DEFAULT_PRIORITY,
-            opts.max_attempts if opts.max_attempts is not None else DEFAULT_MAX_ATTEMPTS,
-            opts.scheduled_at,
-            opts.schedule_in,
-            tags,
-            opts.meta_json(),
-            # Timeout and retry policy are stored only when set per enqueue; otherwise the
-            # job's definition at run time decides (so a deploy can change them).
-            override.timeout,
-            json.dumps(retry.to_json()) if retry is not None else None,
-        )
+        return ResolvedOptions(defaults.merged(request.options), request.options)
 
     # -- records ----------------------------------------------------------------------------
 
     def job_from_row(
-        self, row: Row, *, state: JobState | None = None, result: Any = None,
-        error_json: str | None = None, duplicate: bool = False,
+        self,
+        row: Row,
+        *,
+        state: JobState | None = None,
+        result: Any = None,
+        error_json: str | None = None,
+        duplicate: bool = False,
     ) -> Job:
         """A ``Job`` from a database row; ``state``/``result``/``error_json`` overlay an outcome
         the row predates (hooks get the job as it is after the attempt, without a re-read)."""
@@ -301,12 +335,23 @@ class App:
             state = JobState(row["state"])
             result = json.loads(row["result"]) if row["result"] is not None else None
         return Job(
-            id=row["id"], kind=row["kind"], queue=row["queue"], state=state,
-            args=json.loads(row["args"]), priority=row["priority"], attempt=row["attempt"],
-            max_attempts=row["max_attempts"], scheduled_at=row["scheduled_at"],
-            created_at=row["created_at"], attempted_at=row["attempted_at"],
-            finalized_at=row["finalized_at"], errors=errors, result=result,
-            tags=list(row["tags"]), meta=json.loads(row["meta"]), duplicate=duplicate,
+            id=row["id"],
+            kind=row["kind"],
+            queue=row["queue"],
+            state=state,
+            args=json.loads(row["args"]),
+            priority=row["priority"],
+            attempt=row["attempt"],
+            max_attempts=row["max_attempts"],
+            scheduled_at=row["scheduled_at"],
+            created_at=row["created_at"],
+            attempted_at=row["attempted_at"],
+            finalized_at=row["finalized_at"],
+            errors=errors,
+            result=result,
+            tags=list(row["tags"]),
+            meta=json.loads(row["meta"]),
+            duplicate=duplicate,
         )
 
     # -- admin ------------------------------------------------------------------------------
@@ -316,8 +361,12 @@ class App:
         return self.job_from_row(row) if row is not None else None
 
     async def list_jobs(
-        self, *, state: JobState | str | None = None, queue: str | None = None,
-        kind: str | None = None, limit: int = 100,
+        self,
+        *,
+        state: JobState | str | None = None,
+        queue: str | None = None,
+        kind: str | None = None,
+        limit: int = 100,
     ) -> list[Job]:
         """Jobs matching every filter given, oldest first."""
         if state is not None:
@@ -357,8 +406,10 @@ class App:
         if found is None:
             raise LookupError(f"job {job_id} does not exist")
         if not found["changed"]:
-            raise JobStateError(f"job {job_id} is {found['state']}: only scheduled, retryable, "
-                                "discarded or cancelled jobs can be retried")
+            raise JobStateError(
+                f"job {job_id} is {found['state']}: only scheduled, retryable, "
+                "discarded or cancelled jobs can be retried"
+            )
         job = await self.get_job(job_id)
         if job is None:
             raise LookupError(f"job {job_id} was deleted meanwhile")
@@ -401,7 +452,7 @@ class App:
         """Run a worker inside this block; leaving it shuts the worker down gracefully."""
         worker = Worker(self, queues if queues is not None else {DEFAULT_QUEUE: 10})
         async with anyio.create_task_group() as tg:
-            await tg.start(worker.run)
+            await tg.start(_run_shielded, worker)
             try:
                 yield worker
             finally:
@@ -412,6 +463,17 @@ class App:
         """Run a worker until cancelled (the CLI cancels on SIGTERM/SIGINT), then shut down."""
         async with self.worker(queues) as worker:
             await worker.wait_stopped()
+
+
+async def _run_shielded(
+    worker: Worker, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    # A cancellation from outside (the CLI on SIGTERM, a cancelled task group) must reach the
+    # worker as a stop request, not as a cancellation of its jobs and its completer: the
+    # host task's ``finally`` calls ``worker.stop()``, which is graceful and bounded by
+    # ``shutdown_timeout``.
+    with anyio.CancelScope(shield=True):
+        await worker.run(task_status=task_status)
 
 
 def _job_id(job_id: object) -> int:

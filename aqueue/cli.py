@@ -71,8 +71,9 @@ def parse_queues(values: Sequence[str]) -> dict[str, int]:
 async def _until_signal(scope: anyio.CancelScope, logger: logging.Logger) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
         async for signum in signals:
-            logger.warning("aqueue: received %s, shutting down gracefully",
-                           signal.Signals(signum).name)
+            logger.warning(
+                "aqueue: received %s, shutting down gracefully", signal.Signals(signum).name
+            )
             scope.cancel()
             return
 
@@ -129,33 +130,51 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("worker", help="run a worker for an App until SIGTERM/SIGINT",
-                       description="Run a worker for MODULE:APP until SIGTERM or Ctrl-C, "
-                                   "then shut down gracefully (shutdown_timeout).")
+    p = sub.add_parser(
+        "worker",
+        help="run a worker for an App until SIGTERM/SIGINT",
+        description="Run a worker for MODULE:APP until SIGTERM or Ctrl-C, "
+        "then shut down gracefully (shutdown_timeout).",
+    )
     p.add_argument("app", metavar="MODULE:APP", help="where the App lives, e.g. myapp.jobs:app")
-    p.add_argument("-q", "--queue", action="append", default=[], metavar="NAME=N",
-                   help="a queue and its concurrency; repeat for more (default: default=10)")
+    p.add_argument(
+        "-q",
+        "--queue",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="a queue and its concurrency; repeat for more (default: default=10)",
+    )
     p.add_argument("--migrate", action="store_true", help="apply migrations before starting")
     p.set_defaults(handler=_cmd_worker)
 
-    p = sub.add_parser("migrate", help="create or upgrade aqueue's tables",
-                       description="Create or upgrade aqueue's schema; safe to run concurrently.")
+    p = sub.add_parser(
+        "migrate",
+        help="create or upgrade aqueue's tables",
+        description="Create or upgrade aqueue's schema; safe to run concurrently.",
+    )
     target = p.add_mutually_exclusive_group()
     target.add_argument("--app", metavar="MODULE:APP", help="use this App's URL and schema")
     target.add_argument("--url", help="database URL (default: $AQUEUE_DATABASE_URL)")
     p.add_argument("--schema", default="aqueue", help="schema name (default: aqueue)")
     p.set_defaults(handler=_cmd_migrate)
 
-    p = sub.add_parser("demo", help="enqueue and run jobs on a throwaway PostgreSQL",
-                       description="Start a throwaway PostgreSQL, enqueue a mix of jobs "
-                                   "(one retries, one has a hook), run them, print what "
-                                   "happened.")
+    p = sub.add_parser(
+        "demo",
+        help="enqueue and run jobs on a throwaway PostgreSQL",
+        description="Start a throwaway PostgreSQL, enqueue a mix of jobs "
+        "(one retries, one has a hook), run them, print what "
+        "happened.",
+    )
     p.add_argument("--jobs", type=int, default=2000, help="bulk jobs to drain (default 2000)")
     p.set_defaults(handler=_cmd_demo)
 
-    p = sub.add_parser("dev", help="run a throwaway PostgreSQL until Ctrl-C",
-                       description="Start a throwaway PostgreSQL, migrate the schema, print "
-                                   "its URL, and run until Ctrl-C.")
+    p = sub.add_parser(
+        "dev",
+        help="run a throwaway PostgreSQL until Ctrl-C",
+        description="Start a throwaway PostgreSQL, migrate the schema, print "
+        "its URL, and run until Ctrl-C.",
+    )
     p.add_argument("--schema", default="aqueue", help="schema to migrate (default: aqueue)")
     p.set_defaults(handler=_cmd_dev)
     return parser

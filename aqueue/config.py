@@ -1,4 +1,4 @@
-"""App settings, validated once at construction; every default documented in docs/configuration.md."""
+"""App settings, validated once at construction; defaults documented in docs/configuration.md."""
 
 from __future__ import annotations
 
@@ -67,7 +67,8 @@ def build_settings(**values: object) -> Settings:
         return Settings(**values)  # type: ignore[arg-type]
     except pydantic.ValidationError as exc:
         details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg'].removeprefix('Value error, ')}"
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
             for e in exc.errors()
         )
         raise ConfigurationError(f"invalid App settings: {details}") from None
@@ -82,7 +83,5 @@ def resolve_database_url(url: str | None) -> str:
                 "(e.g. postgresql://user@localhost/db)"
             )
     if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
-        raise ConfigurationError(
-            f"database URL must start with postgresql:// (got {url!r:.60})"
-        )
+        raise ConfigurationError(f"database URL must start with postgresql:// (got {url!r:.60})")
     return url

@@ -34,6 +34,11 @@ AfterProcessHook = Callable[[Job, Outcome], Awaitable[None]]
 H = TypeVar("H", bound=AfterProcessHook)
 
 
+def require_coroutine_function(fn: object, what: str) -> None:
+    if not inspect.iscoroutinefunction(fn):
+        raise ConfigurationError(f"{what} {fn!r} must be an 'async def' function")
+
+
 class ArgsSchema:
     """Validates a job's keyword arguments against its function's signature."""
 
@@ -49,7 +54,7 @@ class ArgsSchema:
         if self.wants_context:
             params = params[1:]
         fields: dict[str, Any] = {}
-        extra = "forbid"
+        allow_extra = False
         for param in params:
             if param.kind in (param.POSITIONAL_ONLY, param.VAR_POSITIONAL):
                 raise ConfigurationError(
@@ -57,7 +62,7 @@ class ArgsSchema:
                     "(jobs are stored with named arguments)"
                 )
             if param.kind is param.VAR_KEYWORD:
-                extra = "allow"
+                allow_extra = True
                 continue
             annotation = hints.get(param.name, Any)
             if annotation is JobContext:
@@ -67,10 +72,12 @@ class ArgsSchema:
             wrapper = Required if param.default is param.empty else NotRequired
             fields[param.name] = wrapper[annotation]
         self.signature = signature.replace(parameters=params)
-        typed_dict: Any = typing_extensions.TypedDict(f"{kind}_args", fields)  # type: ignore[operator]
-        typed_dict.__pydantic_config__ = pydantic.ConfigDict(extra=extra)  # type: ignore[typeddict-item]
+        typed_dict: Any = typing_extensions.TypedDict(f"{kind}_args", fields)  # type: ignore[misc]
+        # pydantic reads a TypedDict's config from this attribute.
+        config = pydantic.ConfigDict(extra="allow" if allow_extra else "forbid")
+        setattr(typed_dict, "__pydantic_config__", config)  # noqa: B010 - not a TypedDict key
         try:
-            self._adapter: pydantic.TypeAdapter[dict[str, Any]] = pydantic.TypeAdapter(typed_dict)
+            self._adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(typed_dict)
         except pydantic.PydanticUserError as exc:
             raise ConfigurationError(f"job {kind!r}: unsupported parameter type: {exc}") from None
         except pydantic.errors.PydanticSchemaGenerationError as exc:
@@ -84,8 +91,12 @@ class ArgsSchema:
         except TypeError as exc:
             raise InvalidJobArgs(self.kind, [("*args", str(exc))]) from None
         result = dict(bound.arguments)
-        extra = result.pop(next((p.name for p in self.signature.parameters.values()
-                                 if p.kind is p.VAR_KEYWORD), ""), None)
+        extra = result.pop(
+            next(
+                (p.name for p in self.signature.parameters.values() if p.kind is p.VAR_KEYWORD), ""
+            ),
+            None,
+        )
         if extra:
             result.update(extra)
         return result
@@ -93,7 +104,9 @@ class ArgsSchema:
     def dump(self, kwargs: Mapping[str, Any]) -> str:
         """Validate ``kwargs`` and return their JSON text, or raise ``InvalidJobArgs``."""
         if not isinstance(kwargs, Mapping):
-            raise InvalidJobArgs(self.kind, [("args", f"must be a mapping, got {type(kwargs).__name__}")])
+            raise InvalidJobArgs(
+                self.kind, [("args", f"must be a mapping, got {type(kwargs).__name__}")]
+            )
         try:
             validated = self._adapter.validate_python(kwargs)
             return self._adapter.dump_json(validated).decode()
@@ -104,7 +117,8 @@ class ArgsSchema:
 
     def load(self, text: str) -> dict[str, Any]:
         try:
-            return self._adapter.validate_json(text)
+            loaded: dict[str, Any] = self._adapter.validate_json(text)
+            return loaded
         except pydantic.ValidationError as exc:
             raise InvalidJobArgs(self.kind, _describe(exc)) from None
 
@@ -157,9 +171,16 @@ class _Enqueuer(Generic[P, R]):
         conn: Any = None,
     ) -> ConfiguredJob[P, R]:
         override = Options.create(
-            queue=queue, priority=priority, max_attempts=max_attempts, timeout=timeout,
-            scheduled_at=scheduled_at, schedule_in=schedule_in, tags=tags, meta=meta,
-            retry=retry, conn=conn,
+            queue=queue,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            scheduled_at=scheduled_at,
+            schedule_in=schedule_in,
+            tags=tags,
+            meta=meta,
+            retry=retry,
+            conn=conn,
         )
         return ConfiguredJob(self.definition, self._options.merged(override))
 
@@ -200,8 +221,7 @@ class JobDefinition(_Enqueuer[P, R]):
 
     def after_process(self, hook: H) -> H:
         """Register ``async def hook(job, outcome)`` for this kind, run after each attempt."""
-        if not inspect.iscoroutinefunction(hook):
-            raise ConfigurationError(f"after_process hook {hook!r} must be an 'async def' function")
+        require_coroutine_function(hook, "after_process hook")
         self.hooks.append(hook)
         return hook
 

@@ -40,8 +40,10 @@ def _build_app(url: str, notes: list[str]) -> tuple[App, dict[str, Any]]:
 
     @send_welcome.after_process
     async def log_delivery(job: Job, outcome: Outcome) -> None:
-        notes.append(f"hook: {job.kind} #{job.id} -> {outcome.state.value}, "
-                     f"returned {outcome.result!r} in {outcome.duration * 1000:.1f} ms")
+        notes.append(
+            f"hook: {job.kind} #{job.id} -> {outcome.state.value}, "
+            f"returned {outcome.result!r} in {outcome.duration * 1000:.1f} ms"
+        )
 
     snoozes: Counter[str] = Counter()
 
@@ -53,8 +55,11 @@ def _build_app(url: str, notes: list[str]) -> tuple[App, dict[str, Any]]:
         return f"export {export_id} done after {snoozes[export_id]} looks"
 
     return app, {
-        "send_welcome": send_welcome, "flaky_sync": flaky_sync, "check_coupon": check_coupon,
-        "noop": noop, "poll_export": poll_export,
+        "send_welcome": send_welcome,
+        "flaky_sync": flaky_sync,
+        "check_coupon": check_coupon,
+        "noop": noop,
+        "poll_export": poll_export,
     }
 
 
@@ -77,8 +82,11 @@ async def run_demo(jobs: int = 2000) -> int:
                 await defs["check_coupon"].enqueue(code="SPRING"),
                 await defs["poll_export"].enqueue(export_id="x-7"),
             ]
-            print(f"enqueued {len(started)} jobs; bulk-enqueueing {jobs} no-op jobs in one "
-                  "round trip ...", flush=True)
+            print(
+                f"enqueued {len(started)} jobs; bulk-enqueueing {jobs} no-op jobs in one "
+                "round trip ...",
+                flush=True,
+            )
             t0 = time.perf_counter()
             bulk = await app.enqueue_many([defs["noop"].build(n=i) for i in range(jobs)])
             enqueue_s = time.perf_counter() - t0
@@ -94,22 +102,29 @@ async def run_demo(jobs: int = 2000) -> int:
             print()
             print(f"{'id':>4}  {'kind':<14} {'state':<10} {'tries':>5}  result / last error")
             for job in finished:
-                detail = (repr(job.result) if job.state.value == "completed"
-                          else f"{job.errors[-1]['type']}: {job.errors[-1]['message']}")
-                print(f"{job.id:>4}  {job.kind:<14} {job.state.value:<10} {job.attempt:>5}  "
-                      f"{detail}")
+                detail = (
+                    repr(job.result)
+                    if job.state.value == "completed"
+                    else f"{job.errors[-1]['type']}: {job.errors[-1]['message']}"
+                )
+                print(
+                    f"{job.id:>4}  {job.kind:<14} {job.state.value:<10} {job.attempt:>5}  {detail}"
+                )
             for job in finished:
                 for err in job.errors[:-1] if job.state.value != "completed" else job.errors:
-                    print(f"      #{job.id} attempt {err['attempt']} failed: {err['type']}: "
-                          f"{err['message']}")
+                    print(
+                        f"      #{job.id} attempt {err['attempt']} failed: {err['type']}: "
+                        f"{err['message']}"
+                    )
             print()
             for note in notes:
                 print(note)
-            print(f"\n{jobs} bulk jobs: enqueued in {enqueue_s * 1000:.0f} ms, all run and "
-                  f"recorded within {drain_s:.2f} s")
+            print(
+                f"\n{jobs} bulk jobs: enqueued in {enqueue_s * 1000:.0f} ms, all run and "
+                f"recorded within {drain_s:.2f} s"
+            )
             states = Counter(j.state.value for j in finished)
-            ok = (states == Counter({"completed": 4, "discarded": 1})
-                  and len(notes) == 2)
+            ok = states == Counter({"completed": 4, "discarded": 1}) and len(notes) == 2
         return 0 if ok else 1
     finally:
         await anyio.to_thread.run_sync(server.stop)

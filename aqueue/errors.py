@@ -4,10 +4,10 @@ The tree::
 
     AqueueError                      root of everything aqueue raises
      ├── ConfigurationError          bad App settings or job definition (also ValueError)
+     │    └── DuplicateJobKind       two jobs registered under one kind
      ├── InvalidOption               an enqueue option out of range (also ValueError)
      ├── InvalidJobArgs              arguments fail validation (also ValueError)
      ├── UnknownJobKind              no job registered under that kind (also LookupError)
-     ├── DuplicateJobKind            two jobs registered under one kind
      ├── JobStateError               the job's state forbids the operation
      ├── DatabaseError               PostgreSQL unreachable, or schema not migrated
      │    └── SchemaNotMigrated
@@ -104,7 +104,7 @@ class AppNotOpen(AqueueError):
     """The App's pool is not open: use ``async with app:`` (or ``await app.open()``)."""
 
 
-class JobAction(Exception):  # noqa: N818 - these are control flow, not errors
+class JobAction(Exception):
     """Base of the exceptions a job raises to choose its outcome."""
 
 

@@ -48,7 +48,11 @@ class Backoff:
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         exponent = max(attempt - 1, 0)
         # Cap the exponent before computing so huge attempt counts cannot overflow a float.
-        raw = self.max_delay if exponent > 1000 else min(self.base * self.factor**exponent, self.max_delay)
+        raw = (
+            self.max_delay
+            if exponent > 1000
+            else min(self.base * self.factor**exponent, self.max_delay)
+        )
         spread = raw * self.jitter
         uniform = (rng or random).uniform(-spread, spread)
         return max(raw + uniform, 0.0)
@@ -132,9 +136,13 @@ class Options:
             if not isinstance(scheduled_at, datetime):
                 raise InvalidOption("scheduled_at", f"must be a datetime, got {scheduled_at!r}")
             if scheduled_at.tzinfo is None or scheduled_at.utcoffset() is None:
-                raise InvalidOption("scheduled_at", "must be timezone-aware (e.g. datetime.now(UTC))")
+                raise InvalidOption(
+                    "scheduled_at", "must be timezone-aware (e.g. datetime.now(UTC))"
+                )
             if delay_s is not None:
-                raise InvalidOption("schedule_in", "give either schedule_in or scheduled_at, not both")
+                raise InvalidOption(
+                    "schedule_in", "give either schedule_in or scheduled_at, not both"
+                )
         tag_tuple: tuple[str, ...] | None = None
         if tags is not None:
             if isinstance(tags, str) or not isinstance(tags, Sequence):
@@ -168,9 +176,10 @@ class Options:
             for f in dataclasses.fields(self)
             if getattr(override, f.name) is not None
         }
-        if "scheduled_at" in changes:
+        # elif: the first branch adds "schedule_in" (as None), which must not clear the other.
+        if override.scheduled_at is not None:
             changes["schedule_in"] = None
-        if "schedule_in" in changes:
+        elif override.schedule_in is not None:
             changes["scheduled_at"] = None
         return dataclasses.replace(self, **changes)
 

@@ -56,6 +56,6 @@ async def run_until_idle(
     queues = dict(queues or {"default": 10})
     with anyio.fail_after(timeout):
         async with app.worker(queues):
-            while not await app.db.queues_idle(list(queues), app.registry.kinds()):
+            kinds = app.registry.kinds()
+            while not await app.db.queues_idle(list(queues), kinds):  # noqa: ASYNC110 - polls the db
                 await anyio.sleep(0.01)
-

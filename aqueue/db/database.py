@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +21,7 @@ from .queries import Queries
 
 __all__ = ["Database", "InsertRow", "OutcomeRow", "Row"]
 
-Row = Mapping[str, Any]
+Row = asyncpg.Record
 # (kind, queue, args_json, priority, max_attempts, scheduled_at, delay, tags_json, meta_json,
 #  timeout, retry_json)
 InsertRow = tuple[
@@ -53,7 +53,12 @@ class Database:
     """One App's pool and statements. ``open()`` / ``close()`` are idempotent."""
 
     def __init__(
-        self, url: str, schema: str, *, pool_size: int, connect_timeout: float,
+        self,
+        url: str,
+        schema: str,
+        *,
+        pool_size: int,
+        connect_timeout: float,
         logger: logging.Logger,
     ) -> None:
         self.url = url
@@ -88,7 +93,8 @@ class Database:
             )
         except _CONNECTION_ERRORS as exc:
             raise DatabaseError(
-                f"cannot connect to PostgreSQL at {describe_url(self.url)}: {exc or type(exc).__name__}"
+                f"cannot connect to PostgreSQL at {describe_url(self.url)}: "
+                f"{exc or type(exc).__name__}"
             ) from None
         except asyncpg.PostgresError as exc:
             raise DatabaseError(
@@ -167,10 +173,6 @@ class Database:
 
     async def get_job(self, job_id: int) -> Row | None:
         return await self._fetchrow(self.q.get_job, job_id)
-
-    async def final_job_ids(self, job_ids: Sequence[int]) -> set[int]:
-        rows = await self._fetch(self.q.get_final_states, list(job_ids))
-        return {row["id"] for row in rows}
 
     async def list_jobs(
         self, state: str | None, queue: str | None, kind: str | None, limit: int

@@ -14,9 +14,22 @@ __all__ = ["Queries", "channel_for", "load_migrations", "quote_ident"]
 
 _NAME_RE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _JOB_COLUMNS = (
-    "id", "kind", "queue", "state::text AS state", "args::text AS args", "priority", "attempt",
-    "max_attempts", "scheduled_at", "created_at", "attempted_at", "finalized_at",
-    "errors::text AS errors", "result::text AS result", "tags", "meta::text AS meta",
+    "id",
+    "kind",
+    "queue",
+    "state::text AS state",
+    "args::text AS args",
+    "priority",
+    "attempt",
+    "max_attempts",
+    "scheduled_at",
+    "created_at",
+    "attempted_at",
+    "finalized_at",
+    "errors::text AS errors",
+    "result::text AS result",
+    "tags",
+    "meta::text AS meta",
 )
 _JOB_COLUMNS_RE = re.compile(r"\{job_columns(?::(\w+))?\}")
 
@@ -73,5 +86,7 @@ def load_migrations(schema: str) -> list[tuple[int, str, str]]:
     for entry in folder.iterdir():
         match = re.match(r"^(\d{4})_\w+\.sql$", entry.name)
         if match:
-            found.append((int(match.group(1)), entry.name, _render(entry.read_text("utf-8"), schema)))
+            found.append(
+                (int(match.group(1)), entry.name, _render(entry.read_text("utf-8"), schema))
+            )
     return sorted(found)

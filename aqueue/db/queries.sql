@@ -10,7 +10,8 @@ INSERT INTO {schema}.jobs
 SELECT i.kind, i.queue,
        (CASE WHEN i.at > now() THEN 'scheduled' ELSE 'available' END)::{schema}.job_state,
        i.args::jsonb, i.priority, i.max_attempts, i.at,
-       ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)),
+       CASE WHEN i.tags = '[]' THEN '{}'::text[]
+            ELSE ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)) END,
        i.meta::jsonb, i.timeout, i.retry::jsonb
 FROM (
     SELECT u.*, coalesce(u.sched, now() + make_interval(secs => u.delay), now()) AS at
@@ -20,7 +21,7 @@ FROM (
         AS u(kind, queue, args, priority, max_attempts, sched, delay, tags, meta, timeout, retry, ord)
     ORDER BY u.ord
 ) AS i
-RETURNING {job_columns};
+RETURNING id, state::text AS state, scheduled_at, created_at;
 
 -- name: claim
 -- Due jobs of one queue whose kind this worker knows, locked without waiting on rows
@@ -68,7 +69,7 @@ WITH o AS (
         node_id = NULL
     FROM o
     WHERE j.id = o.id AND j.state = 'running' AND j.attempt = o.attempt
-    RETURNING j.id, j.finalized_at
+    RETURNING j.id, j.finalized_at, j.scheduled_at, j.attempt
 ), notified AS (
     -- Wakes app.wait() callers; ids are chunked to stay under NOTIFY's 8000-byte payload limit.
     SELECT pg_notify({channel}, 'f:' || string_agg(s.id::text, ','))
@@ -78,14 +79,12 @@ WITH o AS (
 )
 -- Selecting the count makes PostgreSQL evaluate the notifying CTE (an unreferenced CTE is
 -- skipped, and so is a join the planner can prove unused).
-SELECT done.id, (SELECT count(*) FROM notified) AS notified FROM done;
+SELECT done.id, done.finalized_at, done.scheduled_at, done.attempt,
+       (SELECT count(*) FROM notified) AS notified
+FROM done;
 
 -- name: get_job
 SELECT {job_columns} FROM {schema}.jobs WHERE id = $1;
-
--- name: get_final_states
-SELECT id FROM {schema}.jobs
-WHERE id = ANY($1::bigint[]) AND state IN ('completed', 'cancelled', 'discarded');
 
 -- name: list_jobs
 SELECT {job_columns}

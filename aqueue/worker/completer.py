@@ -80,8 +80,14 @@ class Completer:
 
     async def _write(self, batch: list[CompletedAttempt]) -> None:
         rows: list[OutcomeRow] = [
-            (item.job_id, item.attempt, item.state.value, item.result_json, item.error_json,
-             item.delay)
+            (
+                item.job_id,
+                item.attempt,
+                item.state.value,
+                item.result_json,
+                item.error_json,
+                item.delay,
+            )
             for item in batch
         ]
         delay = 0.05
@@ -99,16 +105,25 @@ class Completer:
                 if anyio.current_time() >= deadline:
                     self._logger.error(
                         "aqueue: could not record %d job outcomes before shutdown (%s); "
-                        "those jobs stay running until rescued as orphans", len(batch), exc)
+                        "those jobs stay running until rescued as orphans",
+                        len(batch),
+                        exc,
+                    )
                     return
                 self._logger.warning("aqueue: recording outcomes failed (%s); retrying", exc)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         self.written += len(written)
-        applied = {row["id"] for row in written}
-        committed = [item for item in batch if item.job_id in applied]
+        applied = {row["id"]: row for row in written}
+        committed = []
+        for item in batch:
+            if item.job_id in applied:
+                item.committed = applied[item.job_id]
+                committed.append(item)
         if len(committed) != len(batch):
             self._logger.info(
                 "aqueue: %d outcome(s) not applied: job no longer running this attempt "
-                "(rescued, or deleted)", len(batch) - len(committed))
+                "(rescued, or deleted)",
+                len(batch) - len(committed),
+            )
         self._on_committed(committed)

@@ -48,7 +48,10 @@ class HookRunner:
                     except Exception:
                         self._logger.exception(
                             "aqueue: after_process hook %s failed for job %s (%s)",
-                            getattr(hook, "__qualname__", hook), job.id, job.kind)
+                            getattr(hook, "__qualname__", hook),
+                            job.id,
+                            job.kind,
+                        )
         finally:
             self._in_flight -= 1
             if self._in_flight == 0:

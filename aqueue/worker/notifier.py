@@ -26,8 +26,9 @@ Callback = Callable[[], None]
 
 
 class Notifier:
-    def __init__(self, url: str, channel: str, *, connect_timeout: float,
-                 logger: logging.Logger) -> None:
+    def __init__(
+        self, url: str, channel: str, *, connect_timeout: float, logger: logging.Logger
+    ) -> None:
         self._listener = Listener(url, channel, self._dispatch)
         self._connect_timeout = connect_timeout
         self._logger = logger
@@ -115,8 +116,9 @@ class Notifier:
                 try:
                     await self.start()
                 except DatabaseError as exc:
-                    self._logger.warning("aqueue: reconnect failed (%s); retrying in %.1fs",
-                                         exc, delay)
+                    self._logger.warning(
+                        "aqueue: reconnect failed (%s); retrying in %.1fs", exc, delay
+                    )
                     await anyio.sleep(delay)
                     delay = min(delay * 2, 5.0)
                     continue

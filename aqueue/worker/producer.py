@@ -12,6 +12,7 @@ back as ``available`` with the attempt refunded (see executor.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -20,11 +21,12 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskStatus
 
+from ..db.database import Row
 from ..errors import DatabaseError
 from .executor import Executor, RunningJob
 
 if TYPE_CHECKING:
-    from ..db.database import Database, Row
+    from ..db.database import Database
 
 __all__ = ["Producer"]
 
@@ -53,8 +55,9 @@ class Producer:
         self._shutdown_timeout = shutdown_timeout
         self._logger = logger
         self.running: dict[int, RunningJob] = {}
-        self._wake = anyio.Event()
-        self._idle = anyio.Event()
+        self._busy = 0  # claimed and not finished: running or waiting for a slot
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
         self._next_due = math.inf
@@ -80,59 +83,78 @@ class Producer:
         self._wake.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        # One long-lived task per concurrency slot, fed through a stream: cheaper than a
+        # task per job, and a slot's job is cancelled exactly like a task's would be.
+        # asyncio's own queue and events here, not anyio's: these run once per job, and
+        # anyio's detect-the-backend cost on each primitive was a quarter of worker CPU.
+        handoff: asyncio.Queue[Row] = asyncio.Queue()
         async with anyio.create_task_group() as jobs:
+            for _ in range(self.concurrency):
+                jobs.start_soon(self._slot, handoff)
             task_status.started()
             backoff = 0.1
             while not self._stopping:
-                free = self.concurrency - len(self.running)
-                claimed: Sequence[Row] = ()
+                free = self.concurrency - self._busy
                 if free > 0:
                     # A wake-up arriving while the claim is in flight must not be lost: reset
                     # the event before claiming, not after.
-                    self._wake = anyio.Event()
+                    self._wake = asyncio.Event()
                     if self._next_due <= anyio.current_time():
                         self._next_due = math.inf
                     try:
-                        claimed = await self._db.claim(self.queue, free, self._kinds(),
-                                                       self._node_id)
+                        claimed = await self._db.claim(
+                            self.queue, free, self._kinds(), self._node_id
+                        )
                         backoff = 0.1
                     except DatabaseError as exc:
-                        self._logger.warning("aqueue: claim on queue %r failed (%s); retrying",
-                                             self.queue, exc)
+                        self._logger.warning(
+                            "aqueue: claim on queue %r failed (%s); retrying", self.queue, exc
+                        )
                         with anyio.move_on_after(backoff):
                             await self._wake.wait()
                         backoff = min(backoff * 2, 5.0)
                         continue
+                    self._busy += len(claimed)
+                    self.claimed += len(claimed)
+                    if claimed:
+                        self._idle = asyncio.Event() if self._idle.is_set() else self._idle
                     for row in claimed:
-                        self._start(jobs, row)
+                        handoff.put_nowait(row)
                     if len(claimed) == free:
                         continue  # maybe more due; slots will free and wake us
                 elif self._wake.is_set():
-                    self._wake = anyio.Event()
+                    self._wake = asyncio.Event()
                 timeout = min(self._poll_interval, self._next_due - anyio.current_time())
                 with anyio.move_on_after(max(timeout, 0.0)):
                     await self._wake.wait()
             with anyio.move_on_after(self._shutdown_timeout):
                 await self._idle.wait()
-            if self.running:
+            if self._busy:
                 self._logger.warning(
                     "aqueue: queue %r: %d job(s) still running after shutdown_timeout=%ss; "
-                    "cancelling them", self.queue, len(self.running), self._shutdown_timeout)
+                    "cancelling them",
+                    self.queue,
+                    self._busy,
+                    self._shutdown_timeout,
+                )
                 self._executor.stopping_hard = True
-                jobs.cancel_scope.cancel()
+            jobs.cancel_scope.cancel()
 
-    def _start(self, jobs: anyio.abc.TaskGroup, row: Row) -> None:
-        running = RunningJob(row["id"], row["attempt"])
-        self.running[running.id] = running
-        self._idle = anyio.Event() if self._idle.is_set() else self._idle
-        self.claimed += 1
-        jobs.start_soon(self._execute, row, running)
-
-    async def _execute(self, row: Row, running: RunningJob) -> None:
-        try:
-            await self._executor.run(row, running)
-        finally:
-            del self.running[running.id]
-            if not self.running:
-                self._idle.set()
-            self._wake.set()
+    async def _slot(self, handoff: asyncio.Queue[Row]) -> None:
+        while True:
+            # One scope serves job after job; a job's cancel or timeout cancels it, the
+            # executor records that and re-raises, and this `with` absorbs it. Then a fresh
+            # scope. A shutdown's cancellation comes from outside and ends the slot.
+            with anyio.CancelScope() as scope:
+                while not scope.cancel_called:
+                    row = await handoff.get()
+                    running = RunningJob(row["id"], row["attempt"], scope)
+                    self.running[running.id] = running
+                    try:
+                        await self._executor.run(row, running)
+                    finally:
+                        del self.running[running.id]
+                        self._busy -= 1
+                        if not self._busy:
+                            self._idle.set()
+                        self._wake.set()

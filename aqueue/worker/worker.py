@@ -9,6 +9,7 @@ are cancelled.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Mapping
@@ -37,12 +38,15 @@ def validate_queues(queues: Mapping[str, int]) -> dict[str, int]:
     checked: dict[str, int] = {}
     for name, concurrency in queues.items():
         validate_name("queues", name)
-        if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not (
-            1 <= concurrency <= 10_000
+        if (
+            not isinstance(concurrency, int)
+            or isinstance(concurrency, bool)
+            or not (1 <= concurrency <= 10_000)
         ):
             raise ConfigurationError(
                 f"queues[{name!r}]: concurrency must be an integer from 1 to 10000, "
-                f"got {concurrency!r}")
+                f"got {concurrency!r}"
+            )
         checked[name] = concurrency
     return checked
 
@@ -57,16 +61,27 @@ class Worker:
         settings = app.settings
         self._logger = app.logger
         self._completer = Completer(
-            app.db, batch_size=settings.completer_batch, on_committed=self._committed,
-            logger=self._logger)
+            app.db,
+            batch_size=settings.completer_batch,
+            on_committed=self._committed,
+            logger=self._logger,
+        )
         self._executor = Executor(app, self._completer.submit, self._logger)
-        self._hooks = HookRunner(concurrency=100, grace=settings.shutdown_timeout,
-                                 logger=self._logger)
+        self._hooks = HookRunner(
+            concurrency=100, grace=settings.shutdown_timeout, logger=self._logger
+        )
         self.producers = {
             queue: Producer(
-                queue, concurrency, db=app.db, kinds=app.registry.kinds, node_id=self.node_id,
-                executor=self._executor, poll_interval=settings.poll_interval,
-                shutdown_timeout=settings.shutdown_timeout, logger=self._logger)
+                queue,
+                concurrency,
+                db=app.db,
+                kinds=app.registry.kinds,
+                node_id=self.node_id,
+                executor=self._executor,
+                poll_interval=settings.poll_interval,
+                shutdown_timeout=settings.shutdown_timeout,
+                logger=self._logger,
+            )
             for queue, concurrency in self.queues.items()
         }
         self._stopped = anyio.Event()
@@ -113,8 +128,11 @@ class Worker:
                             for producer in self.producers.values():
                                 producers.start_soon(self._run_producer, producer, notifier)
                             services.start_soon(self._watch_cancels)
-                            self._logger.info("aqueue: worker %s started: queues %s",
-                                              self.node_id[:8], self.queues)
+                            self._logger.info(
+                                "aqueue: worker %s started: queues %s",
+                                self.node_id[:8],
+                                self.queues,
+                            )
                             task_status.started()
                     self._completer.close()
                 services.cancel_scope.cancel()
@@ -165,6 +183,17 @@ class Worker:
             hooks = self.app.hooks_for(item.definition)
             if hooks:
                 job = self.app.job_from_row(
-                    item.row, state=item.state, result=item.outcome.result,
-                    error_json=item.error_json)
+                    item.row,
+                    state=item.state,
+                    result=item.outcome.result,
+                    error_json=item.error_json,
+                )
+                if item.committed is not None:
+                    # The claimed row predates the outcome; take what the write changed.
+                    job = dataclasses.replace(
+                        job,
+                        attempt=item.committed["attempt"],
+                        scheduled_at=item.committed["scheduled_at"],
+                        finalized_at=item.committed["finalized_at"],
+                    )
                 self._hooks.dispatch(hooks, job, item.outcome)

@@ -1,0 +1,611 @@
+"""Registration and enqueue on real PostgreSQL: kinds, aliases, arguments, options,
+scheduling, transactional enqueue and priority order."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import asyncpg
+import pydantic
+import pytest
+
+import aqueue
+from aqueue.jobs import JobState
+
+
+async def _count(app: aqueue.App) -> int:
+    return len(await app.list_jobs(limit=100_000))
+
+
+# -- registration ---------------------------------------------------------------------------
+
+
+async def test_kind_defaults_to_function_name_and_name_overrides(app: aqueue.App) -> None:
+    @app.job
+    async def plain() -> None: ...
+
+    @app.job(name="custom.kind")
+    async def renamed() -> None: ...
+
+    assert plain.kind == "plain"
+    assert renamed.kind == "custom.kind"
+    assert (await plain.enqueue()).kind == "plain"
+    assert (await renamed.enqueue()).kind == "custom.kind"
+    assert app.registry.get("renamed") is None
+
+
+def test_duplicate_kind_is_rejected(make_app: Callable[..., aqueue.App]) -> None:
+    app = make_app()
+
+    @app.job
+    async def send() -> None: ...
+
+    with pytest.raises(aqueue.DuplicateJobKind, match="'send'"):
+
+        @app.job(name="send")
+        async def other() -> None: ...
+
+    # The first registration still stands.
+    assert app.registry.get("send") is send
+
+
+def test_alias_clashing_with_a_kind_is_rejected(make_app: Callable[..., aqueue.App]) -> None:
+    app = make_app()
+
+    @app.job
+    async def first() -> None: ...
+
+    with pytest.raises(aqueue.DuplicateJobKind, match="'first'"):
+
+        @app.job(aliases=["first"])
+        async def second() -> None: ...
+
+    @app.job(aliases=["old.name"])
+    async def third() -> None: ...
+
+    with pytest.raises(aqueue.DuplicateJobKind, match=re.escape("'old.name'")):
+
+        @app.job(name="old.name")
+        async def fourth() -> None: ...
+
+    assert app.registry.get("second") is None and app.registry.get("fourth") is None
+
+
+def test_non_async_function_is_rejected(make_app: Callable[..., aqueue.App]) -> None:
+    app = make_app()
+
+    def sync_job(x: int) -> int:
+        return x
+
+    with pytest.raises(aqueue.ConfigurationError, match="async def"):
+        app.job(sync_job)  # type: ignore[arg-type]
+    assert app.registry.get("sync_job") is None
+
+
+def test_positional_only_parameter_is_rejected(make_app: Callable[..., aqueue.App]) -> None:
+    app = make_app()
+
+    async def posonly(a: int, /, b: int) -> None: ...
+
+    with pytest.raises(aqueue.ConfigurationError, match="'a'"):
+        app.job(posonly)
+
+    async def varargs(*items: int) -> None: ...
+
+    with pytest.raises(aqueue.ConfigurationError, match="'items'"):
+        app.job(varargs)
+    assert app.registry.kinds() == []
+
+
+# -- enqueue by definition, options, kind name and alias --------------------------------------
+
+
+async def test_enqueue_stores_args_and_options(app: aqueue.App) -> None:
+    @app.job(queue="mail", priority=3, max_attempts=5, tags=["a"], meta={"team": "ops"})
+    async def send_email(to: str, subject: str) -> None: ...
+
+    job = await send_email.enqueue(to="a@b.c", subject="hi")
+    assert (job.kind, job.queue, job.state) == ("send_email", "mail", JobState.AVAILABLE)
+    assert job.args == {"to": "a@b.c", "subject": "hi"}
+    assert (job.priority, job.max_attempts, job.attempt) == (3, 5, 0)
+    assert list(job.tags) == ["a"] and job.meta == {"team": "ops"}
+    assert job.duplicate is False
+
+    opt = await send_email.options(
+        queue="bulk", priority=-2, max_attempts=1, tags=["x", "y"], meta={"n": 1}
+    ).enqueue(to="c", subject="s")
+    assert (opt.queue, opt.priority, opt.max_attempts) == ("bulk", -2, 1)
+    assert list(opt.tags) == ["x", "y"] and opt.meta == {"n": 1}
+
+    stored = await app.get_job(opt.id)
+    assert stored == opt
+
+
+async def test_options_chain_and_do_not_change_the_definition(app: aqueue.App) -> None:
+    @app.job(queue="q1")
+    async def job_a() -> None: ...
+
+    configured = job_a.options(priority=7).options(queue="q2")
+    chained = await configured.enqueue()
+    assert (chained.queue, chained.priority) == ("q2", 7)
+    plain = await job_a.enqueue()
+    assert (plain.queue, plain.priority) == ("q1", 0)
+
+
+async def test_enqueue_by_kind_name_and_by_alias(app: aqueue.App) -> None:
+    @app.job(queue="mail", aliases=["myapp.jobs.SendMail"])
+    async def send_mail(to: str) -> str:
+        return to
+
+    by_name = await app.enqueue("send_mail", {"to": "a"})
+    by_alias = await app.enqueue("myapp.jobs.SendMail", {"to": "b"}, priority=4)
+    built = await app.enqueue_many([app.build("myapp.jobs.SendMail", {"to": "c"})])
+    for job in (by_name, by_alias, *built):
+        assert job.kind == "send_mail"  # stored under the canonical kind
+        assert job.queue == "mail"  # the definition's defaults apply
+    assert by_alias.priority == 4
+
+    with pytest.raises(aqueue.InvalidJobArgs):
+        await app.enqueue("myapp.jobs.SendMail", {"to": "b", "cc": "x"})
+
+    async with app.worker({"mail": 2}):
+        results = [(await app.wait(j.id, timeout=10)).result for j in (by_name, by_alias, *built)]
+    assert results == ["a", "b", "c"]
+
+
+async def test_unknown_kind_is_rejected_unless_allowed(app: aqueue.App) -> None:
+    @app.job
+    async def known() -> None: ...
+
+    with pytest.raises(aqueue.UnknownJobKind, match=re.escape("'nope.missing'")) as info:
+        await app.enqueue("nope.missing", {"a": 1})
+    assert info.value.kind == "nope.missing"
+    assert isinstance(info.value, LookupError)
+    with pytest.raises(aqueue.UnknownJobKind, match=re.escape("'nope.missing'")):
+        app.build("nope.missing")
+    assert await _count(app) == 0
+
+    job = await app.enqueue("other.service.Job", {"a": [1, 2]}, allow_unknown=True, queue="ext")
+    assert (job.kind, job.queue, job.args) == ("other.service.Job", "ext", {"a": [1, 2]})
+    assert await app.get_job(job.id) == job
+
+
+async def test_unknown_kind_is_not_claimed_by_a_worker(app: aqueue.App) -> None:
+    @app.job
+    async def known() -> None: ...
+
+    foreign = await app.enqueue("foreign", {}, allow_unknown=True)
+    mine = await known.enqueue()
+    async with app.worker({"default": 2}):
+        await app.wait(mine.id, timeout=10)
+    after = await app.get_job(foreign.id)
+    assert after is not None and after.state is JobState.AVAILABLE and after.attempt == 0
+
+
+async def test_enqueue_many_one_statement_in_order(
+    app: aqueue.App, aqueue_database_url: str
+) -> None:
+    @app.job
+    async def item(n: int) -> int:
+        return n
+
+    assert await app.enqueue_many([]) == []
+
+    listener = await asyncpg.connect(aqueue_database_url)
+    got: list[str] = []
+    sentinel = anyio.Event()
+
+    def on_notify(*args: Any) -> None:
+        got.append(args[3])
+        if args[3] == "sentinel":
+            sentinel.set()
+
+    try:
+        await listener.add_listener(app.db.channel, on_notify)
+        requests = [item.build(n=i) for i in range(50)]
+        requests.insert(25, item.options(queue="other").build(n=-1))
+        jobs = await app.enqueue_many(requests)
+        # A sentinel on a fresh statement: every notification of the batch precedes it.
+        await listener.execute("SELECT pg_notify($1, 'sentinel')", app.db.channel)
+        with anyio.fail_after(5):
+            await sentinel.wait()
+    finally:
+        await listener.close()
+
+    assert [j.args["n"] for j in jobs] == [*range(25), -1, *range(25, 50)]
+    assert [j.id for j in jobs] == sorted(j.id for j in jobs)
+    # One statement: one transaction timestamp, one notification per queue.
+    assert len({j.created_at for j in jobs}) == 1
+    assert sorted(got[:-1]) == ["i:default", "i:other"]
+    assert [j.args["n"] for j in await app.list_jobs(limit=1000)] == [j.args["n"] for j in jobs]
+
+
+async def test_enqueue_many_rejects_bad_input(app: aqueue.App) -> None:
+    @app.job
+    async def item(n: int) -> None: ...
+
+    with pytest.raises(aqueue.InvalidOption, match="requests"):
+        await app.enqueue_many(item.build(n=1))  # type: ignore[arg-type]
+    with pytest.raises(aqueue.InvalidOption, match="requests"):
+        await app.enqueue_many([item.build(n=1), {"n": 2}])  # type: ignore[list-item]
+    assert await _count(app) == 0
+
+
+# -- arguments ----------------------------------------------------------------------------
+
+
+async def test_positional_args_are_stored_by_name(app: aqueue.App) -> None:
+    @app.job
+    async def add(a: int, b: int, c: int = 10) -> int:
+        return a + b + c
+
+    job = await add.enqueue(2, 3)
+    assert job.args == {"a": 2, "b": 3}
+    mixed = await add.enqueue(1, b=2, c=3)
+    assert mixed.args == {"a": 1, "b": 2, "c": 3}
+    with pytest.raises(aqueue.InvalidJobArgs):
+        await add.enqueue(1, 2, 3, 4)  # type: ignore[call-arg]
+    async with app.worker({"default": 2}):
+        assert (await app.wait(job.id, timeout=10)).result == 15
+        assert (await app.wait(mixed.id, timeout=10)).result == 6
+
+
+class Address(pydantic.BaseModel):
+    street: str
+    zip_code: int
+
+
+class Person(pydantic.BaseModel):
+    name: str
+    address: Address
+    born: datetime
+
+
+async def test_pydantic_model_parameters_round_trip(app: aqueue.App) -> None:
+    received: list[Person] = []
+
+    @app.job
+    async def greet(person: Person, others: list[Address] | None = None) -> str:
+        received.append(person)
+        assert others is None or all(isinstance(o, Address) for o in others)
+        return person.address.street
+
+    born = datetime(1990, 5, 17, 8, 30, tzinfo=UTC)
+    person = Person(name="Ada", address=Address(street="Main", zip_code=12345), born=born)
+    job = await greet.enqueue(person=person, others=[Address(street="B", zip_code=1)])
+    assert job.args["person"] == {
+        "name": "Ada",
+        "address": {"street": "Main", "zip_code": 12345},
+        "born": "1990-05-17T08:30:00Z",
+    }
+    # A plain dict validates into the model too (e.g. when enqueued by kind name).
+    by_name = await app.enqueue(
+        "greet",
+        {
+            "person": {
+                "name": "Bob",
+                "born": born.isoformat(),
+                "address": {"street": "X", "zip_code": 2},
+            }
+        },
+    )
+    with pytest.raises(aqueue.InvalidJobArgs, match=r"person\.address\.zip_code"):
+        await app.enqueue(
+            "greet",
+            {
+                "person": {
+                    "name": "C",
+                    "born": born.isoformat(),
+                    "address": {"street": "X", "zip_code": "no"},
+                }
+            },
+        )
+    async with app.worker({"default": 1}):
+        assert (await app.wait(job.id, timeout=10)).result == "Main"
+        assert (await app.wait(by_name.id, timeout=10)).state is JobState.COMPLETED
+    assert [type(p) for p in received] == [Person, Person]
+    assert received[0] == person
+    assert received[1].address == Address(street="X", zip_code=2)
+
+
+async def test_job_context_first_parameter(app: aqueue.App) -> None:
+    seen: list[aqueue.JobContext] = []
+
+    @app.job
+    async def with_ctx(ctx: aqueue.JobContext, x: int) -> int:
+        seen.append(ctx)
+        return x * 2
+
+    assert with_ctx.schema.wants_context
+    job = await with_ctx.enqueue(x=4)
+    assert job.args == {"x": 4}  # the context is not an argument
+    positional = await with_ctx.enqueue(5)
+    async with app.worker({"default": 1}):
+        assert (await app.wait(job.id, timeout=10)).result == 8
+        assert (await app.wait(positional.id, timeout=10)).result == 10
+    ctx = seen[0]
+    assert isinstance(ctx, aqueue.JobContext)
+    assert ctx.app is app and ctx.job.id == job.id and ctx.job.kind == "with_ctx"
+    assert ctx.attempt == 1 and ctx.job.state is JobState.RUNNING
+
+
+async def test_invalid_args_name_the_field_and_write_nothing(app: aqueue.App) -> None:
+    @app.job
+    async def send(to: str, count: int, flag: bool = False) -> None: ...
+
+    with pytest.raises(aqueue.InvalidJobArgs, match="count") as missing:
+        await send.enqueue(to="x")  # type: ignore[call-arg]
+    assert missing.value.fields == ["count"] and missing.value.kind == "send"
+    assert isinstance(missing.value, ValueError)
+
+    with pytest.raises(aqueue.InvalidJobArgs, match="count") as wrong:
+        await send.enqueue(to="x", count="many")  # type: ignore[arg-type]
+    assert wrong.value.fields == ["count"]
+
+    with pytest.raises(aqueue.InvalidJobArgs, match="bogus") as extra:
+        await send.enqueue(to="x", count=1, bogus=2)  # type: ignore[call-arg]
+    assert extra.value.fields == ["bogus"]
+
+    with pytest.raises(aqueue.InvalidJobArgs, match="count"):
+        await app.enqueue("send", {"to": "x"})
+    with pytest.raises(aqueue.InvalidJobArgs, match="count"):
+        await app.enqueue_many([send.build(to="a", count=1), send.build(to="b")])  # type: ignore[call-arg]
+    with pytest.raises(aqueue.InvalidJobArgs, match="count"):
+        await send.options(queue="q").enqueue(to="x", count=[1])  # type: ignore[arg-type]
+    assert await _count(app) == 0
+
+
+async def test_non_json_args_for_unknown_kind_write_nothing(app: aqueue.App) -> None:
+    with pytest.raises(aqueue.InvalidJobArgs, match="args"):
+        await app.enqueue("foreign", {"x": object()}, allow_unknown=True)
+    assert await _count(app) == 0
+
+
+# -- option validation --------------------------------------------------------------------
+
+NOW_NAIVE = datetime(2030, 1, 1, 12, 0)
+
+BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
+    ({"max_attempts": 0}, "max_attempts"),
+    ({"max_attempts": 32768}, "max_attempts"),
+    ({"max_attempts": True}, "max_attempts"),
+    ({"max_attempts": 2.0}, "max_attempts"),
+    ({"priority": 32768}, "priority"),
+    ({"priority": -32769}, "priority"),
+    ({"priority": False}, "priority"),
+    ({"timeout": -1}, "timeout"),
+    ({"timeout": 0}, "timeout"),
+    ({"timeout": timedelta(0)}, "timeout"),
+    ({"timeout": float("nan")}, "timeout"),
+    ({"schedule_in": -0.5}, "schedule_in"),
+    ({"schedule_in": timedelta(seconds=-1)}, "schedule_in"),
+    ({"scheduled_at": NOW_NAIVE}, "scheduled_at"),
+    ({"scheduled_at": "2030-01-01T00:00:00Z"}, "scheduled_at"),
+    ({"schedule_in": 5, "scheduled_at": datetime.now(UTC)}, "schedule_in"),
+    ({"tags": "urgent"}, "tags"),
+    ({"tags": ["ok", 3]}, "tags"),
+    ({"meta": {"obj": object()}}, "meta"),
+    ({"meta": ["not", "a", "mapping"]}, "meta"),
+    ({"queue": ""}, "queue"),
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    BAD_OPTIONS,
+    ids=[f"{i}-{field}" for i, (_, field) in enumerate(BAD_OPTIONS)],
+)
+async def test_invalid_option_names_it_and_writes_nothing(
+    app: aqueue.App, options: dict[str, Any], field: str
+) -> None:
+    @app.job
+    async def target() -> None: ...
+
+    attempts: list[Callable[[], Awaitable[aqueue.Job]]] = [
+        lambda: target.options(**options).enqueue(),
+        lambda: app.enqueue("target", {}, **options),
+    ]
+    for attempt in attempts:
+        with pytest.raises(aqueue.InvalidOption) as info:
+            await attempt()
+        assert isinstance(info.value, ValueError)
+        assert info.value.field == field
+        assert str(info.value).startswith(f"{field}:")
+
+    defaults = {k: v for k, v in options.items() if k not in ("schedule_in", "scheduled_at")}
+    if defaults:
+        with pytest.raises(aqueue.InvalidOption, match=f"^{field}:"):
+            app.job(name="defaults_" + field, **defaults)(target.fn)
+    assert await _count(app) == 0
+
+
+async def test_option_bounds_that_are_valid(app: aqueue.App) -> None:
+    @app.job
+    async def target() -> None: ...
+
+    low = await target.options(priority=-32768, max_attempts=1).enqueue()
+    high = await target.options(priority=32767, max_attempts=32767, timeout=0.001).enqueue()
+    assert (low.priority, low.max_attempts) == (-32768, 1)
+    assert (high.priority, high.max_attempts) == (32767, 32767)
+
+
+# -- scheduling ---------------------------------------------------------------------------
+
+
+async def test_job_scheduled_in_the_future_is_not_run(app: aqueue.App) -> None:
+    ran: list[str] = []
+
+    @app.job
+    async def later(tag: str) -> None:
+        ran.append(tag)
+
+    before = datetime.now(UTC)
+    future = await later.options(schedule_in=60).enqueue(tag="future")
+    at = await later.options(scheduled_at=before + timedelta(hours=1)).enqueue(tag="at")
+    assert future.state is JobState.SCHEDULED and at.state is JobState.SCHEDULED
+    assert future.scheduled_at - future.created_at == timedelta(seconds=60)
+    assert at.scheduled_at == before + timedelta(hours=1)
+    now_job = await later.enqueue(tag="now")
+    async with app.worker({"default": 5}):
+        await app.wait(now_job.id, timeout=10)
+        # Several more claim rounds (poll_interval is 0.2s) before checking.
+        marker = await later.enqueue(tag="marker")
+        await app.wait(marker.id, timeout=10)
+    assert sorted(ran) == ["marker", "now"]
+    for job in (future, at):
+        stored = await app.get_job(job.id)
+        assert stored is not None and stored.state is JobState.SCHEDULED and stored.attempt == 0
+
+
+async def test_scheduled_job_runs_once_due(app: aqueue.App) -> None:
+    @app.job
+    async def soon() -> str:
+        return "done"
+
+    job = await soon.options(schedule_in=0.3).enqueue()
+    assert job.state is JobState.SCHEDULED
+    past = await soon.options(scheduled_at=datetime.now(UTC) - timedelta(minutes=5)).enqueue()
+    assert past.state is JobState.AVAILABLE
+    async with app.worker({"default": 2}):
+        done = await app.wait(job.id, timeout=10)
+        await app.wait(past.id, timeout=10)
+    assert done.state is JobState.COMPLETED and done.result == "done"
+    assert done.attempted_at is not None and done.attempted_at >= job.scheduled_at
+
+
+# -- transactional enqueue ------------------------------------------------------------------
+
+
+async def test_transactional_enqueue_rolled_back_writes_nothing(
+    app: aqueue.App, aqueue_database_url: str
+) -> None:
+    @app.job
+    async def txn_job(n: int) -> None: ...
+
+    conn = await asyncpg.connect(aqueue_database_url)
+    try:
+        tr = conn.transaction()
+        await tr.start()
+        job = await txn_job.options(conn=conn).enqueue(n=1)
+        many = await app.enqueue_many([txn_job.build(n=2)], conn=conn)
+        # Visible inside the transaction, not outside it.
+        assert job.state is JobState.AVAILABLE and len(many) == 1
+        assert await app.get_job(job.id) is None
+        await tr.rollback()
+    finally:
+        await conn.close()
+    assert await app.get_job(job.id) is None
+    assert await _count(app) == 0
+
+
+async def test_transactional_enqueue_committed_wakes_a_running_worker(
+    make_app: Callable[..., aqueue.App], aqueue_database_url: str
+) -> None:
+    # Polling is slow here, so only the commit-time NOTIFY can start the job in time.
+    app = make_app(poll_interval=60.0)
+    ran = anyio.Event()
+
+    @app.job
+    async def txn_job(n: int) -> int:
+        ran.set()
+        return n
+
+    async with app:
+        await app.migrate()
+        async with app.worker({"default": 2}):
+            conn = await asyncpg.connect(aqueue_database_url)
+            try:
+                async with conn.transaction():
+                    job = await txn_job.options(conn=conn).enqueue(n=7)
+                    assert await app.get_job(job.id) is None
+            finally:
+                await conn.close()
+            with anyio.fail_after(5):
+                await ran.wait()
+            done = await app.wait(job.id, timeout=5)
+    assert done.state is JobState.COMPLETED and done.result == 7
+
+
+async def test_transactional_enqueue_with_user_json_codec(
+    app: aqueue.App, aqueue_database_url: str
+) -> None:
+    @app.job
+    async def coded(payload: dict[str, Any]) -> None: ...
+
+    conn = await asyncpg.connect(aqueue_database_url)
+    try:
+        for typename in ("json", "jsonb"):
+            await conn.set_type_codec(
+                typename, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            )
+        async with conn.transaction():
+            job = await coded.options(conn=conn, meta={"m": [1]}, tags=["t"]).enqueue(
+                payload={"a": {"b": 1}}
+            )
+            [other] = await app.enqueue_many(
+                [coded.options(retry=aqueue.Backoff(base=2)).build(payload={"c": 2})], conn=conn
+            )
+            by_name = await app.enqueue("coded", {"payload": {}}, conn=conn, timeout=5)
+        # The user's codec still works on their connection afterwards.
+        assert await conn.fetchval("SELECT $1::jsonb", {"x": 1}) == {"x": 1}
+    finally:
+        await conn.close()
+    assert job.args == {"payload": {"a": {"b": 1}}} and job.meta == {"m": [1]}
+    assert list(job.tags) == ["t"]
+    for j in (job, other, by_name):
+        assert await app.get_job(j.id) == j
+    assert other.args == {"payload": {"c": 2}}
+
+
+async def test_enqueue_many_refuses_two_connections(
+    app: aqueue.App, aqueue_database_url: str
+) -> None:
+    @app.job
+    async def item() -> None: ...
+
+    a = await asyncpg.connect(aqueue_database_url)
+    b = await asyncpg.connect(aqueue_database_url)
+    try:
+        with pytest.raises(aqueue.InvalidOption, match="conn"):
+            await app.enqueue_many([item.options(conn=a).build(), item.options(conn=b).build()])
+    finally:
+        await a.close()
+        await b.close()
+    assert await _count(app) == 0
+
+
+# -- priority -----------------------------------------------------------------------------
+
+
+async def test_lower_priority_value_runs_first(app: aqueue.App) -> None:
+    order: list[int] = []
+
+    @app.job
+    async def ranked(p: int) -> None:
+        order.append(p)
+
+    priorities = [5, -3, 0, 10, -3, 2, 1, 32767, -32768]
+    jobs = [await ranked.options(priority=p).enqueue(p=p) for p in priorities]
+    async with app.worker({"default": 1}):
+        for job in jobs:
+            await app.wait(job.id, timeout=10)
+    assert order == sorted(priorities)
+
+
+async def test_later_schedule_option_replaces_the_earlier_form(app: aqueue.App) -> None:
+    @app.job
+    async def sched() -> None: ...
+
+    far = datetime.now(UTC) + timedelta(days=1)
+    at_wins = await sched.options(schedule_in=60).options(scheduled_at=far).enqueue()
+    assert at_wins.scheduled_at == far and at_wins.state is JobState.SCHEDULED
+    in_wins = await sched.options(scheduled_at=far).options(schedule_in=0).enqueue()
+    assert in_wins.state is JobState.AVAILABLE
+    assert in_wins.scheduled_at == in_wins.created_at
+    by_name = await app.enqueue("sched", scheduled_at=far)
+    assert by_name.scheduled_at == far and by_name.state is JobState.SCHEDULED

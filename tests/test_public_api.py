@@ -1,0 +1,141 @@
+"""The public surface: ``aqueue.__all__`` is pinned, typed, and the exception tree drawn in
+``aqueue/errors.py`` matches the classes defined there."""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import inspect
+import re
+import tomllib
+from importlib import resources
+from pathlib import Path
+
+import aqueue
+import aqueue.errors
+
+PUBLIC_NAMES = [
+    "App",
+    "AppNotOpen",
+    "AqueueError",
+    "Backoff",
+    "Cancel",
+    "ConfigurationError",
+    "ConfiguredJob",
+    "DatabaseError",
+    "Discard",
+    "DuplicateJobKind",
+    "InvalidJobArgs",
+    "InvalidOption",
+    "Job",
+    "JobContext",
+    "JobDefinition",
+    "JobRequest",
+    "JobState",
+    "JobStateError",
+    "Outcome",
+    "SchemaNotMigrated",
+    "Snooze",
+    "UnknownJobKind",
+    "Worker",
+    "__version__",
+]
+
+PYPROJECT = Path(aqueue.__file__).parent.parent / "pyproject.toml"
+
+
+def test_all_is_pinned_and_sorted() -> None:
+    assert aqueue.__all__ == PUBLIC_NAMES
+    assert sorted(aqueue.__all__) == aqueue.__all__
+    assert len(set(aqueue.__all__)) == len(aqueue.__all__)
+
+
+def test_every_public_name_is_importable() -> None:
+    module = importlib.import_module("aqueue")
+    for name in aqueue.__all__:
+        value = getattr(module, name)
+        exec(f"from aqueue import {name}", {})  # the way users import it
+        if inspect.isclass(value):
+            # Defined in aqueue itself, not re-exported from a dependency.
+            assert value.__module__.startswith("aqueue."), (name, value.__module__)
+
+
+def test_star_import_gives_exactly_all() -> None:
+    namespace: dict[str, object] = {}
+    exec("from aqueue import *", namespace)
+    assert sorted(k for k in namespace if k != "__builtins__") == sorted(aqueue.__all__)
+
+
+def test_version_matches_pyproject() -> None:
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
+    assert aqueue.__version__ == project["project"]["version"]
+
+
+def test_py_typed_is_shipped() -> None:
+    assert resources.files("aqueue").joinpath("py.typed").is_file()
+    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
+    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["aqueue"]
+
+
+_TREE_LINE = re.compile(
+    r"^(?P<indent>[ │├└─]*)(?P<name>[A-Z]\w*)(?:\(\w*\))?(?: \((?P<base>\w+)\))?(?P<rest>.*)$"
+)
+
+
+def _drawn_tree() -> dict[str, tuple[str | None, str]]:
+    """name -> (drawn parent or explicit base, description) from the errors docstring."""
+    doc = aqueue.errors.__doc__ or ""
+    block = doc.split("The tree::", 1)[1]
+    lines = []
+    for line in block.splitlines()[1:]:
+        if line.strip() and not line.startswith("    "):
+            break  # back to prose
+        lines.append(line)
+    tree: dict[str, tuple[str | None, str]] = {}
+    stack: list[tuple[int, str]] = []
+    for line in lines:
+        if not line.strip():
+            stack = []
+            continue
+        match = _TREE_LINE.match(line)
+        assert match, f"cannot read tree line {line!r}"
+        depth = len(match["indent"])
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        parent = stack[-1][1] if stack else match["base"]
+        assert match["name"] not in tree, f"{match['name']} drawn twice"
+        tree[match["name"]] = (parent, match["rest"].strip())
+        stack.append((depth, match["name"]))
+    return tree
+
+
+def test_error_tree_in_docstring_matches_the_classes() -> None:
+    tree = _drawn_tree()
+    defined = {
+        name: obj
+        for name, obj in vars(aqueue.errors).items()
+        if inspect.isclass(obj)
+        and issubclass(obj, BaseException)
+        and obj.__module__ == "aqueue.errors"
+    }
+    assert set(tree) == set(defined)
+    assert sorted(aqueue.errors.__all__) == sorted(defined)
+    for name, (parent, description) in tree.items():
+        cls = defined[name]
+        if parent is None:
+            assert cls.__bases__ == (Exception,), name
+            continue
+        base = defined.get(parent) or getattr(builtins, parent)
+        # The drawn parent is the class's own (first) base, not just an ancestor.
+        assert cls.__bases__[0] is base, f"{name} is drawn under {parent}: {cls.__bases__}"
+        for also in re.findall(r"\(also (\w+)\)", description):
+            assert issubclass(cls, getattr(builtins, also)), f"{name} is not a {also}"
+    aqueue_errors = [n for n, c in defined.items() if issubclass(c, aqueue.AqueueError)]
+    job_actions = [n for n, c in defined.items() if issubclass(c, aqueue.errors.JobAction)]
+    assert sorted(aqueue_errors + job_actions) == sorted(defined)
+
+
+def test_public_errors_are_all_exported() -> None:
+    for name in aqueue.errors.__all__:
+        if name != "JobAction":
+            assert name in aqueue.__all__, name
