@@ -1,0 +1,173 @@
+"""The ``aqueue`` command, run as a real subprocess through its entry point."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+import pytest
+
+import aqueue
+from aqueue.testing import unique_schema
+
+AQUEUE = [sys.executable, "-m", "aqueue.cli"]
+
+WORKER_MODULE = textwrap.dedent(
+    """
+    import os
+    import anyio
+    import aqueue
+
+    app = aqueue.App(os.environ["AQUEUE_DATABASE_URL"], schema=os.environ["AQ_SCHEMA"],
+                     poll_interval=0.2, shutdown_timeout=10)
+
+    @app.job
+    async def double(n: int) -> int:
+        return n * 2
+
+    @app.job
+    async def slow(seconds: float) -> str:
+        await anyio.sleep(seconds)
+        return "finished"
+    """
+)
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*AQUEUE, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["worker"], ["migrate"], ["demo"], ["dev"]])
+def test_help_for_every_command(command: list[str]) -> None:
+    result = run_cli(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: aqueue" in result.stdout
+
+
+def test_migrate_applies_once(aqueue_database_url: str) -> None:
+    schema = unique_schema()
+    first = run_cli("migrate", "--url", aqueue_database_url, "--schema", schema)
+    assert first.returncode == 0, first.stderr
+    assert "0001_init.sql" in first.stdout
+    second = run_cli("migrate", "--url", aqueue_database_url, "--schema", schema)
+    assert second.returncode == 0 and "up to date" in second.stdout
+
+
+def test_unreachable_database_is_one_clear_line() -> None:
+    result = run_cli("migrate", "--url", "postgresql://nobody@127.0.0.1:1/none", timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("aqueue: error: cannot connect to PostgreSQL")
+    assert "Traceback" not in result.stderr
+
+
+def test_worker_rejects_a_target_that_is_not_an_app() -> None:
+    result = run_cli("worker", "os:path")
+    assert result.returncode == 1
+    assert "is not an aqueue.App" in result.stderr
+    result = run_cli("worker", "no_such_module_xyz:app")
+    assert result.returncode == 1 and "cannot import" in result.stderr
+
+
+def test_bad_queue_argument_is_rejected(tmp_path: Path, aqueue_database_url: str) -> None:
+    (tmp_path / "cli_jobs_bad.py").write_text(WORKER_MODULE)
+    env = {
+        "AQUEUE_DATABASE_URL": aqueue_database_url,
+        "AQ_SCHEMA": unique_schema(),
+        "PYTHONPATH": str(tmp_path),
+    }
+    result = run_cli("worker", "cli_jobs_bad:app", "-q", "default=lots", env=env)
+    assert result.returncode == 1 and "NAME=CONCURRENCY" in result.stderr
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout: float = 20) -> None:
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.05)
+
+
+async def test_worker_runs_jobs_and_stops_gracefully_on_sigterm(
+    tmp_path: Path, aqueue_database_url: str
+) -> None:
+    schema = unique_schema()
+    (tmp_path / "cli_jobs.py").write_text(WORKER_MODULE)
+    env = {
+        **os.environ,
+        "AQUEUE_DATABASE_URL": aqueue_database_url,
+        "AQ_SCHEMA": schema,
+        "PYTHONPATH": str(tmp_path),
+    }
+    app = aqueue.App(aqueue_database_url, schema=schema)
+
+    @app.job
+    async def double(n: int) -> int:
+        raise AssertionError("runs in the worker process only")
+
+    @app.job
+    async def slow(seconds: float) -> str:
+        raise AssertionError("runs in the worker process only")
+
+    log_path = tmp_path / "worker.log"
+    async with app:
+        await app.migrate()
+        with log_path.open("w") as log:
+            proc = subprocess.Popen(
+                [*AQUEUE, "worker", "cli_jobs:app", "-q", "default=4"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            job = await double.enqueue(n=21)
+            done = await app.wait(job.id, timeout=30)
+            assert (done.state, done.result) == (aqueue.JobState.COMPLETED, 42)
+
+            # A job in flight when SIGTERM arrives finishes within shutdown_timeout.
+            running = await slow.enqueue(seconds=1.0)
+            await _wait_for_state(app, running.id, aqueue.JobState.RUNNING)
+            proc.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            await _wait_for(lambda: proc.poll() is not None, timeout=30)
+            assert proc.returncode == 0, log_path.read_text()
+            assert time.monotonic() - started < 15
+            finished = await app.get_job(running.id)
+            assert finished is not None
+            assert (finished.state, finished.result) == (aqueue.JobState.COMPLETED, "finished")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+
+
+async def _wait_for_state(app: aqueue.App, job_id: int, state: aqueue.JobState) -> None:
+    with anyio.fail_after(20):
+        while True:
+            job = await app.get_job(job_id)
+            if job is not None and job.state is state:
+                return
+            await anyio.sleep(0.02)
+
+
+def test_demo_runs_real_jobs_and_exits_zero() -> None:
+    result = run_cli("demo", "--jobs", "200", timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "flaky_sync" in result.stdout and "completed" in result.stdout
+    assert "discarded" in result.stdout
+    assert "hook: send_welcome" in result.stdout
+    assert "200 bulk jobs" in result.stdout
