@@ -19,7 +19,7 @@ from .definition import AfterProcessHook, JobDefinition, JobRequest, require_cor
 from .enqueue import DEFAULT_QUEUE, ResolvedOptions
 from .errors import ConfigurationError, InvalidJobArgs, InvalidOption, JobStateError
 from .jobs import Job, JobContext, JobState
-from .options import Backoff, Options, validate_name
+from .options import Backoff, Options, json_nul_problems, validate_name
 from .registry import Registry
 from .worker.notifier import Notifier
 from .worker.worker import Worker
@@ -267,6 +267,9 @@ class App:
                 args_json = pydantic_core.to_json(dict(args or {})).decode()
             except pydantic_core.PydanticSerializationError as exc:
                 raise InvalidJobArgs(kind, [("args", f"not JSON-serialisable: {exc}")]) from None
+            problems = json_nul_problems(args_json, "args")
+            if problems:
+                raise InvalidJobArgs(kind, problems)
             return JobRequest(kind, args_json, options or Options())
         return JobRequest(definition.kind, definition.schema.dump(args or {}), options or Options())
 

@@ -21,7 +21,7 @@ import typing_extensions
 
 from .errors import ConfigurationError, InvalidJobArgs
 from .jobs import Job, JobContext, Outcome
-from .options import Backoff, Options
+from .options import Backoff, Options, json_nul_problems
 
 if TYPE_CHECKING:
     from .app import App
@@ -109,11 +109,15 @@ class ArgsSchema:
             )
         try:
             validated = self._adapter.validate_python(kwargs)
-            return self._adapter.dump_json(validated).decode()
+            text = self._adapter.dump_json(validated).decode()
         except pydantic.ValidationError as exc:
             raise InvalidJobArgs(self.kind, _describe(exc)) from None
         except pydantic_core.PydanticSerializationError as exc:
             raise InvalidJobArgs(self.kind, [("args", f"not JSON-serialisable: {exc}")]) from None
+        problems = json_nul_problems(text, "args")
+        if problems:
+            raise InvalidJobArgs(self.kind, problems)
+        return text
 
     def load(self, text: str) -> dict[str, Any]:
         try:

@@ -112,8 +112,15 @@ class Snooze(JobAction):
     """Run the job again after ``seconds``; the attempt is not consumed."""
 
     def __init__(self, seconds: float = 0.0) -> None:
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or seconds < 0:
-            raise ValueError(f"Snooze seconds must be a number >= 0, got {seconds!r}")
+        # At most a thousand years (options.MAX_SCHEDULE_IN): PostgreSQL's timestamps end.
+        if (
+            not isinstance(seconds, int | float)
+            or isinstance(seconds, bool)
+            or not 0 <= seconds <= 1000 * 365.25 * 86400
+        ):
+            raise ValueError(
+                f"Snooze seconds must be a number from 0 to 1000 years, got {seconds!r}"
+            )
         super().__init__(f"snoozed for {seconds}s")
         self.seconds = float(seconds)
 

@@ -7,8 +7,10 @@ anything reaches PostgreSQL.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import random
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -21,6 +23,7 @@ __all__ = ["Backoff", "Options", "validate_name"]
 
 SMALLINT_MIN, SMALLINT_MAX = -32768, 32767
 NAME_MAX = 200
+MAX_SCHEDULE_IN = 1000 * 365.25 * 86400.0  # a thousand years
 _UNSET: Any = object()
 
 
@@ -44,15 +47,23 @@ class Backoff:
                 raise InvalidOption(f"retry.{name}", f"must be a finite number >= 0, got {value!r}")
         if self.jitter > 1:
             raise InvalidOption("retry.jitter", f"must be between 0 and 1, got {self.jitter!r}")
+        if self.max_delay > MAX_SCHEDULE_IN:
+            raise InvalidOption(
+                "retry.max_delay",
+                f"must be at most {MAX_SCHEDULE_IN:.0f} seconds, got {self.max_delay:g}",
+            )
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         exponent = max(attempt - 1, 0)
         # Cap the exponent before computing so huge attempt counts cannot overflow a float.
-        raw = (
-            self.max_delay
-            if exponent > 1000
-            else min(self.base * self.factor**exponent, self.max_delay)
-        )
+        try:
+            raw = (
+                self.max_delay
+                if exponent > 1000
+                else min(self.base * self.factor**exponent, self.max_delay)
+            )
+        except OverflowError:  # e.g. factor=1000 at attempt 200: beyond any float
+            raw = self.max_delay
         spread = raw * self.jitter
         uniform = (rng or random).uniform(-spread, spread)
         return max(raw + uniform, 0.0)
@@ -89,9 +100,33 @@ def _smallint(field: str, value: object, low: int) -> int:
 
 def _json_text(field: str, value: object) -> str:
     try:
-        return pydantic_core.to_json(value).decode()
+        text = pydantic_core.to_json(value).decode()
     except pydantic_core.PydanticSerializationError as exc:
         raise InvalidOption(field, f"must be JSON-serialisable: {exc}") from None
+    problems = json_nul_problems(text, field)
+    if problems:
+        key, problem = problems[0]
+        raise InvalidOption(field, problem if key == field else f"key {key!r} {problem}")
+    return text
+
+
+# A JSON "\u0000" escape (not an escaped backslash followed by "u0000"): jsonb rejects it.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_NUL_PROBLEM = "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+
+
+def json_nul_problems(text: str, whole: str) -> list[tuple[str, str]]:
+    """(top-level key, problem) for each part of a JSON object holding a NUL character, which
+    PostgreSQL's jsonb cannot store; ``whole`` names the value when no key is to blame."""
+    if not _JSON_NUL.search(text):
+        return []
+    data = json.loads(text)
+    keys = [
+        key.replace("\x00", "\\x00")
+        for key, value in (data.items() if isinstance(data, dict) else ())
+        if "\x00" in key or _JSON_NUL.search(json.dumps(value))
+    ]
+    return [(key, _NUL_PROBLEM) for key in keys] or [(whole, _NUL_PROBLEM)]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -132,6 +167,11 @@ class Options:
             _smallint("max_attempts", max_attempts, 1)
         timeout_s = _seconds("timeout", timeout, allow_zero=False)
         delay_s = _seconds("schedule_in", schedule_in, allow_zero=True)
+        if delay_s is not None and delay_s > MAX_SCHEDULE_IN:
+            # PostgreSQL's timestamps end in year 294276; far beyond, the insert would fail.
+            raise InvalidOption(
+                "schedule_in", f"must be at most {MAX_SCHEDULE_IN:.0f} seconds, got {delay_s:g}"
+            )
         if scheduled_at is not None:
             if not isinstance(scheduled_at, datetime):
                 raise InvalidOption("scheduled_at", f"must be a datetime, got {scheduled_at!r}")

@@ -48,6 +48,12 @@ class Registry:
     def definitions(self) -> list[JobDefinition[Any, Any]]:
         return list({id(d): d for d in self._by_kind.values()}.values())
 
+    def needs_full_rows(self) -> bool:
+        """Whether any job takes a JobContext or has hooks: both need a whole Job record."""
+        return bool(self.global_hooks) or any(
+            d.hooks or d.schema.wants_context for d in self._by_kind.values()
+        )
+
     def hooks_for(self, definition: JobDefinition[Any, Any] | None) -> list[AfterProcessHook]:
         if definition is None or not definition.hooks:
             return self.global_hooks

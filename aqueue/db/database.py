@@ -158,8 +158,12 @@ class Database:
 
     # -- worker -----------------------------------------------------------------------------
 
-    async def claim(self, queue: str, limit: int, kinds: Sequence[str], node_id: str) -> list[Row]:
-        return await self._fetch(self.q.claim, queue, limit, kinds, node_id)
+    async def claim(
+        self, queue: str, limit: int, kinds: Sequence[str], node_id: str, *, full: bool
+    ) -> list[Row]:
+        """Claim up to ``limit`` due jobs; ``full`` returns every column a Job needs."""
+        sql = self.q.claim if full else self.q.claim_lean
+        return await self._fetch(sql, queue, limit, kinds, node_id)
 
     async def record_outcomes(self, outcomes: Sequence[OutcomeRow]) -> list[Row]:
         columns = list(zip(*outcomes, strict=True))

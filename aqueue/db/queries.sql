@@ -46,6 +46,30 @@ FROM picked
 WHERE j.id = picked.id
 RETURNING {job_columns:j}, j.timeout, j.retry::text AS retry;
 
+-- name: claim_lean
+-- The same claim, returning only what running a job needs: used when no job wants its
+-- JobContext and no hook is registered, so no Job record is ever built from the row.
+WITH picked AS (
+    SELECT id
+    FROM {schema}.jobs
+    WHERE state IN ('available', 'scheduled', 'retryable')
+      AND queue = $1
+      AND scheduled_at <= now()
+      AND kind = ANY($3::text[])
+    ORDER BY priority, scheduled_at, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE {schema}.jobs AS j
+SET state = 'running',
+    attempt = least(j.attempt + 1, 32767),
+    attempted_at = now(),
+    node_id = $4
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.kind, j.queue, j.args::text AS args, j.attempt, j.max_attempts, j.timeout,
+          j.retry::text AS retry;
+
 -- name: record_outcomes
 -- Writes a batch of attempt outcomes. Only rows still running the same attempt change, so a
 -- late write cannot resurrect a job rescued or re-claimed meanwhile. States 'available'

@@ -39,6 +39,7 @@ class Producer:
         *,
         db: Database,
         kinds: Callable[[], Sequence[str]],
+        full_rows: Callable[[], bool],
         node_id: str,
         executor: Executor,
         poll_interval: float,
@@ -49,6 +50,7 @@ class Producer:
         self.concurrency = concurrency
         self._db = db
         self._kinds = kinds
+        self._full_rows = full_rows
         self._node_id = node_id
         self._executor = executor
         self._poll_interval = poll_interval
@@ -103,7 +105,11 @@ class Producer:
                         self._next_due = math.inf
                     try:
                         claimed = await self._db.claim(
-                            self.queue, free, self._kinds(), self._node_id
+                            self.queue,
+                            free,
+                            self._kinds(),
+                            self._node_id,
+                            full=self._full_rows(),
                         )
                         backoff = 0.1
                     except DatabaseError as exc:

@@ -76,6 +76,7 @@ class Worker:
                 concurrency,
                 db=app.db,
                 kinds=app.registry.kinds,
+                full_rows=app.registry.needs_full_rows,
                 node_id=self.node_id,
                 executor=self._executor,
                 poll_interval=settings.poll_interval,
