@@ -454,6 +454,9 @@ class App:
     async def worker(self, queues: Mapping[str, int] | None = None) -> AsyncIterator[Worker]:
         """Run a worker inside this block; leaving it shuts the worker down gracefully."""
         worker = Worker(self, queues if queues is not None else {DEFAULT_QUEUE: 10})
+        # Fail fast with SchemaNotMigrated (or AppNotOpen) instead of a worker whose claims
+        # fail and are retried forever.
+        await self.db.queues_idle(list(worker.queues), self.registry.kinds())
         async with anyio.create_task_group() as tg:
             await tg.start(_run_shielded, worker)
             try:

@@ -58,6 +58,16 @@ async def test_list_jobs_filters_limit_and_order(app: aqueue.App) -> None:
     assert listed[1] == await app.get_job(b2.id)
 
 
+async def test_list_jobs_default_limit_is_100(app: aqueue.App) -> None:
+    @app.job
+    async def many(n: int) -> None: ...
+
+    jobs = await app.enqueue_many([many.build(n=i) for i in range(105)])
+    listed = await app.list_jobs()
+    assert [j.id for j in listed] == [j.id for j in jobs[:100]]
+    assert len(await app.list_jobs(limit=1000)) == 105
+
+
 async def test_list_jobs_rejects_bad_filters(app: aqueue.App) -> None:
     with pytest.raises(aqueue.InvalidOption, match=r"^state:.*'finished'") as info:
         await app.list_jobs(state="finished")

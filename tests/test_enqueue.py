@@ -16,6 +16,7 @@ import pytest
 
 import aqueue
 from aqueue.jobs import JobState
+from aqueue.options import MAX_SCHEDULE_IN
 
 
 async def _count(app: aqueue.App) -> int:
@@ -363,7 +364,32 @@ async def test_invalid_args_name_the_field_and_write_nothing(app: aqueue.App) ->
 async def test_non_json_args_for_unknown_kind_write_nothing(app: aqueue.App) -> None:
     with pytest.raises(aqueue.InvalidJobArgs, match="args"):
         await app.enqueue("foreign", {"x": object()}, allow_unknown=True)
+    with pytest.raises(aqueue.InvalidJobArgs, match="args"):
+        await app.enqueue("foreign", {"x": "\ud800"}, allow_unknown=True)
     assert await _count(app) == 0
+
+
+async def test_args_postgres_cannot_store_are_refused_before_writing(app: aqueue.App) -> None:
+    @app.job
+    async def store(text: str, other: Any = None) -> None: ...
+
+    # A NUL character is valid Python and JSON, but jsonb rejects it: refuse it up front,
+    # naming the argument, rather than failing inside PostgreSQL.
+    with pytest.raises(aqueue.InvalidJobArgs, match=r"other.*NUL") as info:
+        await store.enqueue(text="fine", other={"deep": ["a\x00"]})
+    assert info.value.fields == ["other"]
+    with pytest.raises(aqueue.InvalidJobArgs, match=r"text.*NUL"):
+        await app.enqueue_many([store.build(text="ok"), store.build(text="\x00")])
+    with pytest.raises(aqueue.InvalidJobArgs, match=r"x.*NUL") as unknown:
+        await app.enqueue("foreign", {"x": "\x00", "y": 1}, allow_unknown=True)
+    assert unknown.value.fields == ["x"]
+    with pytest.raises(aqueue.InvalidJobArgs):
+        await store.enqueue(text="\ud800")  # a lone surrogate is not UTF-8
+    assert await _count(app) == 0
+    # A backslash followed by "u0000" is ordinary text, not a NUL.
+    literal = await store.enqueue(text="\\u0000", other="\\\\u0000")
+    assert literal.args == {"text": "\\u0000", "other": "\\\\u0000"}
+    assert await app.get_job(literal.id) == literal
 
 
 # -- option validation --------------------------------------------------------------------
@@ -391,6 +417,11 @@ BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
     ({"tags": ["ok", 3]}, "tags"),
     ({"meta": {"obj": object()}}, "meta"),
     ({"meta": ["not", "a", "mapping"]}, "meta"),
+    # PostgreSQL's jsonb cannot hold NUL characters; its timestamps end in year 294276.
+    ({"meta": {"note": "a\x00b"}}, "meta"),
+    ({"meta": {"k\x00": 1}}, "meta"),
+    ({"schedule_in": 1e15}, "schedule_in"),
+    ({"schedule_in": timedelta.max}, "schedule_in"),
     ({"queue": ""}, "queue"),
 ]
 
@@ -432,6 +463,12 @@ async def test_option_bounds_that_are_valid(app: aqueue.App) -> None:
     high = await target.options(priority=32767, max_attempts=32767, timeout=0.001).enqueue()
     assert (low.priority, low.max_attempts) == (-32768, 1)
     assert (high.priority, high.max_attempts) == (32767, 32767)
+    far = await target.options(schedule_in=timedelta(days=365 * 999)).enqueue()
+    assert far.state is JobState.SCHEDULED
+    assert far.scheduled_at - far.created_at == timedelta(days=365 * 999)
+    last = datetime(9000, 1, 1, tzinfo=UTC)
+    latest = await target.options(scheduled_at=last).enqueue()
+    assert latest.scheduled_at == last and await app.get_job(latest.id) == latest
 
 
 # -- scheduling ---------------------------------------------------------------------------
@@ -609,3 +646,97 @@ async def test_later_schedule_option_replaces_the_earlier_form(app: aqueue.App) 
     assert in_wins.scheduled_at == in_wins.created_at
     by_name = await app.enqueue("sched", scheduled_at=far)
     assert by_name.scheduled_at == far and by_name.state is JobState.SCHEDULED
+
+
+# -- retry policy and delays PostgreSQL can store ---------------------------------------------
+
+
+def test_retry_option_is_validated() -> None:
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"base": -1}, "retry.base"),
+        ({"factor": float("nan")}, "retry.factor"),
+        ({"max_delay": float("inf")}, "retry.max_delay"),
+        ({"max_delay": 1e20}, "retry.max_delay"),
+        ({"jitter": 1.5}, "retry.jitter"),
+        ({"base": True}, "retry.base"),
+    ]
+    for kwargs, field in bad:
+        with pytest.raises(aqueue.InvalidOption, match=f"^{re.escape(field)}:"):
+            aqueue.Backoff(**kwargs)
+    # Huge factors cap at max_delay instead of overflowing a float.
+    policy = aqueue.Backoff(base=1, factor=1000, max_delay=60, jitter=0)
+    assert policy.delay(1) == 1 and policy.delay(200) == 60 and policy.delay(5000) == 60
+
+
+async def test_retry_option_must_be_a_backoff(app: aqueue.App) -> None:
+    @app.job
+    async def t() -> None: ...
+
+    with pytest.raises(aqueue.InvalidOption, match=r"^retry:"):
+        await t.options(retry={"base": 1}).enqueue()  # type: ignore[arg-type]
+    assert await _count(app) == 0
+
+
+def test_snooze_seconds_are_validated() -> None:
+    for seconds in (-1, float("nan"), float("inf"), 1e15, True, "5"):
+        with pytest.raises(ValueError, match="Snooze"):
+            aqueue.Snooze(seconds)  # type: ignore[arg-type]
+    assert aqueue.Snooze(0).seconds == 0.0
+    assert aqueue.Snooze(3.15e10).seconds == 3.15e10
+
+
+async def test_longest_delays_are_stored_and_the_worker_carries_on(app: aqueue.App) -> None:
+    @app.job(retry=aqueue.Backoff(base=MAX_SCHEDULE_IN, max_delay=MAX_SCHEDULE_IN))
+    async def fails() -> None:
+        raise RuntimeError("again")
+
+    @app.job
+    async def snoozes_forever() -> None:
+        raise aqueue.Snooze(1e15)  # refused: becomes an ordinary error, never a worker crash
+
+    @app.job
+    async def fine() -> str:
+        return "ok"
+
+    failing = await fails.options(max_attempts=5).enqueue()
+    snoozing = await snoozes_forever.options(max_attempts=1).enqueue()
+    after = await fine.enqueue()
+    async with app.worker({"default": 1}):
+        snoozed = await app.wait(snoozing.id, timeout=10)
+        assert (await app.wait(after.id, timeout=10)).result == "ok"
+        retried = await app.get_job(failing.id)
+    assert snoozed.state is JobState.DISCARDED
+    assert snoozed.errors[0]["type"] == "ValueError" and "Snooze" in snoozed.errors[0]["message"]
+    assert retried is not None and retried.state is JobState.RETRYABLE
+    assert retried.scheduled_at > datetime.now(UTC) + timedelta(days=365 * 800)
+
+
+async def test_queue_names_are_data_not_sql(app: aqueue.App) -> None:
+    @app.job
+    async def echo(n: int) -> int:
+        return n
+
+    names = ["emails/v2", "it's; DROP TABLE jobs; --", "ünïcode queue", "x" * 200]
+    jobs = [await echo.options(queue=name).enqueue(n=i) for i, name in enumerate(names)]
+    assert [j.queue for j in jobs] == names
+    async with app.worker(dict.fromkeys(names, 1)):
+        results = [(await app.wait(j.id, timeout=10)).result for j in jobs]
+    assert results == [0, 1, 2, 3]
+    assert [j.id for j in await app.list_jobs(queue="it's; DROP TABLE jobs; --")] == [jobs[1].id]
+    with pytest.raises(aqueue.InvalidOption, match=r"^queue:"):
+        await echo.options(queue="x" * 201).enqueue(n=0)
+    with pytest.raises(aqueue.InvalidOption, match=r"^queue:"):
+        await echo.options(queue="a\x00b").enqueue(n=0)
+
+
+async def test_args_must_be_a_mapping(app: aqueue.App) -> None:
+    @app.job
+    async def t(x: int = 0) -> None: ...
+
+    for args in (["x"], "x=1", 5):
+        with pytest.raises(aqueue.InvalidJobArgs, match="mapping"):
+            await app.enqueue("t", args)  # type: ignore[arg-type]
+        with pytest.raises(aqueue.InvalidJobArgs, match="mapping"):
+            await app.enqueue("unknown", args, allow_unknown=True)  # type: ignore[arg-type]
+    assert (await app.enqueue("t")).args == {}
+    assert await _count(app) == 1

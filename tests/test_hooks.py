@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import pydantic
@@ -12,17 +12,7 @@ import pytest
 
 import aqueue
 
-T = TypeVar("T")
 Call = tuple[aqueue.Job, aqueue.Outcome]
-
-
-async def poll_until(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0) -> T:
-    with anyio.fail_after(timeout):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await anyio.sleep(0.02)
 
 
 class Recorder:
@@ -312,3 +302,22 @@ async def test_hook_job_is_the_row_after_the_attempt(app: aqueue.App) -> None:
     snoozed, _ = by_mode["snooze"]
     assert snoozed.state is aqueue.JobState.SCHEDULED
     assert snoozed.attempt == 0  # refunded
+
+
+async def test_hooks_of_jobs_finishing_during_shutdown_still_run(app: aqueue.App) -> None:
+    started = anyio.Event()
+    recorder = Recorder()
+
+    @app.job
+    async def last_one() -> str:
+        started.set()
+        await anyio.sleep(0.3)  # finishes while the worker is already stopping
+        return "late"
+
+    app.after_process(as_hook(recorder))
+    job = await last_one.enqueue()
+    async with app.worker():
+        await started.wait()
+    # Leaving the block waited for the job, its outcome write and then its hook.
+    assert [(j.id, o.state, o.result) for j, o in recorder.calls] == [
+        (job.id, aqueue.JobState.COMPLETED, "late")]

@@ -207,3 +207,19 @@ async def test_empty_schema_raises_schema_not_migrated(
         # And migrating fixes it.
         assert await app.migrate() == ALL_MIGRATIONS
         assert await app.list_jobs() == []
+
+
+async def test_worker_on_unmigrated_schema_fails_fast(
+    make_app: Callable[..., aqueue.App],
+) -> None:
+    app = make_app()
+
+    @app.job
+    async def anything() -> None: ...
+
+    async with app:
+        with pytest.raises(aqueue.SchemaNotMigrated, match="migrate"):
+            async with app.worker({"default": 1}):
+                pytest.fail("a worker started on an unmigrated schema")
+        with pytest.raises(aqueue.SchemaNotMigrated, match="migrate"):
+            await app.run_worker({"default": 1})

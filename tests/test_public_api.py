@@ -4,12 +4,16 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import importlib
 import inspect
 import re
 import tomllib
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+
+import pytest
 
 import aqueue
 import aqueue.errors
@@ -139,3 +143,35 @@ def test_public_errors_are_all_exported() -> None:
     for name in aqueue.errors.__all__:
         if name != "JobAction":
             assert name in aqueue.__all__, name
+
+
+def test_job_record_fields_are_the_contract() -> None:
+    fields = [f.name for f in dataclasses.fields(aqueue.Job)]
+    assert fields == [
+        "id", "kind", "queue", "state", "args", "priority", "attempt", "max_attempts",
+        "scheduled_at", "created_at", "attempted_at", "finalized_at", "errors", "result",
+        "tags", "meta", "duplicate",
+    ]  # fmt: skip
+    now = datetime.now(UTC)
+    job = aqueue.Job(
+        id=1, kind="k", queue="q", state=aqueue.JobState.AVAILABLE, args={}, priority=0,
+        attempt=0, max_attempts=1, scheduled_at=now, created_at=now, attempted_at=None,
+        finalized_at=None, errors=[], result=None, tags=[], meta={},
+    )  # fmt: skip
+    assert job.duplicate is False
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.state = aqueue.JobState.COMPLETED  # type: ignore[misc]
+
+
+def test_job_states_are_the_contract() -> None:
+    assert [s.value for s in aqueue.JobState] == [
+        "pending", "scheduled", "available", "running", "retryable",
+        "completed", "cancelled", "discarded",
+    ]  # fmt: skip
+    finals = {s.value for s in aqueue.JobState if s.is_final}
+    assert finals == {"completed", "cancelled", "discarded"}
+
+
+def test_outcome_carries_the_contract_fields() -> None:
+    names = {f.name for f in dataclasses.fields(aqueue.Outcome)}
+    assert {"state", "result", "error", "duration"} <= names
