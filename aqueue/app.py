@@ -433,6 +433,9 @@ class App:
         if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
             raise InvalidOption("timeout", f"must be a number >= 0, got {timeout!r}")
         notifier = await self.notifier()
+        job = await self.get_job(job_id)  # a final job returns even with timeout=0
+        if job is not None and job.state.is_final:
+            return job
         with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
             while True:
                 with notifier.final_subscription(job_id) as finalized:
@@ -457,13 +460,20 @@ class App:
         # Fail fast with SchemaNotMigrated (or AppNotOpen) instead of a worker whose claims
         # fail and are retried forever.
         await self.db.queues_idle(list(worker.queues), self.registry.kinds())
-        async with anyio.create_task_group() as tg:
-            await tg.start(_run_shielded, worker)
-            try:
-                yield worker
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await worker.stop()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(_run_shielded, worker)
+                try:
+                    yield worker
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await worker.stop()
+        except BaseExceptionGroup as group:
+            # The task group is an implementation detail: an error raised in the caller's
+            # block (say TimeoutError from app.wait) or by the worker comes out as itself.
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     async def run_worker(self, queues: Mapping[str, int] | None = None) -> None:
         """Run a worker until cancelled (the CLI cancels on SIGTERM/SIGINT), then shut down."""

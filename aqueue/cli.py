@@ -25,6 +25,7 @@ import anyio
 from .app import App
 from .embedded import EmbeddedPostgresError
 from .errors import AqueueError
+from .worker.worker import validate_queues
 
 __all__ = ["main"]
 
@@ -80,7 +81,7 @@ async def _until_signal(scope: anyio.CancelScope, logger: logging.Logger) -> Non
 
 async def _cmd_worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
-    queues = parse_queues(args.queue)
+    queues = validate_queues(parse_queues(args.queue))
     async with app:
         if args.migrate:
             await app.migrate()
@@ -91,7 +92,9 @@ async def _cmd_worker(args: argparse.Namespace) -> int:
 
 
 async def _cmd_migrate(args: argparse.Namespace) -> int:
-    app = load_app(args.app) if args.app else App(args.url, schema=args.schema)
+    if args.app and args.schema:
+        raise AqueueError("--schema goes with --url; an --app brings its own schema")
+    app = load_app(args.app) if args.app else App(args.url, schema=args.schema or "aqueue")
     async with app:
         applied = await app.migrate()
     print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
@@ -126,7 +129,9 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aqueue", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="aqueue", description="aqueue: asyncio-native background jobs on PostgreSQL."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -156,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     target = p.add_mutually_exclusive_group()
     target.add_argument("--app", metavar="MODULE:APP", help="use this App's URL and schema")
     target.add_argument("--url", help="database URL (default: $AQUEUE_DATABASE_URL)")
-    p.add_argument("--schema", default="aqueue", help="schema name (default: aqueue)")
+    p.add_argument("--schema", help="schema name, with --url (default: aqueue)")
     p.set_defaults(handler=_cmd_migrate)
 
     p = sub.add_parser(
@@ -192,8 +197,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AqueueError, EmbeddedPostgresError) as exc:
         print(f"aqueue: error: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        known, rest = group.split((AqueueError, EmbeddedPostgresError))
+        if known is None or rest is not None:
+            raise
+        print(f"aqueue: error: {_first_leaf(known)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 if __name__ == "__main__":

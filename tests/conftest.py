@@ -22,8 +22,9 @@ async def make_app(aqueue_database_url: str) -> AsyncIterator[Callable[..., aque
     apps: list[aqueue.App] = []
 
     def factory(**settings: Any) -> aqueue.App:
-        app = aqueue.App(aqueue_database_url, schema=settings.pop("schema", schema),
-                         **{**FAST, **settings})
+        app = aqueue.App(
+            aqueue_database_url, schema=settings.pop("schema", schema), **{**FAST, **settings}
+        )
         apps.append(app)
         return app
 

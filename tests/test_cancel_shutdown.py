@@ -136,8 +136,7 @@ async def test_job_outliving_shutdown_timeout_goes_back_to_available(
     release.set()
     async with app.worker():
         done = await app.wait(job.id, timeout=5)
-    assert (done.state, done.result, done.attempt) == (
-        aqueue.JobState.COMPLETED, "done at last", 1)
+    assert (done.state, done.result, done.attempt) == (aqueue.JobState.COMPLETED, "done at last", 1)
     assert runs == [1, 1]
 
 

@@ -189,7 +189,10 @@ async def test_hooks_run_after_the_outcome_is_committed(app: aqueue.App) -> None
         await done_count.wait_for(3)
 
     assert {state for state, _ in seen} == {
-        aqueue.JobState.COMPLETED, aqueue.JobState.RETRYABLE, aqueue.JobState.DISCARDED}
+        aqueue.JobState.COMPLETED,
+        aqueue.JobState.RETRYABLE,
+        aqueue.JobState.DISCARDED,
+    }
     for state, fresh in seen:
         assert fresh is not None
         assert fresh.state is state
@@ -224,8 +227,7 @@ async def test_hook_exception_is_logged_and_changes_nothing(
     for job in (first, second):
         stored = await app.get_job(job.id)
         assert stored is not None
-        assert (stored.state, stored.attempt, stored.errors) == (
-            aqueue.JobState.COMPLETED, 1, [])
+        assert (stored.state, stored.attempt, stored.errors) == (aqueue.JobState.COMPLETED, 1, [])
     failures = [r for r in caplog.records if r.name == "aqueue" and r.levelno >= logging.ERROR]
     assert len(failures) == 2
     for record, job in zip(failures, (first, second), strict=True):
@@ -287,8 +289,18 @@ async def test_hook_job_is_the_row_after_the_attempt(app: aqueue.App) -> None:
     for mode, (job, fresh) in by_mode.items():
         assert fresh is not None
         assert job.id == jobs[mode].id
-        fields = ("state", "attempt", "scheduled_at", "finalized_at", "errors", "kind", "args",
-                  "queue", "max_attempts", "attempted_at")
+        fields = (
+            "state",
+            "attempt",
+            "scheduled_at",
+            "finalized_at",
+            "errors",
+            "kind",
+            "args",
+            "queue",
+            "max_attempts",
+            "attempted_at",
+        )
         assert {f: getattr(job, f) for f in fields} == {f: getattr(fresh, f) for f in fields}, mode
 
     ok, _ = by_mode["ok"]
@@ -320,4 +332,5 @@ async def test_hooks_of_jobs_finishing_during_shutdown_still_run(app: aqueue.App
         await started.wait()
     # Leaving the block waited for the job, its outcome write and then its hook.
     assert [(j.id, o.state, o.result) for j, o in recorder.calls] == [
-        (job.id, aqueue.JobState.COMPLETED, "late")]
+        (job.id, aqueue.JobState.COMPLETED, "late")
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 
 import aqueue
 from aqueue.jobs import JobState
@@ -29,7 +30,7 @@ async def test_two_hundred_jobs_four_slots_each_runs_once(app: aqueue.App) -> No
     @app.job
     async def count(n: int) -> None:
         runs[n] = runs.get(n, 0) + 1
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
 
     jobs = await app.enqueue_many([count.build(n=i) for i in range(200)])
     async with app.worker({"default": 4}):
@@ -37,3 +38,45 @@ async def test_two_hundred_jobs_four_slots_each_runs_once(app: aqueue.App) -> No
             await app.wait(job.id, timeout=30)
     assert runs == {i: 1 for i in range(200)}
     assert all(j.state is JobState.COMPLETED for j in await app.list_jobs(limit=1000))
+
+
+async def test_wait_with_zero_timeout_returns_a_final_job(app: aqueue.App) -> None:
+    @app.job
+    async def one() -> int:
+        return 1
+
+    job = await one.enqueue()
+    async with app.worker({"default": 1}):
+        await app.wait(job.id, timeout=10)
+    done = await app.wait(job.id, timeout=0)
+    assert done.state is JobState.COMPLETED
+
+
+async def test_errors_in_the_worker_block_come_out_unwrapped(app: aqueue.App) -> None:
+    @app.job
+    async def never() -> None:
+        await anyio.sleep_forever()
+
+    job = await never.enqueue()
+    try:
+        async with app.worker({"default": 1}):
+            await app.wait(job.id, timeout=0.3)
+    except TimeoutError as exc:
+        assert str(job.id) in str(exc)
+    else:
+        raise AssertionError("app.wait should have timed out")
+
+
+async def test_arguments_invalid_at_run_time_discard_the_job(app: aqueue.App) -> None:
+    job = await app.enqueue("strict", {"n": "not a number"}, allow_unknown=True)
+
+    @app.job
+    async def strict(n: int) -> int:
+        return n
+
+    async with app.worker({"default": 1}):
+        done = await app.wait(job.id, timeout=10)
+    assert done.state is JobState.DISCARDED
+    assert done.attempt == 1
+    assert done.errors[-1]["type"] == "InvalidJobArgs"
+    assert "n" in done.errors[-1]["message"]

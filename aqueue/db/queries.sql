@@ -94,6 +94,8 @@ WITH o AS (
                             ELSE now() + make_interval(secs => o.delay) END,
         attempt = CASE WHEN o.state IN ('available', 'scheduled') THEN j.attempt - 1
                        ELSE j.attempt END,
+        -- A cancel request is about this attempt; it must not cancel the next one.
+        cancel_requested_at = NULL,
         node_id = NULL
     FROM o
     WHERE j.id = o.id AND j.state = 'running' AND j.attempt = o.attempt

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pydantic_core
 
-from ..errors import Cancel, Discard, Snooze
+from ..errors import Cancel, Discard, InvalidJobArgs, Snooze
 from ..jobs import JobContext, JobState, Outcome
 from ..options import Backoff
 
@@ -211,6 +211,9 @@ class Executor:
             state, error = JobState.DISCARDED, exc
         except Cancel as exc:
             state, error = JobState.CANCELLED, exc
+        except InvalidJobArgs as exc:
+            # The stored arguments will not change by waiting; `app.retry` after a fix.
+            state, error = JobState.DISCARDED, exc
         except Exception as exc:
             state, error = JobState.RETRYABLE, exc
         except anyio.get_cancelled_exc_class() as exc:
