@@ -307,7 +307,7 @@ class App:
                 opts = resolved[key] = self._resolve(request)
             per_job.append(opts)
             rows.append((request.kind, opts.queue, request.args_json, *opts.row_tail))
-        inserted = await self.db.insert_jobs(rows, conn=conn)
+        inserted = await self.db.insert_and_notify(rows, conn=conn)
         return [
             opts.job(row, request)
             for row, request, opts in zip(inserted, requests, per_job, strict=True)

@@ -156,6 +156,21 @@ class Database:
         columns = list(zip(*rows, strict=True)) if rows else [()] * 11
         return await self._fetch(self.q.insert_jobs, *map(list, columns), conn=conn)
 
+    async def insert_and_notify(self, rows: Sequence[InsertRow], conn: Any = None) -> list[Row]:
+        """Insert jobs, then wake the workers of their queues.
+
+        On the caller's connection both statements run in the caller's transaction (the
+        wake-up is delivered at its commit). On the pool the insert commits first and the
+        NOTIFY follows in its own transaction, which is cheap: it writes no WAL.
+        """
+        inserted = await self.insert_jobs(rows, conn=conn)
+        due = [
+            row[1] for row, job in zip(rows, inserted, strict=True) if job["state"] == "available"
+        ]
+        if due:
+            await self._fetch(self.q.notify_available, due, conn=conn)
+        return inserted
+
     # -- worker -----------------------------------------------------------------------------
 
     async def claim(

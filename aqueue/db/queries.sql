@@ -23,6 +23,12 @@ FROM (
 ) AS i
 RETURNING id, state::text AS state, scheduled_at, created_at;
 
+-- name: notify_available
+-- Wakes the workers of these queues (once per distinct queue). Run in the inserting
+-- transaction when it is the caller's, so the wake-up is delivered only at its commit.
+SELECT count(pg_notify({channel}, 'i:' || q.queue)) AS notified
+FROM (SELECT DISTINCT unnest($1::text[]) AS queue) AS q;
+
 -- name: claim
 -- Due jobs of one queue whose kind this worker knows, locked without waiting on rows
 -- another worker holds, marked running in the same statement.
