@@ -1,0 +1,34 @@
+-- Cluster coordination: worker nodes with heartbeats, and named leases (the leader's, and
+-- one per persistent-worker replica).
+
+CREATE TABLE {schema}.nodes (
+    id text PRIMARY KEY,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT now(),
+    heartbeat_at timestamptz NOT NULL DEFAULT now(),
+    -- A node whose expiry passed is dead: its running jobs are rescued, its leases lapse.
+    expires_at timestamptz NOT NULL,
+    queues jsonb NOT NULL DEFAULT '{}',
+    kinds text[] NOT NULL DEFAULT '{}',
+    -- Periodic and persistent configuration of the node, and its digest, for drift reports.
+    config jsonb NOT NULL DEFAULT '{}',
+    digest text NOT NULL DEFAULT ''
+);
+
+CREATE TABLE {schema}.leases (
+    name text PRIMARY KEY,
+    holder text NOT NULL,
+    -- Incremented each time the lease changes hands: a fencing token.
+    term bigint NOT NULL DEFAULT 1,
+    acquired_at timestamptz NOT NULL DEFAULT now(),
+    renewed_at timestamptz NOT NULL DEFAULT now(),
+    expires_at timestamptz NOT NULL
+);
+
+-- Rescue finds running jobs by node.
+CREATE INDEX jobs_running_node_idx ON {schema}.jobs (node_id) WHERE state = 'running';
+
+-- Retention prunes finished jobs oldest first.
+CREATE INDEX jobs_finalized_idx ON {schema}.jobs (finalized_at)
+    WHERE state IN ('completed', 'cancelled', 'discarded');
