@@ -31,7 +31,30 @@ import asyncpg
 
 T = TypeVar("T")
 
+
+def _use_aqueue_source() -> None:
+    """``AQUEUE_SRC=/some/folder`` measures the ``aqueue`` package in that folder instead of
+    the installed one, e.g. a ``git archive`` snapshot of one commit while the working tree
+    keeps changing. Runs at import, before anything imports aqueue; worker subprocesses
+    inherit the variable and import this module first, so they measure the same code.
+    The editable install's import hook is dropped: it would win over ``sys.path``.
+    """
+    src = os.environ.get("AQUEUE_SRC")
+    if not src:
+        return
+    sys.path.insert(0, src)
+    sys.meta_path[:] = [
+        finder
+        for finder in sys.meta_path
+        if not getattr(finder, "__module__", "").startswith("__editable__")
+    ]
+
+
+_use_aqueue_source()
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+# A 1-minute load average above this when a scenario starts earns its table a warning.
+BUSY_LOAD = 1.0
 BENCH_DIR = Path(__file__).resolve().parent
 
 # Distributions whose versions go into every result file, so numbers can be traced back.
@@ -96,6 +119,8 @@ class Server:
 
     def __init__(self, url: str | None = None) -> None:
         self._given_url = url
+        # The postmaster's pid when we run the server ourselves, for CPU accounting.
+        self.pid: int | None = None
         self._embedded: Any = None
         self.admin_url = ""
         self.info: dict[str, Any] = {}
@@ -109,6 +134,7 @@ class Server:
             self._embedded = EmbeddedPostgres(durable=True)
             self._embedded.start()
             self.admin_url = self._embedded.url
+            self.pid = self._embedded.pid
         self.info = run_async(self._describe)
         self.info["source"] = (
             self._embedded.source_description if self._embedded is not None else "--url"
@@ -189,6 +215,7 @@ def machine_facts() -> dict[str, Any]:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[package] = importlib.metadata.version(package)
     return {
+        "aqueue_source": aqueue_source(),
         "nproc": nproc,
         "cpu_model": cpu_model or platform.processor() or "unknown",
         "ram_gib": mem_total_gib,
@@ -200,8 +227,44 @@ def machine_facts() -> dict[str, Any]:
     }
 
 
+def aqueue_source() -> dict[str, Any]:
+    """Which aqueue was measured: its folder and, inside a git checkout, the commit and
+    whether aqueue/ had uncommitted changes (numbers of a dirty tree are not reproducible).
+    """
+    import subprocess
+
+    import aqueue
+
+    folder = Path(aqueue.__file__).resolve().parent
+    info: dict[str, Any] = {"path": str(folder)}
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return info
+    info.update({"commit": commit, "dirty": bool(dirty)})
+    return info
+
+
 def describe_machine(machine: dict[str, Any], server: dict[str, Any]) -> str:
+    source = machine.get("aqueue_source", {})
+    where = source.get("path", "?")
+    if "commit" in source:
+        where += f" at {source['commit']}" + (" + uncommitted changes" if source["dirty"] else "")
     return (
+        f"aqueue:  {where}\n"
         f"machine: {machine['nproc']} CPUs ({machine['cpu_model']}), "
         f"{machine['ram_gib']} GiB RAM, Python {machine['python']}, {machine['event_loop']}\n"
         f"server:  PostgreSQL {server.get('version')} ({server.get('source')}); "
@@ -209,6 +272,62 @@ def describe_machine(machine: dict[str, Any], server: dict[str, Any]) -> str:
         f"full_page_writes={server.get('full_page_writes')} "
         f"shared_buffers={server.get('shared_buffers')}"
     )
+
+
+# --------------------------------------------------------------------------- CPU use
+
+
+class CpuMeter:
+    """CPU seconds used by this process and by the PostgreSQL server (postmaster and
+    backends, when we started it) between ``start()`` and ``stop()``.
+
+    Tells a client-bound run (this process near 100% of a core) from a server-bound one.
+    Needs psutil for the server side; backends that exit before ``stop()`` are missed.
+    """
+
+    def __init__(self, server_pid: int | None) -> None:
+        self._server_pid = server_pid
+        self._self_start = 0.0
+        self._server_start: dict[int, float] = {}
+        self._wall_start = 0.0
+
+    def _server_times(self) -> dict[int, float]:
+        if self._server_pid is None:
+            return {}
+        try:
+            import psutil
+        except ImportError:
+            return {}
+        times: dict[int, float] = {}
+        try:
+            root = psutil.Process(self._server_pid)
+            for proc in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    cpu = proc.cpu_times()
+                    times[proc.pid] = cpu.user + cpu.system
+        except psutil.Error:
+            return {}
+        return times
+
+    def start(self) -> None:
+        self._wall_start = time.perf_counter()
+        self._self_start = time.process_time()
+        self._server_start = self._server_times()
+
+    def stop(self) -> dict[str, float | None]:
+        wall = time.perf_counter() - self._wall_start
+        client = time.process_time() - self._self_start
+        now = self._server_times()
+        server = (
+            sum(cpu - self._server_start.get(pid, 0.0) for pid, cpu in now.items()) if now else None
+        )
+        return {
+            "wall_s": wall,
+            "client_cpu_s": client,
+            "client_cpu_pct": 100 * client / wall if wall else None,
+            "server_cpu_s": server,
+            "server_cpu_pct": 100 * server / wall if wall and server is not None else None,
+        }
 
 
 # --------------------------------------------------------------------------- statistics
@@ -268,6 +387,9 @@ class ScenarioResult:
     notes: list[str] = field(default_factory=list)
     systems: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # 1/5/15-minute load averages when the scenario started and ended: other work on the
+    # machine (a test suite, a build) skews numbers, and this is where it shows.
+    load: dict[str, list[float]] = field(default_factory=dict)
     # The system every other row of the same metric is compared to (aqueue's label).
     baseline: str | None = None
 
@@ -317,6 +439,12 @@ class ScenarioResult:
         for name, info in self.systems.items():
             if info.get("config"):
                 out.append(f"   [{name}] {info['config']}")
+        start_load = self.load.get("start", [0.0])[0]
+        if start_load > BUSY_LOAD:
+            out.append(
+                f"   WARNING: load average {start_load:.2f} when this scenario started: other "
+                "work on the machine may have lowered these numbers"
+            )
         for note in self.notes:
             out.append(f"   note: {note}")
         for error in self.errors:
@@ -331,6 +459,7 @@ class ScenarioResult:
             "systems": self.systems,
             "notes": self.notes,
             "errors": self.errors,
+            "load_average": self.load,
             "rows": [
                 {
                     "system": row.system,
@@ -395,13 +524,22 @@ class Bench:
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--url", help="use this existing PostgreSQL server (any database URL "
-                        "on it; fresh databases are created and dropped next to it)")
+    parser.add_argument(
+        "--url",
+        help="use this existing PostgreSQL server (any database URL "
+        "on it; fresh databases are created and dropped next to it)",
+    )
     parser.add_argument("--runs", type=int, default=3, help="measured runs per system (median)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny sizes and one run: checks that every path works (CI)")
-    parser.add_argument("--systems", default="aqueue,pgqueuer,procrastinate",
-                        help="comma-separated systems for scenarios with peers")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes and one run: checks that every path works (CI)",
+    )
+    parser.add_argument(
+        "--systems",
+        default="aqueue,pgqueuer,procrastinate",
+        help="comma-separated systems for scenarios with peers",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for JSON results")
     return parser
 
@@ -415,6 +553,21 @@ def result_payload(bench: Bench, result: ScenarioResult) -> dict[str, Any]:
         "runs": bench.runs,
         "generated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def load_average() -> list[float]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return []
+
+
+def run_scenario(scenario: Callable[[Bench], ScenarioResult], bench: Bench) -> ScenarioResult:
+    """Run one scenario, recording the machine's load around it."""
+    start = load_average()
+    result = scenario(bench)
+    result.load = {"start": start, "end": load_average()}
+    return result
 
 
 def main_for(
@@ -432,7 +585,7 @@ def main_for(
     with Server(args.url) as server:
         bench = Bench(server, args, machine)
         print(describe_machine(machine, server.info), flush=True)
-        result = scenario(bench)
+        result = run_scenario(scenario, bench)
     print(result.table(), flush=True)
     path = write_json(name, result_payload(bench, result), args.out)
     print(f"   JSON: {path}", flush=True)

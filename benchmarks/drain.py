@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import sys
 import time
 
-from common import Bench, Row, ScenarioResult, chunks, main_for, run_async, wait_for
+from common import Bench, CpuMeter, Row, ScenarioResult, chunks, main_for, run_async, wait_for
 from systems import make_system, select_systems
 
 ENQUEUE_CHUNK = 1000
@@ -22,10 +23,18 @@ ENQUEUE_CHUNK = 1000
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs to drain (N)")
     parser.add_argument("--concurrency", type=int, default=100, help="worker concurrency (C)")
+    parser.add_argument(
+        "--no-pgqueuer-nocap",
+        dest="pgqueuer_nocap",
+        action="store_false",
+        help="skip the extra pgqueuer row without its per-process concurrency ceiling",
+    )
 
 
-async def drain_once(system_name: str, url: str, jobs: int, concurrency: int) -> float:
-    """One run on a fresh database; returns jobs/s."""
+async def drain_once(
+    system_name: str, url: str, jobs: int, concurrency: int, server_pid: int | None = None
+) -> tuple[float, dict[str, float | None]]:
+    """One run on a fresh database; returns jobs/s and the CPU used meanwhile."""
     system = make_system(system_name)
     await system.open(url)
     try:
@@ -45,6 +54,8 @@ async def drain_once(system_name: str, url: str, jobs: int, concurrency: int) ->
         system.on_run = on_run
         # Generous: procrastinate runs ~0.5k jobs/s here.
         timeout = 60 + jobs / 100
+        meter = CpuMeter(server_pid)
+        meter.start()
         started = time.perf_counter()
         async with system.worker(concurrency):
             await asyncio.wait_for(all_ran.wait(), timeout)
@@ -54,7 +65,8 @@ async def drain_once(system_name: str, url: str, jobs: int, concurrency: int) ->
 
             await wait_for(none_left, timeout=30)
             elapsed = time.perf_counter() - started
-        return jobs / elapsed
+            cpu = meter.stop()
+        return jobs / elapsed, cpu
     finally:
         await system.close()
 
@@ -68,23 +80,41 @@ def scenario(bench: Bench) -> ScenarioResult:
         {"jobs": jobs, "concurrency": concurrency, "runs": bench.runs},
     )
     systems = select_systems(bench.args.systems, result.notes)
+    if "pgqueuer" in systems and getattr(bench.args, "pgqueuer_nocap", True):
+        systems.insert(systems.index("pgqueuer") + 1, "pgqueuer:nocap")
     for name in systems:
         runs: list[float] = []
+        cpu_runs: list[dict[str, float | None]] = []
         for run in range(bench.runs):
-            with bench.database(f"drain_{name}") as url:
+            with bench.database(f"drain_{name.replace(':', '_')}") as url:
                 try:
-                    rate = run_async(lambda url=url: drain_once(name, url, jobs, concurrency))
+                    rate, cpu = run_async(
+                        functools.partial(
+                            drain_once, name, url, jobs, concurrency, bench.server.pid
+                        )
+                    )
                 except Exception as exc:
                     result.errors.append(f"{name} run {run + 1}: {type(exc).__name__}: {exc}")
                     continue
-            bench.log(f"drain {name} run {run + 1}: {rate:,.0f} jobs/s")
+            bench.log(f"drain {name} run {run + 1}: {rate:,.0f} jobs/s, {describe_cpu(cpu)}")
             runs.append(rate)
+            cpu_runs.append(cpu)
         system = make_system(name)
         result.systems[name] = {"label": system.label, "config": system.config}
         if name == "aqueue":
             result.baseline = system.label
-        result.rows.append(Row(system.label, "drain", "jobs/s", runs))
+        result.rows.append(Row(system.label, "drain", "jobs/s", runs, extra={"cpu": cpu_runs}))
+        if cpu_runs:
+            result.notes.append(f"{system.label}: {describe_cpu(cpu_runs[-1])} (last run)")
     return result
+
+
+def describe_cpu(cpu: dict[str, float | None]) -> str:
+    client, server = cpu.get("client_cpu_pct"), cpu.get("server_cpu_pct")
+    text = f"client CPU {client:.0f}% of a core" if client is not None else "client CPU ?"
+    if server is not None:
+        text += f", server CPU {server:.0f}%"
+    return text
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ hook, in the worker's own process, with no database work of their own inside the
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.metadata
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -70,12 +71,18 @@ class _Counter:
 
 
 class AqueueSystem:
-    """aqueue through its public API only, with its default settings."""
+    """aqueue through its public API only, with its default settings.
+
+    ``job_sleep`` makes the job hold its slot for that long (``on_done`` fires after), for
+    scenarios that need a worker's slots actually full (memory at high concurrency).
+    """
 
     name = "aqueue"
 
     def __init__(self) -> None:
         self.on_run: Callable[[int], None] = lambda n: None
+        self.on_done: Callable[[int], None] = lambda n: None
+        self.job_sleep = 0.0
         self._counter = _Counter()
         self._app: Any = None
         self._noop: Any = None
@@ -101,6 +108,9 @@ class AqueueSystem:
         @self._app.job(name="noop")
         async def noop(n: int) -> None:
             system.on_run(n)
+            if system.job_sleep:
+                await asyncio.sleep(system.job_sleep)
+                system.on_done(n)
 
         self._noop = noop
         await self._app.open()
@@ -131,12 +141,13 @@ class AqueueSystem:
 
 
 def make_system(name: str) -> System:
+    base, _, variant = name.partition(":")
     if name == "aqueue":
         return AqueueSystem()
-    if name == "pgqueuer":
+    if base == "pgqueuer":
         from peers.pgqueuer_system import PgqueuerSystem
 
-        return PgqueuerSystem()
+        return PgqueuerSystem(variant)
     if name == "procrastinate":
         from peers.procrastinate_system import ProcrastinateSystem
 
@@ -146,12 +157,13 @@ def make_system(name: str) -> System:
 
 def available(name: str) -> str | None:
     """None when ``name`` can run here, else why not (e.g. the peer is not installed)."""
-    if name == "aqueue":
+    base = name.partition(":")[0]
+    if base == "aqueue":
         return None
     try:
-        importlib.metadata.version(name)
+        importlib.metadata.version(base)
     except importlib.metadata.PackageNotFoundError:
-        return f"{name} is not installed (pip install -e '.[bench]'); skipped"
+        return f"{base} is not installed (pip install -e '.[bench]'); skipped"
     return None
 
 
@@ -164,6 +176,6 @@ def select_systems(spec: str, notes: list[str]) -> list[str]:
         reason = available(name)
         if reason is None:
             chosen.append(name)
-        else:
+        elif reason not in notes:
             notes.append(reason)
     return chosen
