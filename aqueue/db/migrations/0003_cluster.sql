@@ -23,7 +23,19 @@ CREATE TABLE {schema}.leases (
     term bigint NOT NULL DEFAULT 1,
     acquired_at timestamptz NOT NULL DEFAULT now(),
     renewed_at timestamptz NOT NULL DEFAULT now(),
-    expires_at timestamptz NOT NULL
+    expires_at timestamptz NOT NULL,
+    -- What the holder reports about its tenure (a persistent copy's restarts, last error).
+    info jsonb NOT NULL DEFAULT '{}'
+);
+
+-- One row per periodic occurrence enqueued: the primary key makes a (schedule, slot)
+-- occurrence happen once even when two leaders overlap or a new one catches up.
+CREATE TABLE {schema}.periodic_runs (
+    name text NOT NULL,
+    slot timestamptz NOT NULL,
+    job_id bigint,
+    enqueued_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (name, slot)
 );
 
 -- Rescue finds running jobs by node.
