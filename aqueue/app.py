@@ -13,15 +13,25 @@ import anyio
 import pydantic_core
 from anyio.abc import TaskStatus
 
+from .cluster import ClusterStatus, LeaseInfo, find_drift
 from .config import build_settings, resolve_database_url, validate_schema_name
 from .db.database import Database, InsertRow, Row
-from .definition import AfterProcessHook, JobDefinition, JobRequest, require_coroutine_function
+from .definition import (
+    AfterProcessHook,
+    ConfiguredJob,
+    JobDefinition,
+    JobRequest,
+    require_coroutine_function,
+)
 from .enqueue import DEFAULT_QUEUE, ResolvedOptions
 from .errors import ConfigurationError, InvalidJobArgs, InvalidOption, JobStateError
 from .jobs import Job, JobContext, JobState
 from .options import Backoff, Options, json_nul_problems, validate_name
 from .registry import Registry
+from .worker.maintenance import node_info
 from .worker.notifier import Notifier
+from .worker.periodic import CronSchedule, PeriodicEntry
+from .worker.persistent import PersistentDefinition, PersistentFn
 from .worker.worker import Worker
 
 __all__ = ["App"]
@@ -62,6 +72,9 @@ class App:
         pool_size: int = 10,
         connect_timeout: float = 10.0,
         completer_batch: int = 1000,
+        prune_interval: float = 60.0,
+        restart_delay: float = 1.0,
+        restart_delay_max: float = 60.0,
         logger: logging.Logger | None = None,
     ) -> None:
         self.url = resolve_database_url(url)
@@ -79,6 +92,9 @@ class App:
             pool_size=pool_size,
             connect_timeout=connect_timeout,
             completer_batch=completer_batch,
+            prune_interval=prune_interval,
+            restart_delay=restart_delay,
+            restart_delay_max=restart_delay_max,
         )
         self.logger = logger or logging.getLogger("aqueue")
         self.registry = Registry()
@@ -170,6 +186,50 @@ class App:
 
     def hooks_for(self, definition: JobDefinition[Any, Any] | None) -> list[AfterProcessHook]:
         return self.registry.hooks_for(definition)
+
+    def periodic(
+        self,
+        job: JobDefinition[Any, Any] | ConfiguredJob[Any, Any],
+        *,
+        cron: str,
+        kwargs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        run_on_start: bool = False,
+        timezone: str = "UTC",
+    ) -> None:
+        """Enqueue ``job(**kwargs)`` at every ``cron`` slot (in ``timezone``), from the
+        elected leader only, once per slot cluster-wide. Bad cron strings, time zones or
+        arguments fail here, at registration."""
+        if not isinstance(job, JobDefinition | ConfiguredJob) or job.definition.app is not self:
+            raise ConfigurationError(
+                f"periodic: expected a job registered on this App with @app.job, got {job!r}"
+            )
+        schedule = CronSchedule(cron, timezone)
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise ConfigurationError(f"periodic: kwargs must be a mapping, got {kwargs!r}")
+        request = job.build(**dict(kwargs or {}))
+        if request.options.conn is not None:
+            raise ConfigurationError("periodic: a job with conn= cannot be scheduled")
+        if request.options.scheduled_at is not None:
+            raise ConfigurationError("periodic: the cron expression sets the time; no scheduled_at")
+        entry_name = job.definition.kind if name is None else name
+        validate_name("periodic name", entry_name)
+        if not isinstance(run_on_start, bool):
+            raise ConfigurationError(f"periodic: run_on_start must be a bool, got {run_on_start!r}")
+        self.registry.add_periodic(PeriodicEntry(entry_name, schedule, request, run_on_start))
+
+    def persistent(
+        self, *, name: str | None = None, replicas: int = 1
+    ) -> Callable[[PersistentFn], PersistentFn]:
+        """Register ``async def fn(ctx: PersistentContext)`` to run on at most ``replicas``
+        worker processes of the cluster at once, restarted when it returns or fails."""
+
+        def register(fn: PersistentFn) -> PersistentFn:
+            require_coroutine_function(fn, "persistent worker")
+            self.registry.add_persistent(PersistentDefinition.create(fn, name, replicas))
+            return fn
+
+        return register
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -450,6 +510,26 @@ class App:
         if scope.cancelled_caught:
             raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
         raise AssertionError("unreachable")
+
+    # -- cluster ----------------------------------------------------------------------------
+
+    async def cluster_status(self) -> ClusterStatus:
+        """Worker nodes (alive or recently dead), leases (``.leader``), configuration drift."""
+        nodes = [node_info(row) for row in await self.db.list_nodes()]
+        leases = [
+            LeaseInfo(
+                name=row["name"],
+                holder=row["holder"],
+                term=row["term"],
+                acquired_at=row["acquired_at"],
+                renewed_at=row["renewed_at"],
+                expires_at=row["expires_at"],
+                held=row["held"],
+                info=json.loads(row["info"]),
+            )
+            for row in await self.db.list_leases()
+        ]
+        return ClusterStatus(nodes=nodes, leases=leases, drift=find_drift(nodes))
 
     # -- workers ----------------------------------------------------------------------------
 

@@ -28,12 +28,18 @@ class Settings(pydantic.BaseModel):
     shutdown_timeout: float = pydantic.Field(30.0, ge=0, le=86400)
     #: How long completed, cancelled and discarded jobs are kept (seconds).
     retention: float = pydantic.Field(7 * 86400.0, gt=0)
-    #: How long a leader's lease lasts without renewal (seconds).
+    #: How often the leader deletes finished jobs older than ``retention`` (seconds).
+    prune_interval: float = pydantic.Field(60.0, gt=0, le=86400)
+    #: How long a lease (the leader's, a persistent worker's) lasts without renewal (seconds).
     leader_ttl: float = pydantic.Field(10.0, gt=0, le=3600)
     #: Connections in the App's pool (workers add one LISTEN connection).
     pool_size: int = pydantic.Field(10, ge=2, le=1000)
     #: Seconds to wait for PostgreSQL when opening the pool.
     connect_timeout: float = pydantic.Field(10.0, gt=0, le=600)
+    #: A persistent worker that returns or fails restarts after a delay doubling from
+    #: ``restart_delay`` up to ``restart_delay_max`` (seconds).
+    restart_delay: float = pydantic.Field(1.0, gt=0, le=3600)
+    restart_delay_max: float = pydantic.Field(60.0, gt=0, le=86400)
     #: Most outcomes the completer writes in one statement.
     completer_batch: int = pydantic.Field(1000, ge=1, le=10000)
 

@@ -1,11 +1,14 @@
-"""The jobs one App knows: kinds, aliases and after_process hooks. Lives on the App."""
+"""What one App knows: job kinds, aliases, after_process hooks, periodic schedules and
+persistent workers. Lives on the App."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from .definition import AfterProcessHook, JobDefinition
-from .errors import DuplicateJobKind, UnknownJobKind
+from .errors import ConfigurationError, DuplicateJobKind, UnknownJobKind
+from .worker.periodic import PeriodicEntry
+from .worker.persistent import PersistentDefinition
 
 __all__ = ["Registry"]
 
@@ -15,6 +18,30 @@ class Registry:
         self._by_kind: dict[str, JobDefinition[Any, Any]] = {}
         self._kinds: list[str] = []
         self.global_hooks: list[AfterProcessHook] = []
+        self.periodic: dict[str, PeriodicEntry] = {}
+        self.persistent: dict[str, PersistentDefinition] = {}
+
+    def add_periodic(self, entry: PeriodicEntry) -> None:
+        if entry.name in self.periodic:
+            raise ConfigurationError(
+                f"periodic {entry.name!r} is already registered; give the other one a name="
+            )
+        self.periodic[entry.name] = entry
+
+    def add_persistent(self, definition: PersistentDefinition) -> None:
+        if definition.name in self.persistent:
+            raise ConfigurationError(
+                f"persistent worker {definition.name!r} is already registered; "
+                "give the other one a name="
+            )
+        self.persistent[definition.name] = definition
+
+    def node_config(self) -> dict[str, Any]:
+        """The configuration every node should share (compared for drift)."""
+        return {
+            "periodic": {name: e.describe() for name, e in sorted(self.periodic.items())},
+            "persistent": {name: d.describe() for name, d in sorted(self.persistent.items())},
+        }
 
     def add(self, definition: JobDefinition[Any, Any]) -> None:
         names = (definition.kind, *definition.aliases)

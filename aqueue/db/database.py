@@ -214,3 +214,80 @@ class Database:
 
     async def delete_job(self, job_id: int) -> Row | None:
         return await self._fetchrow(self.q.delete_job, job_id)
+
+    # -- cluster ----------------------------------------------------------------------------
+
+    async def upsert_node(
+        self,
+        node_id: str,
+        host: str,
+        pid: int,
+        ttl: float,
+        queues_json: str,
+        kinds: Sequence[str],
+        config_json: str,
+        digest: str,
+    ) -> bool:
+        """Register or heartbeat a node; True when the row was (re)created."""
+        row = await self._fetchrow(
+            self.q.upsert_node,
+            node_id,
+            host,
+            pid,
+            ttl,
+            queues_json,
+            list(kinds),
+            config_json,
+            digest,
+        )
+        return bool(row and row["inserted"])
+
+    async def delete_node(self, node_id: str) -> None:
+        await self._fetch(self.q.delete_node, node_id)
+
+    async def list_nodes(self) -> list[Row]:
+        return await self._fetch(self.q.list_nodes)
+
+    async def acquire_lease(
+        self, name: str, holder: str, ttl: float, info_json: str | None = None
+    ) -> int | None:
+        """Take or renew a lease; its term, or None when another holder has it."""
+        row = await self._fetchrow(self.q.acquire_lease, name, holder, ttl, info_json)
+        return None if row is None else int(row["term"])
+
+    async def release_lease(self, name: str, holder: str, info_json: str | None = None) -> bool:
+        row = await self._fetchrow(self.q.release_lease, name, holder, info_json)
+        return bool(row and row["released"])
+
+    async def list_leases(self) -> list[Row]:
+        return await self._fetch(self.q.list_leases)
+
+    async def rescue_orphans(self, limit: int) -> list[Row]:
+        return await self._fetch(self.q.rescue_orphans, limit)
+
+    async def delete_expired_nodes(self, older_than: float) -> None:
+        await self._fetch(self.q.delete_expired_nodes, older_than)
+
+    async def prune_jobs(self, older_than: float, limit: int) -> int:
+        async with self._errors():
+            status: str = await self.pool.execute(self.q.prune_jobs, older_than, limit)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def prune_periodic_runs(self, older_than: float) -> None:
+        await self._fetch(self.q.prune_periodic_runs, older_than)
+
+    async def last_periodic_slots(self, names: Sequence[str]) -> dict[str, datetime]:
+        rows = await self._fetch(self.q.last_periodic_slots, list(names))
+        return {row["name"]: row["slot"] for row in rows}
+
+    async def claim_periodic_slot(self, name: str, slot: datetime, conn: Any) -> bool:
+        return bool(await self._fetch(self.q.claim_periodic_slot, name, slot, conn=conn))
+
+    async def set_periodic_job(self, name: str, slot: datetime, job_id: int, conn: Any) -> None:
+        await self._fetch(self.q.set_periodic_job, name, slot, job_id, conn=conn)
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """A pooled connection inside a transaction, for statements that commit together."""
+        async with self._errors(), self.pool.acquire() as conn, conn.transaction():
+            yield conn

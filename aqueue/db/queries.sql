@@ -224,3 +224,132 @@ SELECT NOT EXISTS (
 
 -- name: drop_schema
 DROP SCHEMA IF EXISTS {schema} CASCADE;
+
+-- ---------------------------------------------------------------------------------------
+-- Cluster: nodes, leases, rescue, retention, periodic occurrences.
+
+-- name: upsert_node
+-- Registers a worker process or refreshes its heartbeat; re-creates the row if the leader
+-- pruned it while this node could not reach the database.
+INSERT INTO {schema}.nodes AS n (id, host, pid, expires_at, queues, kinds, config, digest)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5::jsonb, $6::text[], $7::jsonb, $8)
+ON CONFLICT (id) DO UPDATE
+SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at
+RETURNING (xmax = 0) AS inserted;
+
+-- name: delete_node
+DELETE FROM {schema}.nodes WHERE id = $1;
+
+-- name: list_nodes
+SELECT id, host, pid, started_at, heartbeat_at, expires_at, queues::text AS queues, kinds,
+       config::text AS config, digest, expires_at > now() AS alive
+FROM {schema}.nodes
+ORDER BY started_at, id;
+
+-- name: acquire_lease
+-- Takes the lease when it is free or expired, or renews it for its holder. The term grows
+-- with every new tenure (never on a renewal), so it can serve as a fencing token. A lease
+-- is released by expiring it, not by deleting the row, so terms never go backwards.
+INSERT INTO {schema}.leases AS l (name, holder, expires_at, info)
+VALUES ($1, $2, now() + make_interval(secs => $3), coalesce($4::jsonb, '{}'))
+ON CONFLICT (name) DO UPDATE
+SET holder = EXCLUDED.holder,
+    term = l.term + CASE WHEN l.expires_at <= now() THEN 1 ELSE 0 END,
+    acquired_at = CASE WHEN l.expires_at <= now() THEN now() ELSE l.acquired_at END,
+    renewed_at = now(),
+    expires_at = EXCLUDED.expires_at,
+    info = coalesce($4::jsonb, l.info)
+WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
+RETURNING term;
+
+-- name: release_lease
+-- Expires the lease now and tells the other nodes, which try to take it at once.
+WITH released AS (
+    UPDATE {schema}.leases
+    SET expires_at = now(), renewed_at = now(), info = coalesce($3::jsonb, info)
+    WHERE name = $1 AND holder = $2 AND expires_at > now()
+    RETURNING name
+)
+SELECT count(pg_notify({channel}, 'l:' || name)) AS released FROM released;
+
+-- name: list_leases
+SELECT name, holder, term, acquired_at, renewed_at, expires_at, info::text AS info,
+       expires_at > now() AS held
+FROM {schema}.leases
+ORDER BY name;
+
+-- name: rescue_orphans
+-- Running jobs whose node is gone (no row, or its heartbeat expired) go back to retryable,
+-- or are discarded when out of attempts, or cancelled when a cancel was requested; a
+-- bounded batch per call. The claim sets node_id only after the node row exists.
+WITH orphans AS (
+    SELECT j.id
+    FROM {schema}.jobs AS j
+    WHERE j.state = 'running'
+      AND NOT EXISTS (SELECT 1 FROM {schema}.nodes AS n
+                      WHERE n.id = j.node_id AND n.expires_at > now())
+    ORDER BY j.id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), rescued AS (
+    UPDATE {schema}.jobs AS j
+    SET state = (CASE WHEN j.cancel_requested_at IS NOT NULL THEN 'cancelled'
+                      WHEN j.attempt >= j.max_attempts THEN 'discarded'
+                      ELSE 'retryable' END)::{schema}.job_state,
+        scheduled_at = now(),
+        finalized_at = CASE WHEN j.cancel_requested_at IS NOT NULL
+                              OR j.attempt >= j.max_attempts THEN now() END,
+        cancel_requested_at = NULL,
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempt, 'at', now(), 'type', 'NodeLost',
+            'message', 'the worker node ' || coalesce(j.node_id, '?')
+                       || ' running this attempt stopped heartbeating (crashed or lost)',
+            'traceback', NULL)),
+        node_id = NULL
+    FROM orphans
+    WHERE j.id = orphans.id
+    RETURNING j.id, j.queue, j.state
+), woken AS (
+    SELECT pg_notify({channel}, 'i:' || queue) FROM (SELECT DISTINCT queue FROM rescued) AS q
+), finished AS (
+    SELECT pg_notify({channel}, 'f:' || id) FROM rescued WHERE state <> 'retryable'
+)
+SELECT id, queue, state::text AS state,
+       (SELECT count(*) FROM woken) + (SELECT count(*) FROM finished) AS notified
+FROM rescued;
+
+-- name: delete_expired_nodes
+-- Rows of nodes long dead (their jobs were rescued already); kept a while for cluster_status.
+DELETE FROM {schema}.nodes WHERE expires_at < now() - make_interval(secs => $1);
+
+-- name: prune_jobs
+-- Finished jobs older than the retention period, oldest first, a bounded batch per call.
+WITH old AS (
+    SELECT id FROM {schema}.jobs
+    WHERE state IN ('completed', 'cancelled', 'discarded')
+      AND finalized_at < now() - make_interval(secs => $1)
+    ORDER BY finalized_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {schema}.jobs AS j USING old WHERE j.id = old.id;
+
+-- name: claim_periodic_slot
+-- Records one occurrence of a schedule; no row back means it was enqueued already.
+INSERT INTO {schema}.periodic_runs (name, slot) VALUES ($1, $2)
+ON CONFLICT DO NOTHING
+RETURNING name;
+
+-- name: set_periodic_job
+UPDATE {schema}.periodic_runs SET job_id = $3 WHERE name = $1 AND slot = $2;
+
+-- name: last_periodic_slots
+SELECT name, max(slot) AS slot FROM {schema}.periodic_runs
+WHERE name = ANY($1::text[])
+GROUP BY name;
+
+-- name: prune_periodic_runs
+-- Keeps the latest occurrence of each schedule (catch-up needs it) and recent history.
+DELETE FROM {schema}.periodic_runs AS p
+WHERE p.enqueued_at < now() - make_interval(secs => $1)
+  AND p.slot < (SELECT max(slot) FROM {schema}.periodic_runs AS q WHERE q.name = p.name);

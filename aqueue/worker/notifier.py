@@ -1,7 +1,8 @@
 """Fan-out of one process's notifications to whoever waits on them.
 
 Payloads (sent by SQL in ``aqueue/db``): ``i:<queue>`` jobs became available,
-``c:<id>`` cancel a running job, ``f:<id>,<id>,...`` jobs reached a final state.
+``c:<id>`` cancel a running job, ``f:<id>,<id>,...`` jobs reached a final state,
+``l:<lease>`` a lease was released (whoever waits for it tries to take it now).
 Subscribers get callbacks that only set events; no I/O happens in the callback.
 When the LISTEN connection is lost and re-established, every subscriber is woken
 once, because notifications sent in between are gone and only a re-check finds them.
@@ -35,6 +36,7 @@ class Notifier:
         self._lock = anyio.Lock()
         self._queues: defaultdict[str, set[Callback]] = defaultdict(set)
         self._cancel_handlers: set[Callable[[int], None]] = set()
+        self._leases: defaultdict[str, set[Callback]] = defaultdict(set)
         self._finals: defaultdict[int, set[anyio.Event]] = defaultdict(set)
         self._closed = False
 
@@ -59,6 +61,16 @@ class Notifier:
             self._queues[queue].discard(callback)
             if not self._queues[queue]:
                 del self._queues[queue]
+
+    @contextlib.contextmanager
+    def lease_subscription(self, lease: str, callback: Callback) -> Iterator[None]:
+        self._leases[lease].add(callback)
+        try:
+            yield
+        finally:
+            self._leases[lease].discard(callback)
+            if not self._leases[lease]:
+                del self._leases[lease]
 
     @contextlib.contextmanager
     def cancel_subscription(self, handler: Callable[[int], None]) -> Iterator[None]:
@@ -89,12 +101,15 @@ class Notifier:
                 if raw.isdigit():
                     for event in list(self._finals.get(int(raw), ())):
                         event.set()
+        elif kind == "l":
+            for callback in list(self._leases.get(body, ())):
+                callback()
         elif kind == "c" and body.isdigit():
             for handler in list(self._cancel_handlers):
                 handler(int(body))
 
     def _wake_everyone(self) -> None:
-        for callbacks in list(self._queues.values()):
+        for callbacks in [*self._queues.values(), *self._leases.values()]:
             for callback in list(callbacks):
                 callback()
         for events in list(self._finals.values()):

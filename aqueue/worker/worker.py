@@ -1,10 +1,13 @@
-"""A worker: producers per queue, one executor, the completer, hooks, and the watchers.
+"""A worker process's runtime: its node row, producers per queue, one executor, the
+completer, hooks, leader election and persistent workers.
 
-Every long-lived loop is a child of the worker's task group, started with ``tg.start`` so
-the worker is ready only when each is. Stop order follows the data flow: producers stop
-claiming and settle their jobs (graceful, then cancel); then the completer flushes; then
-hooks get their grace; then the support services (notifier supervision, cancel watcher)
-are cancelled.
+Every long-lived loop is a child of the worker's task groups, started with ``tg.start``
+so the worker is ready only when each is. The node row is written before the first claim
+(rescue trusts it). Stop order follows the data flow: leadership and persistent workers
+are given up at once (another node takes them over while this one drains); producers
+stop claiming and settle their jobs (graceful, then cancel); the completer flushes; hooks
+get their grace; last, the support services (node heartbeat, notifier supervision,
+cancel watcher) are cancelled and the node row deleted.
 """
 
 from __future__ import annotations
@@ -18,12 +21,19 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskStatus
 
+from ..cluster import config_digest
 from ..errors import ConfigurationError, DatabaseError
 from ..jobs import JobState
 from ..options import validate_name
 from .completer import Completer
 from .executor import CompletedAttempt, Executor
 from .hooks import HookRunner
+from .leader import Leader
+from .maintenance import Maintenance
+from .node import Node, NodeConfig
+from .notifier import Notifier
+from .periodic import Periodic
+from .persistent import PersistentSupervisor
 from .producer import Producer
 
 if TYPE_CHECKING:
@@ -32,9 +42,12 @@ if TYPE_CHECKING:
 __all__ = ["Worker"]
 
 
-def validate_queues(queues: Mapping[str, int]) -> dict[str, int]:
-    if not isinstance(queues, Mapping) or not queues:
-        raise ConfigurationError("queues: give at least one queue, e.g. {'default': 10}")
+def validate_queues(queues: Mapping[str, int], *, allow_empty: bool = False) -> dict[str, int]:
+    if not isinstance(queues, Mapping) or (not queues and not allow_empty):
+        raise ConfigurationError(
+            "queues: give at least one queue, e.g. {'default': 10} (a worker without queues "
+            "needs persistent workers or periodic jobs to run)"
+        )
     checked: dict[str, int] = {}
     for name, concurrency in queues.items():
         validate_name("queues", name)
@@ -56,10 +69,27 @@ class Worker:
 
     def __init__(self, app: App, queues: Mapping[str, int]) -> None:
         self.app = app
-        self.queues = validate_queues(queues)
+        registry = app.registry
+        self.queues = validate_queues(
+            queues, allow_empty=bool(registry.persistent or registry.periodic)
+        )
         self.node_id = uuid.uuid4().hex
         settings = app.settings
         self._logger = app.logger
+        config = registry.node_config()
+        self.node = Node(
+            app.db,
+            self.node_id,
+            NodeConfig(dict(self.queues), registry.kinds(), config, config_digest(config)),
+            heartbeat_interval=settings.heartbeat_interval,
+            ttl=settings.node_ttl,
+            logger=self._logger,
+        )
+        self.maintenance = Maintenance(app.db, settings, self._logger)
+        self.periodic = Periodic(app, registry.periodic)
+        self.leader: Leader | None = None
+        self.persistent: list[PersistentSupervisor] = []
+        self._coordination = anyio.CancelScope()
         self._completer = Completer(
             app.db,
             batch_size=settings.completer_batch,
@@ -86,6 +116,7 @@ class Worker:
             for queue, concurrency in self.queues.items()
         }
         self._stopped = anyio.Event()
+        self._stop_event = anyio.Event()
         self._stop_requested = False
         self._started = False
 
@@ -101,6 +132,8 @@ class Worker:
         """Begin shutdown without waiting for it (safe from any task of this loop)."""
         if not self._stop_requested:
             self._stop_requested = True
+            self._coordination.cancel()
+            self._stop_event.set()
             for producer in self.producers.values():
                 producer.stop()
 
@@ -121,6 +154,8 @@ class Worker:
         try:
             async with anyio.create_task_group() as services:
                 await services.start(notifier.supervise)
+                await services.start(self.node.run)
+                await services.start(self._coordinate, notifier)
                 async with anyio.create_task_group() as tail:
                     await tail.start(self._hooks.run)
                     await tail.start(self._complete_then_close_hooks)
@@ -128,6 +163,8 @@ class Worker:
                         async with anyio.create_task_group() as producers:
                             for producer in self.producers.values():
                                 producers.start_soon(self._run_producer, producer, notifier)
+                            if not self.producers:
+                                producers.start_soon(self._stop_event.wait)
                             services.start_soon(self._watch_cancels)
                             self._logger.info(
                                 "aqueue: worker %s started: queues %s",
@@ -140,6 +177,34 @@ class Worker:
         finally:
             self._stopped.set()
             self._logger.info("aqueue: worker %s stopped", self.node_id[:8])
+
+    async def _coordinate(
+        self, notifier: Notifier, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        settings = self.app.settings
+        self.leader = Leader(
+            self.app.db,
+            notifier,
+            self.node_id,
+            ttl=settings.leader_ttl,
+            duties=[self.maintenance.run, self.periodic.run],
+            logger=self._logger,
+        )
+        self.persistent = [
+            PersistentSupervisor(self.app, notifier, definition, replica, self.node_id)
+            for definition in self.app.registry.persistent.values()
+            for replica in range(definition.replicas)
+        ]
+        started = False
+        with self._coordination:
+            async with anyio.create_task_group() as tg:
+                await tg.start(self.leader.run)
+                for supervisor in self.persistent:
+                    await tg.start(supervisor.run)
+                task_status.started()
+                started = True
+        if not started:  # stopped before it was up: still report ready, nothing runs
+            task_status.started()
 
     async def _complete_then_close_hooks(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED

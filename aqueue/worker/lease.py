@@ -1,0 +1,150 @@
+"""Holding one named lease in PostgreSQL: take it, renew it, lose it safely, give it back.
+
+A tenure is the time this node holds the lease. The database decides who holds it (one
+statement takes or renews it, see ``acquire_lease``); this process decides when to stop
+acting as holder by a local deadline: ``ttl`` after it *sent* its last successful renewal.
+That deadline passes before the server's expiry can, so a holder that cannot reach the
+database stops (fencing) before anyone else can take over. Each new tenure gets a higher
+``term`` from the database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+if TYPE_CHECKING:
+    from ..db.database import Database
+    from .notifier import Notifier
+
+__all__ = ["LeaseKeeper", "Tenure"]
+
+
+@dataclass
+class Tenure:
+    """One uninterrupted holding of a lease."""
+
+    name: str
+    term: int
+    #: Set when the lease is lost (renewal refused or impossible); the body is then cancelled.
+    lost: anyio.Event = field(default_factory=anyio.Event)
+
+
+class LeaseKeeper:
+    """Competes for one lease and runs ``body`` for as long as each tenure lasts.
+
+    ``run`` loops until cancelled: wait until the lease can be taken (retrying every
+    ``ttl / 4``, or at once when its holder announces a release), run ``body(tenure)``
+    while renewing every ``ttl / 3``; when the lease is lost, set ``tenure.lost`` and
+    cancel the body; when ``run`` is cancelled (shutdown), cancel the body and release
+    the lease so another node takes it at once. A body that returns ends the tenure and
+    releases the lease too.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        notifier: Notifier,
+        name: str,
+        holder: str,
+        ttl: float,
+        logger: logging.Logger,
+        *,
+        info: Callable[[], dict[str, Any]] | None = None,
+        on_change: Callable[[Tenure | None], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.holder = holder
+        self.ttl = ttl
+        self.tenure: Tenure | None = None
+        self._db = db
+        self._notifier = notifier
+        self._logger = logger
+        self._info = info
+        self._on_change = on_change
+        self._released = anyio.Event()
+
+    def _info_json(self) -> str | None:
+        if self._info is None:
+            return None
+        return json.dumps(self._info(), default=str)
+
+    def _wake(self) -> None:
+        self._released.set()
+
+    async def _try_acquire(self) -> tuple[int | None, bool, float]:
+        """(term or None when another node holds it, whether the database answered, sent)."""
+        sent = anyio.current_time()
+        try:
+            term = await self._db.acquire_lease(self.name, self.holder, self.ttl, self._info_json())
+        except Exception as exc:  # any database trouble: not holding, try again later
+            self._logger.warning("aqueue: lease %s: cannot reach the database: %s", self.name, exc)
+            return None, False, sent
+        return term, True, sent
+
+    async def run(self, body: Callable[[Tenure], Awaitable[None]]) -> None:
+        with self._notifier.lease_subscription(self.name, self._wake):
+            while True:
+                term, _, sent = await self._try_acquire()
+                if term is None:
+                    with anyio.move_on_after(self.ttl / 4):
+                        await self._released.wait()
+                    self._released = anyio.Event()
+                    continue
+                tenure = Tenure(self.name, term)
+                await self._hold(tenure, sent + self.ttl, body)
+
+    async def _hold(
+        self, tenure: Tenure, deadline: float, body: Callable[[Tenure], Awaitable[None]]
+    ) -> None:
+        self._set_tenure(tenure)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._renew, tenure, deadline, tg.cancel_scope)
+                await body(tenure)
+                tg.cancel_scope.cancel()
+        finally:
+            self._set_tenure(None)
+            if not tenure.lost.is_set():
+                with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                    try:
+                        await self._db.release_lease(self.name, self.holder, self._info_json())
+                    except Exception as exc:
+                        self._logger.warning(
+                            "aqueue: lease %s: release failed (it expires on its own): %s",
+                            self.name,
+                            exc,
+                        )
+
+    async def _renew(self, tenure: Tenure, deadline: float, scope: anyio.CancelScope) -> None:
+        interval = self.ttl / 3
+        next_at = anyio.current_time() + interval
+        while True:
+            await anyio.sleep(max(0.0, next_at - anyio.current_time()))
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())):
+                term, answered, sent = await self._try_acquire()
+                if term == tenure.term:
+                    deadline = sent + self.ttl
+                    next_at = sent + interval
+                    continue
+                if not answered and anyio.current_time() < deadline:
+                    next_at = anyio.current_time() + self.ttl / 10
+                    continue
+            # Lost: another node holds it, it lapsed and was taken anew (a new term), or the
+            # database stayed out of reach until the local deadline.
+            self._logger.warning(
+                "aqueue: lease %s (term %d) lost; stopping its holder", self.name, tenure.term
+            )
+            tenure.lost.set()
+            scope.cancel()
+            return
+
+    def _set_tenure(self, tenure: Tenure | None) -> None:
+        self.tenure = tenure
+        if self._on_change is not None:
+            self._on_change(tenure)
