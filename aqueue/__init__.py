@@ -4,6 +4,7 @@ The public API is what this module exports; everything else is private.
 """
 
 from .app import App
+from .cluster import ClusterStatus, Drift, LeaseInfo, NodeInfo
 from .definition import ConfiguredJob, JobDefinition, JobRequest
 from .errors import (
     AppNotOpen,
@@ -22,6 +23,7 @@ from .errors import (
 )
 from .jobs import Job, JobContext, JobState, Outcome
 from .options import Backoff
+from .worker.persistent import PersistentContext
 from .worker.worker import Worker
 
 __version__ = "0.1.0"
@@ -32,10 +34,12 @@ __all__ = [
     "AqueueError",
     "Backoff",
     "Cancel",
+    "ClusterStatus",
     "ConfigurationError",
     "ConfiguredJob",
     "DatabaseError",
     "Discard",
+    "Drift",
     "DuplicateJobKind",
     "InvalidJobArgs",
     "InvalidOption",
@@ -45,7 +49,10 @@ __all__ = [
     "JobRequest",
     "JobState",
     "JobStateError",
+    "LeaseInfo",
+    "NodeInfo",
     "Outcome",
+    "PersistentContext",
     "SchemaNotMigrated",
     "Snooze",
     "UnknownJobKind",

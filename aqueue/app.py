@@ -26,7 +26,13 @@ from .definition import (
 from .enqueue import DEFAULT_QUEUE, ResolvedOptions
 from .errors import ConfigurationError, InvalidJobArgs, InvalidOption, JobStateError
 from .jobs import Job, JobContext, JobState
-from .options import Backoff, Options, json_nul_problems, validate_name
+from .options import (
+    Backoff,
+    Options,
+    json_nul_problems,
+    validate_name,
+    validate_registered_name,
+)
 from .registry import Registry
 from .worker.maintenance import node_info
 from .worker.notifier import Notifier
@@ -213,7 +219,7 @@ class App:
         if request.options.scheduled_at is not None:
             raise ConfigurationError("periodic: the cron expression sets the time; no scheduled_at")
         entry_name = job.definition.kind if name is None else name
-        validate_name("periodic name", entry_name)
+        validate_registered_name("periodic name", entry_name)
         if not isinstance(run_on_start, bool):
             raise ConfigurationError(f"periodic: run_on_start must be a bool, got {run_on_start!r}")
         self.registry.add_periodic(PeriodicEntry(entry_name, schedule, request, run_on_start))

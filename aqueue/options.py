@@ -17,7 +17,7 @@ from typing import Any
 
 import pydantic_core
 
-from .errors import InvalidOption
+from .errors import ConfigurationError, InvalidOption
 
 __all__ = ["Backoff", "Options", "validate_name"]
 
@@ -88,6 +88,14 @@ def validate_name(field: str, value: object) -> str:
     if "\x00" in value:
         raise InvalidOption(field, "must not contain NUL characters")
     return value
+
+
+def validate_registered_name(field: str, value: object) -> str:
+    """``validate_name`` for names given at registration: a ConfigurationError."""
+    try:
+        return validate_name(field, value)
+    except InvalidOption as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _smallint(field: str, value: object, low: int) -> int:

@@ -30,7 +30,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..errors import ConfigurationError
-from ..options import validate_name
+from ..options import validate_registered_name
 from .lease import LeaseKeeper, Tenure
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class PersistentDefinition:
         name = name if name is not None else getattr(fn, "__qualname__", None)
         if not isinstance(name, str):
             raise ConfigurationError("persistent: give the worker a name=")
-        validate_name("persistent name", name)
+        validate_registered_name("persistent name", name)
         if not isinstance(replicas, int) or isinstance(replicas, bool) or not 1 <= replicas <= 1000:
             raise ConfigurationError(
                 f"persistent {name!r}: replicas must be an integer from 1 to 1000, got {replicas!r}"
