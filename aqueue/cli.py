@@ -1,7 +1,8 @@
 """The ``aqueue`` command. The only place that installs signal handlers.
 
     aqueue migrate  --app MODULE:APP | --url URL [--schema S]
-    aqueue worker   MODULE:APP -q default=10 -q mail=5
+    aqueue worker   MODULE:APP -q default=10 -q mail=5   (or --no-queues)
+    aqueue cluster  MODULE:APP [--json]   nodes, leader, leases, drift
     aqueue demo     enqueue and run a mix of jobs on a throwaway PostgreSQL
     aqueue dev      start a throwaway PostgreSQL, print its URL, run until Ctrl-C
 
@@ -12,7 +13,9 @@ and exit with status 1; usage errors exit with 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import json
 import logging
 import os
 import signal
@@ -81,13 +84,45 @@ async def _until_signal(scope: anyio.CancelScope, logger: logging.Logger) -> Non
 
 async def _cmd_worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
-    queues = validate_queues(parse_queues(args.queue))
+    if args.no_queues and args.queue:
+        raise AqueueError("--no-queues and -q exclude each other")
+    # With --no-queues the worker runs persistent workers and leader duties only.
+    queues = {} if args.no_queues else validate_queues(parse_queues(args.queue))
     async with app:
         if args.migrate:
             await app.migrate()
         async with anyio.create_task_group() as tg:
             tg.start_soon(_until_signal, tg.cancel_scope, app.logger)
             await app.run_worker(queues)
+    return 0
+
+
+async def _cmd_cluster(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    async with app:
+        status = await app.cluster_status()
+    if args.json:
+        print(json.dumps(dataclasses.asdict(status), default=str, indent=2))
+        return 0
+    leader = status.leader
+    print(f"leader: {leader.holder[:8]} (term {leader.term})" if leader else "leader: none")
+    print(f"nodes ({len(status.nodes)}):")
+    for node in status.nodes:
+        flag = "" if node.alive else "  [expired]"
+        lead = "  [leader]" if leader and leader.holder == node.id else ""
+        print(
+            f"  {node.id[:8]}  {node.host}:{node.pid}  queues={node.queues}  "
+            f"heartbeat {node.heartbeat_at:%H:%M:%S}{lead}{flag}"
+        )
+    others = [lease for lease in status.leases if lease.name != "leader"]
+    if others:
+        print("leases:")
+        for lease in others:
+            held = f"held by {lease.holder[:8]}" if lease.held else "free"
+            print(f"  {lease.name}  {held}  term {lease.term}  {json.dumps(lease.info)}")
+    nodes = {n.id: n for n in status.nodes}
+    for drift in status.drift:
+        print(f"drift: {drift.describe(nodes)}")
     return 0
 
 
@@ -150,8 +185,23 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=N",
         help="a queue and its concurrency; repeat for more (default: default=10)",
     )
+    p.add_argument(
+        "--no-queues",
+        action="store_true",
+        help="claim no jobs: run only persistent workers and leader duties",
+    )
     p.add_argument("--migrate", action="store_true", help="apply migrations before starting")
     p.set_defaults(handler=_cmd_worker)
+
+    p = sub.add_parser(
+        "cluster",
+        help="show worker nodes, the leader, leases and configuration drift",
+        description="Show the cluster as the database sees it: worker nodes and their "
+        "heartbeats, the leader, persistent-worker leases, configuration drift.",
+    )
+    p.add_argument("app", metavar="MODULE:APP", help="where the App lives, e.g. myapp.jobs:app")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(handler=_cmd_cluster)
 
     p = sub.add_parser(
         "migrate",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -52,7 +53,7 @@ def run_cli(
     )
 
 
-@pytest.mark.parametrize("command", [[], ["worker"], ["migrate"], ["demo"], ["dev"]])
+@pytest.mark.parametrize("command", [[], ["worker"], ["cluster"], ["migrate"], ["demo"], ["dev"]])
 def test_help_for_every_command(command: list[str]) -> None:
     result = run_cli(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -171,3 +172,53 @@ def test_demo_runs_real_jobs_and_exits_zero() -> None:
     assert "discarded" in result.stdout
     assert "hook: send_welcome" in result.stdout
     assert "200 bulk jobs" in result.stdout
+
+
+def test_no_queues_excludes_queue_arguments(tmp_path: Path, aqueue_database_url: str) -> None:
+    (tmp_path / "cli_jobs_noq.py").write_text(WORKER_MODULE)
+    env = {
+        "AQUEUE_DATABASE_URL": aqueue_database_url,
+        "AQ_SCHEMA": unique_schema(),
+        "PYTHONPATH": str(tmp_path),
+    }
+    result = run_cli("worker", "cli_jobs_noq:app", "--no-queues", "-q", "default=2", env=env)
+    assert result.returncode == 1 and "exclude each other" in result.stderr
+    # An App with neither persistent workers nor periodic jobs has nothing to run.
+    result = run_cli("worker", "cli_jobs_noq:app", "--no-queues", "--migrate", env=env)
+    assert result.returncode == 1 and "at least one queue" in result.stderr
+
+
+async def test_cluster_shows_nodes_leader_and_json(
+    tmp_path: Path, aqueue_database_url: str
+) -> None:
+    schema = unique_schema()
+    (tmp_path / "cli_jobs_cluster.py").write_text(WORKER_MODULE)
+    env = {
+        "AQUEUE_DATABASE_URL": aqueue_database_url,
+        "AQ_SCHEMA": schema,
+        "PYTHONPATH": str(tmp_path),
+    }
+    app = aqueue.App(aqueue_database_url, schema=schema, poll_interval=0.2)
+
+    @app.job
+    async def double(n: int) -> int:
+        return n * 2
+
+    async with app:
+        await app.migrate()
+        async with app.worker({"default": 1}) as worker:
+            await _wait_for(lambda: worker.leader is not None and worker.leader.is_leader)
+            text = await anyio.to_thread.run_sync(
+                lambda: run_cli("cluster", "cli_jobs_cluster:app", env=env)
+            )
+            assert text.returncode == 0, text.stderr
+            assert f"leader: {worker.node_id[:8]}" in text.stdout
+            assert "nodes (1):" in text.stdout and "[leader]" in text.stdout
+            raw = await anyio.to_thread.run_sync(
+                lambda: run_cli("cluster", "cli_jobs_cluster:app", "--json", env=env)
+            )
+            assert raw.returncode == 0, raw.stderr
+            status = json.loads(raw.stdout)
+            assert [n["id"] for n in status["nodes"]] == [worker.node_id]
+            assert status["nodes"][0]["queues"] == {"default": 1}
+            assert [lease["name"] for lease in status["leases"]] == ["leader"]
