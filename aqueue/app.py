@@ -397,18 +397,18 @@ class App:
     ) -> Job:
         """A ``Job`` from a database row; ``state``/``result``/``error_json`` overlay an outcome
         the row predates (hooks get the job as it is after the attempt, without a re-read)."""
-        errors = json.loads(row["errors"]) if row["errors"] else []
+        errors = _from_json(row["errors"]) if row["errors"] else []
         if error_json is not None:
-            errors.append(json.loads(error_json))
+            errors.append(_from_json(error_json))
         if state is None:
             state = JobState(row["state"])
-            result = json.loads(row["result"]) if row["result"] is not None else None
+            result = _from_json(row["result"]) if row["result"] is not None else None
         return Job(
             id=row["id"],
             kind=row["kind"],
             queue=row["queue"],
             state=state,
-            args=json.loads(row["args"]),
+            args=_from_json(row["args"]),
             priority=row["priority"],
             attempt=row["attempt"],
             max_attempts=row["max_attempts"],
@@ -419,7 +419,7 @@ class App:
             errors=errors,
             result=result,
             tags=list(row["tags"]),
-            meta=json.loads(row["meta"]),
+            meta=_from_json(row["meta"]),
             duplicate=duplicate,
         )
 
@@ -576,6 +576,11 @@ async def _run_shielded(
     # ``shutdown_timeout``.
     with anyio.CancelScope(shield=True):
         await worker.run(task_status=task_status)
+
+
+# pydantic-core's parser: several times faster than json.loads on the small documents
+# (args, meta, errors) a Job is made of, and it runs once per job on hot paths.
+_from_json = pydantic_core.from_json
 
 
 def _job_id(job_id: object) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pydantic_core
+
 from .db.database import Row
 from .definition import JobRequest
 from .jobs import Job, JobState
@@ -53,7 +55,7 @@ class ResolvedOptions:
             kind=request.kind,
             queue=self.queue,
             state=_STATES[row["state"]],
-            args=json.loads(request.args_json),
+            args=pydantic_core.from_json(request.args_json),
             priority=self.priority,
             attempt=0,
             max_attempts=self.max_attempts,

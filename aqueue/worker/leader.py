@@ -45,7 +45,6 @@ class Leader:
         self._duties = list(duties)
         self._logger = logger
         self._keeper = LeaseKeeper(db, notifier, LEADER_LEASE, node_id, ttl, logger)
-        self.terms_led = 0
 
     @property
     def is_leader(self) -> bool:
@@ -60,7 +59,6 @@ class Leader:
         await self._keeper.run(self._lead)
 
     async def _lead(self, tenure: Tenure) -> None:
-        self.terms_led += 1
         self._logger.info("aqueue: node %s is the leader (term %d)", self.node_id[:8], tenure.term)
         try:
             async with anyio.create_task_group() as tg:

@@ -44,3 +44,9 @@ CREATE INDEX jobs_running_node_idx ON {schema}.jobs (node_id) WHERE state = 'run
 -- Retention prunes finished jobs oldest first.
 CREATE INDEX jobs_finalized_idx ON {schema}.jobs (finalized_at)
     WHERE state IN ('completed', 'cancelled', 'discarded');
+
+-- The (state, queue) index of 0001 goes: every state change of a job is a non-HOT update,
+-- and each index is one more write per enqueue, claim and outcome. The partial indexes
+-- cover every state a query looks for: waiting (jobs_claim_idx), running
+-- (jobs_running_node_idx) and finished (jobs_finalized_idx).
+DROP INDEX {schema}.jobs_state_idx;
