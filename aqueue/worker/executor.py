@@ -248,6 +248,22 @@ class Executor:
         else:
             self._finish(row, definition, state, result, result_json, error, error, started, snooze)
 
+    def hand_back(self, row: Row) -> None:
+        """A claimed job that never started (shutdown): back to ``available``, attempt
+        refunded, like a job interrupted by shutdown."""
+        definition = self._app.registry.get(row["kind"])
+        self._finish(
+            row, definition, JobState.AVAILABLE, None, None, None, None, time.monotonic(), None
+        )
+
+    def cancel_unstarted(self, row: Row) -> None:
+        """A claimed job cancelled by ``app.cancel`` before a slot took it."""
+        cancel = Cancel("cancelled by app.cancel")
+        definition = self._app.registry.get(row["kind"])
+        self._finish(
+            row, definition, JobState.CANCELLED, None, None, cancel, cancel, time.monotonic(), None
+        )
+
     def _finish_failure(
         self,
         row: Row,

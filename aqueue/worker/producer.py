@@ -5,6 +5,14 @@ its queue, a slot freed by a finished job, a retry it scheduled itself coming du
 the ``poll_interval`` fallback (notifications can be lost; polling only delays). Each
 claim is one statement for up to "free slots" jobs, so batches grow with load.
 
+Claiming ahead: while a claim is in flight the slots would sit idle if jobs are short,
+so a producer may hold a few claimed jobs waiting for a slot: as many as its slots are
+expected to finish during one claim round trip (measured: average claim time over
+average run time, times the concurrency, at most the concurrency). Long jobs get no
+lookahead, so a busy worker never sits on jobs an idle one could run. A waiting job is
+cancelled like a running one, and one still waiting at shutdown is handed back
+unstarted (``available``, attempt refunded).
+
 Shutdown has two phases. ``stop()`` ends claiming; running jobs get ``shutdown_timeout``
 seconds to finish; then the task group they run in is cancelled and each hands its job
 back as ``available`` with the attempt refunded (see executor.py).
@@ -15,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -57,7 +66,13 @@ class Producer:
         self._shutdown_timeout = shutdown_timeout
         self._logger = logger
         self.running: dict[int, RunningJob] = {}
+        #: Claimed, waiting for a slot (claimed ahead); ids flagged by app.cancel meanwhile.
+        self.waiting: set[int] = set()
+        self._cancel_waiting: set[int] = set()
         self._busy = 0  # claimed and not finished: running or waiting for a slot
+        # Moving averages (seconds) that size the lookahead; None until measured.
+        self._run_avg: float | None = None
+        self._claim_avg: float | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -76,9 +91,19 @@ class Producer:
     def cancel_job(self, job_id: int) -> bool:
         running = self.running.get(job_id)
         if running is None:
+            if job_id in self.waiting:
+                self._cancel_waiting.add(job_id)
+                return True
             return False
         running.request_cancel()
         return True
+
+    def lookahead(self) -> int:
+        """How many jobs to claim beyond the free slots (see the module docstring)."""
+        if self._run_avg is None or self._claim_avg is None:
+            return 0
+        expected = self.concurrency * self._claim_avg / max(self._run_avg, 1e-6)
+        return min(self.concurrency, int(expected))
 
     def stop(self) -> None:
         self._stopping = True
@@ -96,7 +121,9 @@ class Producer:
             task_status.started()
             backoff = 0.1
             while not self._stopping:
-                free = self.concurrency - self._busy
+                # One claim asks for at most a slot-full, so with a lookahead the next
+                # claim is already in flight while the slots work through this one.
+                free = min(self.concurrency, self.concurrency + self.lookahead() - self._busy)
                 if free > 0:
                     # A wake-up arriving while the claim is in flight must not be lost: reset
                     # the event before claiming, not after.
@@ -104,12 +131,17 @@ class Producer:
                     if self._next_due <= anyio.current_time():
                         self._next_due = math.inf
                     try:
+                        sent = time.monotonic()
                         claimed = await self._db.claim(
                             self.queue,
                             free,
                             self._kinds(),
                             self._node_id,
                             full=self._full_rows(),
+                        )
+                        took = time.monotonic() - sent
+                        self._claim_avg = (
+                            took if self._claim_avg is None else 0.8 * self._claim_avg + 0.2 * took
                         )
                         backoff = 0.1
                     except DatabaseError as exc:
@@ -125,6 +157,7 @@ class Producer:
                     if claimed:
                         self._idle = asyncio.Event() if self._idle.is_set() else self._idle
                     for row in claimed:
+                        self.waiting.add(row["id"])
                         handoff.put_nowait(row)
                     if len(claimed) == free:
                         continue  # maybe more due; slots will free and wake us
@@ -133,6 +166,7 @@ class Producer:
                 timeout = min(self._poll_interval, self._next_due - anyio.current_time())
                 with anyio.move_on_after(max(timeout, 0.0)):
                     await self._wake.wait()
+            self._hand_back_waiting(handoff)
             with anyio.move_on_after(self._shutdown_timeout):
                 await self._idle.wait()
             if self._busy:
@@ -154,13 +188,39 @@ class Producer:
             with anyio.CancelScope() as scope:
                 while not scope.cancel_called:
                     row = await handoff.get()
-                    running = RunningJob(row["id"], row["attempt"], scope)
-                    self.running[running.id] = running
+                    job_id = row["id"]
+                    self.waiting.discard(job_id)
+                    if job_id in self._cancel_waiting:
+                        # Cancelled while it waited: it never runs, not even to a first await.
+                        self._cancel_waiting.discard(job_id)
+                        self._executor.cancel_unstarted(row)
+                        self._finished()
+                        continue
+                    running = RunningJob(job_id, row["attempt"], scope)
+                    self.running[job_id] = running
+                    started = time.monotonic()
                     try:
                         await self._executor.run(row, running)
                     finally:
-                        del self.running[running.id]
-                        self._busy -= 1
-                        if not self._busy:
-                            self._idle.set()
-                        self._wake.set()
+                        took = time.monotonic() - started
+                        self._run_avg = (
+                            took if self._run_avg is None else 0.8 * self._run_avg + 0.2 * took
+                        )
+                        del self.running[job_id]
+                        self._finished()
+
+    def _finished(self) -> None:
+        self._busy -= 1
+        if not self._busy:
+            self._idle.set()
+        self._wake.set()
+
+    def _hand_back_waiting(self, handoff: asyncio.Queue[Row]) -> None:
+        # Claimed ahead and never started: give them back now rather than after the
+        # running jobs finish, so another worker can take them at once.
+        while not handoff.empty():
+            row = handoff.get_nowait()
+            self.waiting.discard(row["id"])
+            self._cancel_waiting.discard(row["id"])
+            self._executor.hand_back(row)
+            self._finished()

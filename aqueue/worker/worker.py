@@ -226,7 +226,9 @@ class Worker:
         # Covers cancel notifications missed while the LISTEN connection was down.
         while True:
             await anyio.sleep(self.app.settings.poll_interval * 5)
-            running = [job_id for p in self.producers.values() for job_id in p.running]
+            running = [
+                job_id for p in self.producers.values() for job_id in (*p.running, *p.waiting)
+            ]
             if not running:
                 continue
             try:
