@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -13,7 +12,7 @@ import anyio
 import pydantic_core
 from anyio.abc import TaskStatus
 
-from .cluster import ClusterStatus, LeaseInfo, find_drift
+from .cluster import ClusterStatus, LeaseInfo, NodeInfo, find_drift
 from .config import build_settings, resolve_database_url, validate_schema_name
 from .db.database import Database, InsertRow, Row
 from .definition import (
@@ -34,7 +33,6 @@ from .options import (
     validate_registered_name,
 )
 from .registry import Registry
-from .worker.maintenance import node_info
 from .worker.notifier import Notifier
 from .worker.periodic import CronSchedule, PeriodicEntry
 from .worker.persistent import PersistentDefinition, PersistentFn
@@ -521,20 +519,8 @@ class App:
 
     async def cluster_status(self) -> ClusterStatus:
         """Worker nodes (alive or recently dead), leases (``.leader``), configuration drift."""
-        nodes = [node_info(row) for row in await self.db.list_nodes()]
-        leases = [
-            LeaseInfo(
-                name=row["name"],
-                holder=row["holder"],
-                term=row["term"],
-                acquired_at=row["acquired_at"],
-                renewed_at=row["renewed_at"],
-                expires_at=row["expires_at"],
-                held=row["held"],
-                info=json.loads(row["info"]),
-            )
-            for row in await self.db.list_leases()
-        ]
+        nodes = [NodeInfo.from_row(row) for row in await self.db.list_nodes()]
+        leases = [LeaseInfo.from_row(row) for row in await self.db.list_leases()]
         return ClusterStatus(nodes=nodes, leases=leases, drift=find_drift(nodes))
 
     # -- workers ----------------------------------------------------------------------------

@@ -13,11 +13,17 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = ["ClusterStatus", "Drift", "LeaseInfo", "NodeInfo", "config_digest", "find_drift"]
 
 LEADER_LEASE = "leader"
+
+
+class RowLike(Protocol):
+    """A database row (an asyncpg Record) read by column name."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,15 @@ class NodeInfo:
     config: dict[str, Any]
     digest: str
 
+    @classmethod
+    def from_row(cls, row: RowLike) -> NodeInfo:
+        return cls(
+            **{f: row[f] for f in _NODE_PLAIN},
+            queues=json.loads(row["queues"]),
+            kinds=list(row["kinds"]),
+            config=json.loads(row["config"]),
+        )
+
 
 @dataclass(frozen=True)
 class LeaseInfo:
@@ -46,6 +61,10 @@ class LeaseInfo:
     expires_at: datetime
     held: bool
     info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_row(cls, row: RowLike) -> LeaseInfo:
+        return cls(**{f: row[f] for f in _LEASE_PLAIN}, info=json.loads(row["info"]))
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,10 @@ class ClusterStatus:
             if lease.name == LEADER_LEASE and lease.held:
                 return lease
         return None
+
+
+_NODE_PLAIN = ("id", "host", "pid", "started_at", "heartbeat_at", "expires_at", "alive", "digest")
+_LEASE_PLAIN = ("name", "holder", "term", "acquired_at", "renewed_at", "expires_at", "held")
 
 
 def config_digest(config: Mapping[str, Any]) -> str:

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -24,31 +23,15 @@ import anyio
 
 from ..cluster import NodeInfo, find_drift
 from ..config import Settings
-from ..db.database import Database, Row
+from ..db.database import Database
 from .lease import Tenure
 
-__all__ = ["Maintenance", "node_info"]
+__all__ = ["Maintenance"]
 
 RESCUE_BATCH = 1000
 PRUNE_BATCH = 1000
 #: At most this many prune batches per round; the rest waits for the next round.
 PRUNE_ROUNDS = 20
-
-
-def node_info(row: Row) -> NodeInfo:
-    return NodeInfo(
-        id=row["id"],
-        host=row["host"],
-        pid=row["pid"],
-        started_at=row["started_at"],
-        heartbeat_at=row["heartbeat_at"],
-        expires_at=row["expires_at"],
-        alive=row["alive"],
-        queues=json.loads(row["queues"]),
-        kinds=list(row["kinds"]),
-        config=json.loads(row["config"]),
-        digest=row["digest"],
-    )
 
 
 class Maintenance:
@@ -108,7 +91,7 @@ class Maintenance:
         return total
 
     async def check_drift(self) -> None:
-        nodes = [node_info(row) for row in await self._db.list_nodes()]
+        nodes = [NodeInfo.from_row(row) for row in await self._db.list_nodes()]
         drift = find_drift(nodes)
         by_id = {n.id: n for n in nodes}
         report = "\n".join(d.describe(by_id) for d in drift)
