@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
 import aqueue
+from aqueue.worker.lease import Tenure
 from aqueue.worker.periodic import CronSchedule
 from aqueue.worker.worker import Worker
 from tests.support import CLUSTER, eventually, schema_of
@@ -158,19 +159,20 @@ async def test_a_slot_missed_without_a_leader_runs_once_on_election(
 ) -> None:
     app = periodic_app(make_app)
     tick = app.registry.require("tick")
-    # Registered first, never run before: it must wait for its next slot.
-    app.periodic(tick, cron="0 * * * *", kwargs={"n": 2}, name="fresh")
-    app.periodic(tick, cron="0 * * * *", kwargs={"n": 1}, name="hourly")
-    schedule = CronSchedule("0 * * * *")
-    latest = schedule.latest_at_or_before(datetime.now(UTC))
+    # Yearly, so no new slot can come due while the test runs. Registered first and never
+    # run before: it must wait for its next slot.
+    app.periodic(tick, cron="0 0 1 1 *", kwargs={"n": 2}, name="fresh")
+    app.periodic(tick, cron="0 0 1 1 *", kwargs={"n": 1}, name="yearly")
+    latest = CronSchedule("0 0 1 1 *").latest_at_or_before(datetime.now(UTC))
+    previous = latest.replace(year=latest.year - 1)
     async with app:
         await app.migrate()
         async with app.db.pool.acquire() as conn:
             # The previous slot ran; the latest one passed while no node was leading.
             await conn.execute(
                 f"INSERT INTO {schema_of(app)}.periodic_runs (name, slot) VALUES ($1, $2)",
-                "hourly",
-                latest - timedelta(hours=1),
+                "yearly",
+                previous,
             )
         async with app.worker({"default": 2}) as worker:
             await eventually(lambda: worker.periodic.enqueued >= 1, what="the catch-up")
@@ -178,6 +180,43 @@ async def test_a_slot_missed_without_a_leader_runs_once_on_election(
             assert job.args == {"n": 1}
             done = await app.wait(job.id, timeout=20)
             assert done.result == 1
-        assert await slots_of(app, "hourly") == [latest - timedelta(hours=1), latest]
+        assert await slots_of(app, "yearly") == [previous, latest]
         assert await slots_of(app, "fresh") == []
         assert worker.periodic.enqueued == 1
+
+
+def test_a_fixed_hour_runs_once_when_clocks_go_back() -> None:
+    # Paris, 25 October 2026: 03:00 CEST becomes 02:00 CET, so 02:30 happens twice.
+    daily = CronSchedule("30 2 * * *", "Europe/Paris")
+    before = datetime(2026, 10, 24, 12, 0, tzinfo=UTC)
+    first = daily.next_after(before)
+    assert first == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 CEST
+    assert daily.next_after(first) == datetime(2026, 10, 26, 1, 30, tzinfo=UTC)
+    # During the repeated hour, the latest slot is still the first 02:30.
+    assert daily.latest_at_or_before(datetime(2026, 10, 25, 1, 45, tzinfo=UTC)) == first
+    # An interval schedule keeps its rhythm through the repeated hour.
+    half_hourly = CronSchedule("*/30 * * * *", "Europe/Paris")
+    slots = [datetime(2026, 10, 25, 0, 10, tzinfo=UTC)]
+    for _ in range(4):
+        slots.append(half_hourly.next_after(slots[-1]))
+    assert [s.strftime("%H:%M") for s in slots[1:]] == ["00:30", "01:00", "01:30", "02:00"]
+
+
+async def test_run_on_start_runs_once_per_leadership_term(
+    make_app: Callable[..., aqueue.App],
+) -> None:
+    app = periodic_app(make_app)
+    app.periodic(app.registry.require("tick"), cron="0 0 1 1 *", run_on_start=True)
+    async with app:
+        await app.migrate()
+        async with app.worker({"default": 1}) as worker:
+            await eventually(lambda: worker.periodic.enqueued == 1, what="the start run")
+            assert worker.leader is not None and worker.leader.term is not None
+            term = worker.leader.term
+            # The duty restarted within the same term (say, after an error) does not rerun it.
+            await worker.periodic.take_office(Tenure("leader", term))
+            assert worker.periodic.enqueued == 1
+            # A new term does.
+            await worker.periodic.take_office(Tenure("leader", term + 1))
+            assert worker.periodic.enqueued == 2
+        assert await count_jobs(app, "tick") == 2

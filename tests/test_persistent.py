@@ -16,27 +16,35 @@ from tests.support import CLUSTER, eventually, schema_of
 
 
 class Copies:
-    """Which copies run right now, and whether two ever overlapped."""
+    """Which copies run right now, and every overlap seen (checked by the test, since a
+    persistent worker's own exceptions are caught and restarted)."""
 
     def __init__(self) -> None:
-        self.running: dict[tuple[str, int], str] = {}
+        self.running: dict[tuple[str, int], list[str]] = {}
+        self.overlaps: list[tuple[tuple[str, int], list[str]]] = []
         self.starts = 0
-        self.most_at_once = 0
         self.cancelled = 0
+
+    def holder(self, name: str = "feed", replica: int = 0) -> str | None:
+        nodes = self.running.get((name, replica))
+        return nodes[0] if nodes else None
 
     async def run(self, ctx: aqueue.PersistentContext) -> None:
         key = (ctx.name, ctx.replica)
-        assert key not in self.running, f"{key} already runs on {self.running[key]}"
-        self.running[key] = ctx.node_id
+        nodes = self.running.setdefault(key, [])
+        nodes.append(ctx.node_id)
+        if len(nodes) > 1:
+            self.overlaps.append((key, list(nodes)))
         self.starts += 1
-        self.most_at_once = max(self.most_at_once, len(self.running))
         try:
             await anyio.sleep_forever()
         except anyio.get_cancelled_exc_class():
             self.cancelled += 1
             raise
         finally:
-            del self.running[key]
+            nodes.remove(ctx.node_id)
+            if not nodes:
+                del self.running[key]
 
 
 def persistent_app(
@@ -73,9 +81,9 @@ async def test_one_copy_at_a_time_across_three_nodes_through_stops_and_starts(
     make_app: Callable[..., aqueue.App],
 ) -> None:
     copies = Copies()
-    # A 20 s lease: waiting nodes retry every 5 s, so a fast takeover proves the release
-    # notification works.
-    apps = [persistent_app(make_app, copies, leader_ttl=20.0) for _ in range(3)]
+    # A 60 s lease: waiting nodes retry every 15 s, so a takeover within a second proves
+    # the release notification works.
+    apps = [persistent_app(make_app, copies, leader_ttl=60.0) for _ in range(3)]
     takeovers: list[float] = []
     async with AsyncExitStack() as stack:
         for app in apps:
@@ -87,23 +95,22 @@ async def test_one_copy_at_a_time_across_three_nodes_through_stops_and_starts(
                 worker = await running.enter_async_context(app.worker({}))
                 workers[worker.node_id] = (index, worker)
             for _round in range(4):
-                holder = await eventually(lambda: copies.running.get(("feed", 0)))
+                holder = await eventually(copies.holder)
                 index, worker = workers.pop(holder)
                 started = anyio.current_time()
                 await worker.stop()
                 await eventually(
-                    lambda h=holder: copies.running.get(("feed", 0)) not in (None, h),
-                    what="a takeover",
+                    lambda h=holder: copies.holder() not in (None, h), what="a takeover"
                 )
                 takeovers.append(anyio.current_time() - started)
                 restarted = await running.enter_async_context(apps[index].worker({}))
                 workers[restarted.node_id] = (index, restarted)
             assert copies.starts == 5  # the first, then one per takeover
-    assert copies.most_at_once == 1
+    assert copies.overlaps == []
     # Stopping the rest hands the copy over again; every copy that started was cancelled.
     assert copies.running == {}
     assert copies.cancelled == copies.starts
-    assert max(takeovers) < 4.0, takeovers
+    assert max(takeovers) < 1.0, takeovers
 
 
 async def test_replicas_run_on_distinct_leases(make_app: Callable[..., aqueue.App]) -> None:
@@ -120,7 +127,7 @@ async def test_replicas_run_on_distinct_leases(make_app: Callable[..., aqueue.Ap
         status = await apps[0].cluster_status()
         held = sorted(lease.name for lease in status.leases if lease.held)
         assert held == ["leader", "persistent:feed:0", "persistent:feed:1"]
-    assert copies.most_at_once == 2
+    assert copies.overlaps == []
 
 
 async def test_a_failing_copy_restarts_with_growing_delays(
@@ -172,6 +179,12 @@ async def test_a_copy_whose_lease_is_taken_is_cancelled(
         await app.migrate()
         async with app.worker({}):
             await eventually(lambda: ("feed", 0) in copies.running)
+
+            async def watcher_held() -> bool:
+                status = await app.cluster_status()
+                return any(x.name == "persistent:watcher:0" and x.held for x in status.leases)
+
+            await eventually(watcher_held, what="the watcher's lease")
             async with app.db.pool.acquire() as conn:
                 # As if this node had been partitioned and its lease handed to another.
                 await conn.execute(

@@ -227,9 +227,10 @@ class Database:
         kinds: Sequence[str],
         config_json: str,
         digest: str,
+        conn: Any = None,
     ) -> bool:
-        """Register or heartbeat a node; True when the row was (re)created."""
-        row = await self._fetchrow(
+        """Register or heartbeat a node; True when its row was missing or had expired."""
+        rows = await self._fetch(
             self.q.upsert_node,
             node_id,
             host,
@@ -239,8 +240,23 @@ class Database:
             list(kinds),
             config_json,
             digest,
+            conn=conn,
         )
-        return bool(row and row["inserted"])
+        return bool(rows and rows[0]["lapsed"])
+
+    async def connect(self) -> Any:
+        """A connection of its own, outside the pool: for work that must not queue behind
+        jobs for a pooled connection (the node's heartbeat)."""
+        async with self._errors():
+            return await asyncpg.connect(
+                self.url,
+                timeout=self._connect_timeout,
+                server_settings={"application_name": "aqueue-heartbeat"},
+            )
+
+    async def disconnect(self, conn: Any) -> None:
+        with contextlib.suppress(Exception):
+            await conn.close(timeout=2)
 
     async def delete_node(self, node_id: str) -> None:
         await self._fetch(self.q.delete_node, node_id)
@@ -249,11 +265,21 @@ class Database:
         return await self._fetch(self.q.list_nodes)
 
     async def acquire_lease(
-        self, name: str, holder: str, ttl: float, info_json: str | None = None
+        self,
+        name: str,
+        holder: str,
+        ttl: float,
+        info_json: str | None = None,
+        renewing: int | None = None,
     ) -> int | None:
-        """Take or renew a lease; its term, or None when another holder has it."""
-        row = await self._fetchrow(self.q.acquire_lease, name, holder, ttl, info_json)
+        """Take or renew (``renewing`` = its term) a lease; its term, or None when another
+        holder has it."""
+        row = await self._fetchrow(self.q.acquire_lease, name, holder, ttl, info_json, renewing)
         return None if row is None else int(row["term"])
+
+    async def lease_free(self, name: str) -> bool:
+        row = await self._fetchrow(self.q.lease_free, name)
+        return bool(row and row["free"])
 
     async def release_lease(self, name: str, holder: str, info_json: str | None = None) -> bool:
         row = await self._fetchrow(self.q.release_lease, name, holder, info_json)

@@ -229,13 +229,14 @@ DROP SCHEMA IF EXISTS {schema} CASCADE;
 -- Cluster: nodes, leases, rescue, retention, periodic occurrences.
 
 -- name: upsert_node
--- Registers a worker process or refreshes its heartbeat; re-creates the row if the leader
--- pruned it while this node could not reach the database.
+-- Registers a worker process or refreshes its heartbeat. ``lapsed``: the row was missing
+-- or already expired (the node may have lost jobs to rescue); re-created either way.
+WITH old AS (SELECT expires_at FROM {schema}.nodes WHERE id = $1)
 INSERT INTO {schema}.nodes AS n (id, host, pid, expires_at, queues, kinds, config, digest)
 VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5::jsonb, $6::text[], $7::jsonb, $8)
 ON CONFLICT (id) DO UPDATE
 SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at
-RETURNING (xmax = 0) AS inserted;
+RETURNING NOT EXISTS (SELECT 1 FROM old WHERE old.expires_at > now()) AS lapsed;
 
 -- name: delete_node
 DELETE FROM {schema}.nodes WHERE id = $1;
@@ -247,20 +248,31 @@ FROM {schema}.nodes
 ORDER BY started_at, id;
 
 -- name: acquire_lease
--- Takes the lease when it is free or expired, or renews it for its holder. The term grows
--- with every new tenure (never on a renewal), so it can serve as a fencing token. A lease
--- is released by expiring it, not by deleting the row, so terms never go backwards.
+-- Takes the lease when it is free or expired, or renews it for its holder. A renewal
+-- ($5 = the term being renewed) keeps the term; anything else is a new tenure and gets
+-- term + 1, so the term can serve as a fencing token. A lease is released by expiring it,
+-- not by deleting the row, so terms never go backwards.
 INSERT INTO {schema}.leases AS l (name, holder, expires_at, info)
 VALUES ($1, $2, now() + make_interval(secs => $3), coalesce($4::jsonb, '{}'))
 ON CONFLICT (name) DO UPDATE
 SET holder = EXCLUDED.holder,
-    term = l.term + CASE WHEN l.expires_at <= now() THEN 1 ELSE 0 END,
-    acquired_at = CASE WHEN l.expires_at <= now() THEN now() ELSE l.acquired_at END,
+    term = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now() AND l.term = $5
+                THEN l.term ELSE l.term + 1 END,
+    acquired_at = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()
+                            AND l.term = $5
+                       THEN l.acquired_at ELSE now() END,
     renewed_at = now(),
     expires_at = EXCLUDED.expires_at,
     info = coalesce($4::jsonb, l.info)
 WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
 RETURNING term;
+
+-- name: lease_free
+-- A plain read before trying to take a lease: waiting nodes poll held leases without
+-- locking or writing anything.
+SELECT NOT EXISTS (
+    SELECT 1 FROM {schema}.leases WHERE name = $1 AND expires_at > now()
+) AS free;
 
 -- name: release_lease
 -- Expires the lease now and tells the other nodes, which try to take it at once.

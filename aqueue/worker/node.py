@@ -4,6 +4,12 @@ The row is the node's claim to its running jobs: the leader rescues running jobs
 node row expired. So the row is written before the first claim (``run`` reports ready
 only then) and deleted after the last outcome is written. Heartbeats are one small
 UPDATE every ``heartbeat_interval``; jobs themselves are never heartbeated.
+
+The heartbeat has a connection of its own, so jobs holding every pooled connection
+cannot starve it, and a time limit, so a hung connection is replaced instead of waited
+on. ``alive_until`` is the local time until which the row is surely unexpired; producers
+claim only while it is comfortably ahead, so a node that cannot heartbeat stops taking
+jobs before the leader could rescue them.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..db.database import Database
-from ..errors import DatabaseError
 
 __all__ = ["Node", "NodeConfig"]
 
@@ -54,21 +59,40 @@ class Node:
         self._logger = logger
         #: Local clock time until which this node's row is surely alive.
         self.alive_until = 0.0
+        self._conn: Any = None
+
+    def alive(self) -> bool:
+        """Whether the row stays unexpired for at least another heartbeat interval."""
+        return self.alive_until - anyio.current_time() > self._interval
 
     async def _beat(self) -> bool:
         sent = anyio.current_time()
-        created = await self._db.upsert_node(
-            self.id,
-            socket.gethostname(),
-            os.getpid(),
-            self._ttl,
-            json.dumps(self.config.queues),
-            self.config.kinds,
-            json.dumps(self.config.config, sort_keys=True),
-            self.config.digest,
-        )
+        try:
+            with anyio.fail_after(max(self._ttl / 3, self._interval)):
+                if self._conn is None:
+                    self._conn = await self._db.connect()
+                lapsed = await self._db.upsert_node(
+                    self.id,
+                    socket.gethostname(),
+                    os.getpid(),
+                    self._ttl,
+                    json.dumps(self.config.queues),
+                    self.config.kinds,
+                    json.dumps(self.config.config, sort_keys=True),
+                    self.config.digest,
+                    conn=self._conn,
+                )
+        except BaseException:
+            await self._drop_connection()
+            raise
         self.alive_until = sent + self._ttl
-        return created
+        return lapsed
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with anyio.CancelScope(shield=True):
+                await self._db.disconnect(conn)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Register (failing if the database is unreachable), then heartbeat until cancelled;
@@ -79,7 +103,7 @@ class Node:
             while True:
                 await anyio.sleep(self._interval)
                 try:
-                    recreated = await self._beat()
+                    lapsed = await self._beat()
                 except Exception as exc:  # keep beating through outages and odd errors
                     self._logger.warning(
                         "aqueue: node %s: heartbeat failed: %s%s",
@@ -90,17 +114,18 @@ class Node:
                         else "",
                     )
                     continue
-                if recreated:
+                if lapsed:
                     self._logger.warning(
-                        "aqueue: node %s: its row had expired and was removed; registered "
-                        "again (jobs it was running may have been rescued and run elsewhere)",
+                        "aqueue: node %s: its row had expired; registered again (jobs it "
+                        "was running may have been rescued and run elsewhere)",
                         self.id[:8],
                     )
         finally:
+            await self._drop_connection()
             with anyio.CancelScope(shield=True), anyio.move_on_after(5):
                 try:
                     await self._db.delete_node(self.id)
-                except (DatabaseError, OSError) as exc:
+                except Exception as exc:
                     self._logger.warning(
                         "aqueue: node %s: could not remove its row (it expires): %s",
                         self.id[:8],

@@ -50,6 +50,7 @@ class Producer:
         kinds: Callable[[], Sequence[str]],
         full_rows: Callable[[], bool],
         node_id: str,
+        alive: Callable[[], bool],
         executor: Executor,
         poll_interval: float,
         shutdown_timeout: float,
@@ -61,6 +62,9 @@ class Producer:
         self._kinds = kinds
         self._full_rows = full_rows
         self._node_id = node_id
+        self._alive = alive
+        #: Claims skipped because the node's heartbeat was overdue.
+        self.skipped_unhealthy = 0
         self._executor = executor
         self._poll_interval = poll_interval
         self._shutdown_timeout = shutdown_timeout
@@ -124,6 +128,16 @@ class Producer:
                 # One claim asks for at most a slot-full, so with a lookahead the next
                 # claim is already in flight while the slots work through this one.
                 free = min(self.concurrency, self.concurrency + self.lookahead() - self._busy)
+                if free > 0 and not self._alive():
+                    # Jobs claimed now could be rescued (and run twice) before our next
+                    # heartbeat lands: wait for it instead.
+                    if not self.skipped_unhealthy:
+                        self._logger.warning(
+                            "aqueue: queue %r: heartbeat overdue; not claiming until it lands",
+                            self.queue,
+                        )
+                    self.skipped_unhealthy += 1
+                    free = 0
                 if free > 0:
                     # A wake-up arriving while the claim is in flight must not be lost: reset
                     # the event before claiming, not after.

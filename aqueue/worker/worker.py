@@ -22,7 +22,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..cluster import config_digest
-from ..errors import ConfigurationError, DatabaseError
+from ..errors import ConfigurationError
 from ..jobs import JobState
 from ..options import validate_name
 from .completer import Completer
@@ -108,6 +108,7 @@ class Worker:
                 kinds=app.registry.kinds,
                 full_rows=app.registry.needs_full_rows,
                 node_id=self.node_id,
+                alive=self.node.alive,
                 executor=self._executor,
                 poll_interval=settings.poll_interval,
                 shutdown_timeout=settings.shutdown_timeout,
@@ -233,7 +234,7 @@ class Worker:
                 continue
             try:
                 flagged = await self.app.db.cancel_requested(running)
-            except DatabaseError as exc:
+            except Exception as exc:  # the next round checks again
                 self._logger.warning("aqueue: cancel check failed: %s", exc)
                 continue
             for job_id in flagged:
