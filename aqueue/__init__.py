@@ -4,6 +4,7 @@ The public API is what this module exports; everything else is private.
 """
 
 from .app import App
+from .control import QueueStats
 from .definition import ConfiguredJob, JobDefinition, JobRequest
 from .errors import (
     AppNotOpen,
@@ -19,9 +20,11 @@ from .errors import (
     SchemaNotMigrated,
     Snooze,
     UnknownJobKind,
+    UnknownQueue,
 )
 from .jobs import Job, JobContext, JobState, Outcome
 from .options import Backoff
+from .unique import Unique
 from .worker.worker import Worker
 
 __version__ = "0.1.0"
@@ -46,9 +49,12 @@ __all__ = [
     "JobState",
     "JobStateError",
     "Outcome",
+    "QueueStats",
     "SchemaNotMigrated",
     "Snooze",
+    "Unique",
     "UnknownJobKind",
+    "UnknownQueue",
     "Worker",
     "__version__",
 ]

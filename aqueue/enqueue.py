@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-from .db.database import Row
+from .db.database import InsertRow, Row, UniqueColumns
 from .definition import JobRequest
 from .jobs import Job, JobState
 from .options import Options
 
-__all__ = ["DEFAULT_MAX_ATTEMPTS", "DEFAULT_PRIORITY", "DEFAULT_QUEUE", "ResolvedOptions"]
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_PRIORITY",
+    "DEFAULT_QUEUE",
+    "ResolvedOptions",
+    "insert_unique",
+]
 
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 0
@@ -21,7 +32,16 @@ _STATES = {state.value: state for state in JobState}
 class ResolvedOptions:
     """A job's options with every default applied, in insert-row order."""
 
-    __slots__ = ("max_attempts", "meta", "meta_json", "priority", "queue", "row_tail", "tags")
+    __slots__ = (
+        "max_attempts",
+        "meta",
+        "meta_json",
+        "priority",
+        "queue",
+        "row_tail",
+        "tags",
+        "unique",
+    )
 
     def __init__(self, merged: Options, override: Options) -> None:
         self.queue = merged.queue or DEFAULT_QUEUE
@@ -33,6 +53,7 @@ class ResolvedOptions:
         self.meta_json = merged.meta_json()
         self.meta: dict[str, Any] = json.loads(self.meta_json)
         retry = override.retry
+        self.unique = merged.unique or None  # False: uniqueness turned off for this enqueue
         self.row_tail: tuple[Any, ...] = (
             self.priority,
             self.max_attempts,
@@ -66,3 +87,44 @@ class ResolvedOptions:
             tags=list(self.tags),
             meta=dict(self.meta),
         )
+
+
+async def insert_unique(
+    app: App,
+    rows: Sequence[InsertRow],
+    requests: Sequence[JobRequest],
+    per_job: Sequence[ResolvedOptions],
+    conn: Any,
+) -> list[Job]:
+    """Insert a batch holding unique jobs (see ``aqueue.unique``); returns Jobs in order.
+
+    A key may appear only once in the statement, so a later request for a key already in
+    this batch is answered with the first one's job, marked duplicate. Rows are sent
+    sorted by key: two batches sharing keys then wait on each other in one order instead
+    of deadlocking.
+    """
+    first_for: dict[tuple[str, float | None], int] = {}
+    duplicate_of: dict[int, int] = {}
+    sent: list[tuple[str, int, UniqueColumns]] = []
+    for index, (request, opts) in enumerate(zip(requests, per_job, strict=True)):
+        unique = opts.unique
+        if unique is None:
+            sent.append(("", index, (None, None, None)))
+            continue
+        key = unique.key(request.kind, opts.queue, request.args_json)
+        ident = (key, unique.period_seconds)
+        first = first_for.setdefault(ident, index)
+        if first != index:
+            duplicate_of[index] = first
+            continue
+        sent.append((key, index, (key, unique.period_seconds, unique.states_csv())))
+    sent.sort()
+    inserted = await app.db.insert_unique_and_notify(
+        [rows[index] for _, index, _ in sent], [columns for _, _, columns in sent], conn=conn
+    )
+    jobs: dict[int, Job] = {}
+    for (_, index, _), row in zip(sent, inserted, strict=True):
+        jobs[index] = app.job_from_row(row, duplicate=row["duplicate"])
+    for index, first in duplicate_of.items():
+        jobs[index] = dataclasses.replace(jobs[first], duplicate=True)
+    return [jobs[index] for index in range(len(rows))]

@@ -38,9 +38,12 @@ PUBLIC_NAMES = [
     "JobState",
     "JobStateError",
     "Outcome",
+    "QueueStats",
     "SchemaNotMigrated",
     "Snooze",
+    "Unique",
     "UnknownJobKind",
+    "UnknownQueue",
     "Worker",
     "__version__",
 ]
