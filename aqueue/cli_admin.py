@@ -247,15 +247,16 @@ async def _jobs_retry(app: App, args: argparse.Namespace) -> int:
 
 
 async def _jobs_cancel(app: App, args: argparse.Namespace) -> int:
-    job = await app.cancel(args.id)
-    if job is None:
+    before = await app.get_job(args.id)
+    job = await app.cancel(args.id) if before is not None else None
+    if before is None or job is None:
         raise LookupError(f"job {args.id} does not exist")
-    if job.state is JobState.RUNNING:
+    if before.state.is_final:
+        text = f"job {job.id} was already {before.state.value}: nothing to cancel"
+    elif job.state is JobState.RUNNING:
         text = f"job {job.id} is running: its worker was told to cancel it"
-    elif job.state is JobState.CANCELLED:
-        text = f"job {job.id} is cancelled"
     else:
-        text = f"job {job.id} was already {job.state.value}: nothing to cancel"
+        text = f"job {job.id} is {job.state.value}"
     _report_job(args, job, text)
     return 0
 
@@ -342,7 +343,7 @@ async def _queues_list(app: App, args: argparse.Namespace) -> int:
 
 def _stats_data(stats: control.QueueStats) -> dict[str, Any]:
     data = dataclasses.asdict(stats)
-    data["counts"] = {state.value: count for state, count in stats.counts.items()}
+    data["counts"] = {str(state): count for state, count in stats.counts.items()}
     return data
 
 

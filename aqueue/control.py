@@ -60,7 +60,8 @@ _WAITING = (JobState.PENDING, JobState.SCHEDULED, JobState.AVAILABLE, JobState.R
 class QueueStats:
     """A snapshot of one queue, from ``app.queue_stats()``.
 
-    ``counts`` has every ``JobState`` (zeros included). ``oldest_available_age`` is how
+    ``counts`` maps every ``JobState`` (a ``str``: ``counts["available"]`` works) to its
+    number of jobs, zeros included. ``oldest_available_age`` is how
     many seconds the longest-waiting due job has been due (None when none is due).
     ``running_by_node`` maps node ids to their running jobs. ``unrunnable`` maps kinds to
     waiting jobs that no live node working this queue knows, so that nothing can run
@@ -71,7 +72,7 @@ class QueueStats:
     name: str
     paused: bool
     paused_at: datetime | None
-    counts: Mapping[JobState, int]
+    counts: Mapping[str, int]
     oldest_available_age: float | None
     running_by_node: Mapping[str, int]
     unrunnable: Mapping[str, int]

@@ -4,7 +4,8 @@ pause / resume, queue_stats, drain and obliterate, on real PostgreSQL."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import anyio
 import pytest
@@ -290,7 +291,7 @@ async def test_pause_survives_a_restart(make_app: Callable[..., aqueue.App]) -> 
 
 
 async def test_unknown_and_odd_queue_names(app: aqueue.App) -> None:
-    calls = {
+    calls: dict[str, Callable[[Any], Awaitable[object]]] = {
         "pause_queue": lambda q: app.pause_queue(q),
         "resume_queue": lambda q: app.resume_queue(q),
         "drain": lambda q: app.drain(q, timeout=1),

@@ -13,6 +13,8 @@ import aqueue
 from aqueue import JobState, Unique
 from aqueue.testing import run_until_idle
 
+WAITING_OR_RUNNING = ["pending", "scheduled", "available", "running", "retryable"]
+
 
 async def _rows(app: aqueue.App, kind: str | None = None) -> list[aqueue.Job]:
     return await app.list_jobs(kind=kind, limit=100_000)
@@ -123,7 +125,7 @@ async def test_states_default_keeps_completed_and_releases_cancelled(app: aqueue
     async def once(n: int) -> int:
         return n
 
-    @app.job(unique=Unique(states=Unique().states - {JobState.COMPLETED}))
+    @app.job(unique=Unique(states=WAITING_OR_RUNNING))
     async def one_at_a_time(n: int) -> int:
         return n
 
@@ -149,7 +151,7 @@ async def test_running_job_holds_its_key(app: aqueue.App) -> None:
     started = anyio.Event()
     release = anyio.Event()
 
-    @app.job(unique=Unique(states=Unique().states - {JobState.COMPLETED}))
+    @app.job(unique=Unique(states=WAITING_OR_RUNNING))
     async def long(n: int) -> None:
         started.set()
         await release.wait()
