@@ -9,13 +9,19 @@ was enqueued in, counted on the database clock so that every node agrees. It als
 carries the list of *states* in which it holds that key.
 
 PostgreSQL enforces the rest. A partial unique index covers ``unique_key`` for exactly
-the rows whose state is in their own ``unique_states`` (migration 0004). Enqueueing is a
-single ``INSERT ... ON CONFLICT (unique_key) WHERE <that predicate> DO UPDATE``: of any
-number of concurrent inserts of one key, from any number of connections, one creates the
-row and every other one waits for it, then locks and returns it (``duplicate=True``).
-There is no read-then-write window to race through, and the decision holds even against
-a holder committed after the inserting statement's snapshot (that is what ``DO UPDATE``
-guarantees and ``DO NOTHING`` followed by a ``SELECT`` does not).
+the rows whose state is in their own ``unique_states`` (migration 0004). Enqueueing is
+``INSERT ... ON CONFLICT (unique_key) WHERE <that predicate> DO NOTHING``: of any number
+of concurrent inserts of one key, from any number of connections, the index lets one
+row in, and every other insert waits for that row's transaction, then skips. A skipped
+job is answered by reading the key's holder in the next statement (a fresh snapshot, so
+a holder committed a moment ago is visible); if the holder left its unique states in
+between, the key is free and the insert runs again. There is no read-before-write
+window: the decision is always the index's.
+
+Why not ``DO UPDATE`` (which returns the holder from the same statement): it locks the
+holder until the enqueuing transaction ends. A duplicate enqueued inside a caller's long
+transaction would then block the worker writing the holder's outcome, and with it that
+worker's whole batch of outcomes.
 
 Why an index predicate and not a key column that is cleared when the job leaves its
 unique states: the state of a job is changed by many statements, some owned by other

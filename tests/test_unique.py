@@ -307,3 +307,55 @@ async def test_bad_unique_on_a_job_is_refused(app: aqueue.App) -> None:
     with pytest.raises(aqueue.InvalidOption, match=r"unique: must be an aqueue\.Unique"):
         g.options(unique="yes")  # type: ignore[arg-type]
     assert await app.list_jobs() == []
+
+
+async def test_a_duplicate_in_an_open_transaction_does_not_hold_up_the_worker(
+    app: aqueue.App,
+) -> None:
+    started = anyio.Event()
+    release = anyio.Event()
+
+    @app.job(unique=Unique())
+    async def busy(n: int) -> None:
+        started.set()
+        await release.wait()
+
+    job = await busy.enqueue(n=1)
+    async with app.worker({"default": 1}), app.db.pool.acquire() as conn:
+        with anyio.fail_after(10):
+            await started.wait()
+        transaction = conn.transaction()
+        await transaction.start()
+        try:
+            dup = await busy.options(conn=conn).enqueue(n=1)
+            assert dup.duplicate and dup.id == job.id
+            release.set()
+            # The transaction is still open: the outcome write must not wait for it.
+            done = await app.wait(job.id, timeout=5)
+            assert done.state is JobState.COMPLETED
+        finally:
+            await transaction.rollback()
+
+
+async def test_a_holder_that_lets_go_between_insert_and_read_is_replaced(
+    app: aqueue.App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    @app.job(unique=Unique(states=WAITING_OR_RUNNING))
+    async def racy(n: int) -> None: ...
+
+    holder = await racy.enqueue(n=1)
+    real = app.db.unique_holders
+    calls = 0
+
+    async def cancel_first(keys: list[str], conn: object = None) -> dict[str, object]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the holder is cancelled right after the insert saw it
+            await app.cancel(holder.id)
+        return await real(keys, conn=conn)  # type: ignore[return-value]
+
+    monkeypatch.setattr(app.db, "unique_holders", cancel_first)
+    fresh = await racy.enqueue(n=1)
+    assert calls == 1
+    assert not fresh.duplicate and fresh.id != holder.id
+    assert [j.state for j in await app.list_jobs()] == [JobState.CANCELLED, JobState.AVAILABLE]

@@ -232,17 +232,20 @@ class Database:
     ) -> list[Row]:
         """``insert_and_notify`` for a batch holding unique jobs; see ``insert_unique_jobs``.
 
-        Each returned row is a whole job plus ``duplicate``: true when the job's key was
-        held by this other, existing job, which is then returned in its place.
+        One output row per input row, in order: the whole job when it was inserted, or a
+        NULL ``id`` and the ``wanted_key`` another job holds.
         """
         columns = [*zip(*rows, strict=True), *zip(*unique, strict=True)]
-        inserted = await self._fetch(self.q.insert_unique_jobs, *map(list, columns), conn=conn)
-        due = [
-            row["queue"] for row in inserted if not row["duplicate"] and row["state"] == "available"
-        ]
+        written = await self._fetch(self.q.insert_unique_jobs, *map(list, columns), conn=conn)
+        due = [row["queue"] for row in written if row["state"] == "available"]
         if due:
             await self._fetch(self.q.notify_available, due, conn=conn)
-        return inserted
+        return written
+
+    async def unique_holders(self, keys: Sequence[str], conn: Any = None) -> dict[str, Row]:
+        """The jobs holding these unique keys now, by key."""
+        rows = await self._fetch(self.q.unique_holders, list(keys), conn=conn)
+        return {row["unique_key"]: row for row in rows}
 
     async def retry_unique_conflict(self, job_id: int) -> int | None:
         """The job holding the unique key that job ``job_id`` would take back on a retry."""

@@ -239,12 +239,13 @@ DROP SCHEMA IF EXISTS {schema} CASCADE;
 -- name: insert_unique_jobs
 -- insert_jobs for a batch holding unique jobs: the same arrays plus each job's unique key
 -- (NULL for a job that is not unique), period in seconds and states. A job whose key is
--- held by another job (see jobs_unique_idx) is not inserted: the statement returns that
--- other job instead, locked and re-read by ON CONFLICT DO UPDATE, which decides atomically
--- even against a holder committed after this statement's snapshot was taken. Ids are drawn
--- up front so that "returned id differs from the one drawn" tells a duplicate apart.
--- The enqueuing code sends at most one row per key (a second row for one key in a single
--- ON CONFLICT DO UPDATE is an error), sorted by key so concurrent batches lock in one order.
+-- held by another job (see jobs_unique_idx) is skipped: its output row has a NULL id and
+-- the key it wanted, and the enqueuing code then reads the holder (unique_holders).
+-- DO NOTHING rather than DO UPDATE: DO UPDATE would lock the holder until the enqueuing
+-- transaction ends, and a caller's long transaction would then stall the worker writing
+-- that job's outcome. Ids are drawn up front so that every input row finds its output row.
+-- The enqueuing code sends at most one row per key, sorted by key, so that concurrent
+-- batches sharing keys wait on each other in one order instead of deadlocking.
 WITH input AS MATERIALIZED (
     SELECT u.*,
            coalesce(u.sched, now() + make_interval(secs => u.delay), now()) AS at,
@@ -274,13 +275,22 @@ WITH input AS MATERIALIZED (
     FROM input AS i
     ORDER BY i.ord
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state = ANY (unique_states)
-    DO UPDATE SET unique_key = EXCLUDED.unique_key
+    DO NOTHING
     RETURNING {job_columns:j}, j.unique_key
 )
-SELECT w.*, w.id <> i.new_id AS duplicate
+-- An equality join (hashable, unlike an OR): a written row is matched by its key, or by
+-- its id when it has none. Keys are hex digests, never '#' followed by digits.
+SELECT w.*, i.unique_key AS wanted_key
 FROM input AS i
-JOIN written AS w ON w.id = i.new_id OR w.unique_key = i.unique_key
+LEFT JOIN written AS w
+  ON coalesce(w.unique_key, '#' || w.id) = coalesce(i.unique_key, '#' || i.new_id)
 ORDER BY i.ord;
+
+-- name: unique_holders
+-- The jobs holding these unique keys now.
+SELECT {job_columns}, unique_key
+FROM {schema}.jobs
+WHERE unique_key = ANY ($1::text[]) AND unique_key IS NOT NULL AND state = ANY (unique_states);
 
 -- name: retry_unique_conflict
 -- The job holding the unique key that the job $1 would take back if it were retried.
