@@ -447,3 +447,18 @@ async def test_obliterate_without_running_jobs_in_batches(app: aqueue.App) -> No
     assert (await app.queue_stats())["old"].paused
     with pytest.raises(aqueue.InvalidOption, match="force"):
         await app.obliterate_queue("old", force="yes")  # type: ignore[arg-type]
+
+
+async def test_run_until_idle_does_not_wait_for_a_paused_queue(app: aqueue.App) -> None:
+    @app.job
+    async def held() -> None: ...
+
+    job = await held.enqueue()
+    await app.pause_queue("default")
+    await run_until_idle(app, timeout=5)  # returns: nothing here can run
+    stored = await app.get_job(job.id)
+    assert stored is not None and stored.state is JobState.AVAILABLE
+    await app.resume_queue("default")
+    await run_until_idle(app, timeout=5)
+    stored = await app.get_job(job.id)
+    assert stored is not None and stored.state is JobState.COMPLETED

@@ -221,13 +221,16 @@ SELECT version FROM {schema}.migrations ORDER BY version;
 INSERT INTO {schema}.migrations (version, name) VALUES ($1, $2);
 
 -- name: queues_idle
--- True when none of these queues has a due job of these kinds, or a running job.
+-- True when none of these queues has a due job of these kinds, or a running job. Jobs of
+-- a paused queue are not due: nothing will claim them until it is resumed.
 SELECT NOT EXISTS (
-    SELECT 1 FROM {schema}.jobs
+    SELECT 1 FROM {schema}.jobs AS j
     WHERE queue = ANY($1::text[])
       AND (state = 'running'
            OR (state IN ('available', 'scheduled', 'retryable')
-               AND scheduled_at <= now() AND kind = ANY($2::text[])))
+               AND scheduled_at <= now() AND kind = ANY($2::text[])
+               AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS paused
+                               WHERE paused.name = j.queue AND paused.paused_at IS NOT NULL)))
 ) AS idle;
 
 -- name: drop_schema
