@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -359,3 +360,42 @@ async def test_a_holder_that_lets_go_between_insert_and_read_is_replaced(
     assert calls == 1
     assert not fresh.duplicate and fresh.id != holder.id
     assert [j.state for j in await app.list_jobs()] == [JobState.CANCELLED, JobState.AVAILABLE]
+
+
+# Big enough that unsorted batches do deadlock here (checked by removing the sort).
+N_KEYS = 1000
+
+
+async def test_concurrent_batches_sharing_keys_in_any_order_do_not_deadlock(
+    make_app: Callable[..., aqueue.App],
+) -> None:
+    apps = [make_app() for _ in range(4)]
+    for each in apps:
+
+        @each.job(unique=Unique())
+        async def shard(n: int) -> None: ...
+
+        await each.open()
+    await apps[0].migrate()
+    go = anyio.Event()
+    batches: list[list[aqueue.Job]] = []
+
+    async def enqueue(app: aqueue.App, seed: int) -> None:
+        order = list(range(N_KEYS))
+        random.Random(seed).shuffle(order)
+        await go.wait()
+        batches.append(await app.enqueue_many([app.build("shard", {"n": n}) for n in order]))
+
+    async with anyio.create_task_group() as tg:
+        for seed in range(12):
+            tg.start_soon(enqueue, apps[seed % len(apps)], seed)
+        await anyio.lowlevel.checkpoint()
+        go.set()
+    assert len(batches) == 12
+    ids_by_n: dict[int, set[int]] = {}
+    for batch in batches:
+        for job in batch:
+            ids_by_n.setdefault(job.args["n"], set()).add(job.id)
+    assert all(len(ids) == 1 for ids in ids_by_n.values()) and len(ids_by_n) == N_KEYS
+    assert sum(not job.duplicate for batch in batches for job in batch) == N_KEYS
+    assert len(await _rows(apps[0])) == N_KEYS
