@@ -5,6 +5,7 @@ The public API is what this module exports; everything else is private.
 
 from .app import App
 from .cluster import ClusterStatus, Drift, LeaseInfo, NodeInfo
+from .control import QueueStats
 from .definition import ConfiguredJob, JobDefinition, JobRequest
 from .errors import (
     AppNotOpen,
@@ -20,9 +21,11 @@ from .errors import (
     SchemaNotMigrated,
     Snooze,
     UnknownJobKind,
+    UnknownQueue,
 )
 from .jobs import Job, JobContext, JobState, Outcome
 from .options import Backoff
+from .unique import Unique
 from .worker.persistent import PersistentContext
 from .worker.worker import Worker
 
@@ -53,9 +56,12 @@ __all__ = [
     "NodeInfo",
     "Outcome",
     "PersistentContext",
+    "QueueStats",
     "SchemaNotMigrated",
     "Snooze",
+    "Unique",
     "UnknownJobKind",
+    "UnknownQueue",
     "Worker",
     "__version__",
 ]

@@ -6,12 +6,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import anyio
 import pydantic_core
 from anyio.abc import TaskStatus
 
+from . import control
 from .cluster import ClusterStatus, LeaseInfo, NodeInfo, find_drift
 from .config import build_settings, resolve_database_url, validate_schema_name
 from .db.database import Database, InsertRow, Row
@@ -22,7 +23,7 @@ from .definition import (
     JobRequest,
     require_coroutine_function,
 )
-from .enqueue import DEFAULT_QUEUE, ResolvedOptions
+from .enqueue import DEFAULT_QUEUE, ResolvedOptions, insert_unique
 from .errors import ConfigurationError, InvalidJobArgs, InvalidOption, JobStateError
 from .jobs import Job, JobContext, JobState
 from .options import (
@@ -33,6 +34,7 @@ from .options import (
     validate_registered_name,
 )
 from .registry import Registry
+from .unique import Unique
 from .worker.notifier import Notifier
 from .worker.periodic import CronSchedule, PeriodicEntry
 from .worker.persistent import PersistentDefinition, PersistentFn
@@ -142,6 +144,7 @@ class App:
         meta: Mapping[str, Any] | None = None,
         retry: Backoff | None = None,
         aliases: Sequence[str] = (),
+        unique: Unique | None = None,
     ) -> _JobDecorator: ...
 
     def job(
@@ -157,6 +160,7 @@ class App:
         meta: Mapping[str, Any] | None = None,
         retry: Backoff | None = None,
         aliases: Sequence[str] = (),
+        unique: Unique | None = None,
     ) -> Any:
         """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``."""
         defaults = Options.create(
@@ -167,6 +171,7 @@ class App:
             tags=tags,
             meta=meta,
             retry=retry,
+            unique=unique,
         )
         if isinstance(aliases, str):
             raise ConfigurationError("aliases: must be a list of kind names, not a string")
@@ -292,6 +297,7 @@ class App:
         meta: Mapping[str, Any] | None = None,
         retry: Backoff | None = None,
         conn: Any = None,
+        unique: Unique | Literal[False] | None = None,
     ) -> Job:
         """Enqueue by kind name. Unknown kinds raise ``UnknownJobKind`` unless
         ``allow_unknown=True`` (then ``args`` is stored unvalidated, for a worker that knows it)."""
@@ -306,6 +312,7 @@ class App:
             meta=meta,
             retry=retry,
             conn=conn,
+            unique=unique,
         )
         return await self.enqueue_request(
             self.build(kind, args, allow_unknown=allow_unknown, options=options)
@@ -371,6 +378,8 @@ class App:
                 opts = resolved[key] = self._resolve(request)
             per_job.append(opts)
             rows.append((request.kind, opts.queue, request.args_json, *opts.row_tail))
+        if any(opts.unique is not None for opts in per_job):
+            return await insert_unique(self, rows, requests, per_job, conn)
         inserted = await self.db.insert_and_notify(rows, conn=conn)
         return [
             opts.job(row, request)
@@ -522,6 +531,49 @@ class App:
         nodes = [NodeInfo.from_row(row) for row in await self.db.list_nodes()]
         leases = [LeaseInfo.from_row(row) for row in await self.db.list_leases()]
         return ClusterStatus(nodes=nodes, leases=leases, drift=find_drift(nodes))
+
+    # -- queue and kind control (logic in control.py) ------------------------------------
+
+    async def pause_queue(self, name: str, *, allow_unknown: bool = False) -> bool:
+        """Stop claims from queue ``name`` on every node (persisted, survives restarts).
+
+        Returns False if it was paused already. ``UnknownQueue`` for a queue no job, setting
+        or live worker names, unless ``allow_unknown`` (to pause a queue before first use).
+        """
+        return await control.pause_queue(self, name, allow_unknown=allow_unknown)
+
+    async def resume_queue(self, name: str) -> bool:
+        """Let queue ``name`` be claimed again and wake its workers; False if not paused."""
+        return await control.resume_queue(self, name)
+
+    async def queue_stats(self, name: str | None = None) -> dict[str, control.QueueStats]:
+        """Counts per state, oldest due age, running per node and jobs no live worker can
+        run, by queue name (only queue ``name`` when given)."""
+        return await control.queue_stats(self, name)
+
+    async def drain(self, queue: str, timeout: float | None = None) -> None:
+        """Wait until ``queue`` has nothing waiting or running; ``TimeoutError`` otherwise."""
+        await control.drain(self, queue, timeout)
+
+    async def obliterate_queue(self, name: str, force: bool = False) -> int:
+        """Delete every job of queue ``name``; returns how many.
+
+        Raises ``JobStateError`` while jobs of the queue run, unless ``force`` (which
+        deletes them too and cancels their runs).
+        """
+        return await control.obliterate_queue(self, name, force=force)
+
+    async def rename_kind(
+        self, old: str, new: str, *, allow_unknown: bool = False, batch_size: int = 1000
+    ) -> int:
+        """Move waiting jobs (scheduled, available, retryable) of kind ``old`` to ``new``.
+
+        Running jobs are left alone; safe while workers run. Returns the jobs moved.
+        """
+        report = await control.rename_kind(
+            self, old, new, allow_unknown=allow_unknown, batch_size=batch_size
+        )
+        return report.moved
 
     # -- workers ----------------------------------------------------------------------------
 

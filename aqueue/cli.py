@@ -5,6 +5,7 @@
     aqueue cluster  MODULE:APP [--json]   nodes, leader, leases, drift
     aqueue demo     enqueue and run a mix of jobs on a throwaway PostgreSQL
     aqueue dev      start a throwaway PostgreSQL, print its URL, run until Ctrl-C
+    aqueue jobs | queues   admin commands (see cli_admin.py)
 
 Errors aqueue knows about (bad input, unreachable database) print one line to stderr
 and exit with status 1; usage errors exit with 2.
@@ -26,6 +27,7 @@ from typing import Any
 import anyio
 
 from .app import App
+from .cli_admin import add_commands as add_admin_commands
 from .embedded import EmbeddedPostgresError
 from .errors import AqueueError
 from .worker.worker import validate_queues
@@ -232,6 +234,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--schema", default="aqueue", help="schema to migrate (default: aqueue)")
     p.set_defaults(handler=_cmd_dev)
+    add_admin_commands(sub, load_app)
     return parser
 
 

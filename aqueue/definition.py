@@ -13,7 +13,16 @@ import inspect
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Generic, NotRequired, ParamSpec, Required, TypeVar
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    NotRequired,
+    ParamSpec,
+    Required,
+    TypeVar,
+)
 
 import pydantic
 import pydantic_core
@@ -22,6 +31,7 @@ import typing_extensions
 from .errors import ConfigurationError, InvalidJobArgs
 from .jobs import Job, JobContext, Outcome
 from .options import Backoff, Options, json_nul_problems
+from .unique import Unique
 
 if TYPE_CHECKING:
     from .app import App
@@ -72,6 +82,8 @@ class ArgsSchema:
             wrapper = Required if param.default is param.empty else NotRequired
             fields[param.name] = wrapper[annotation]
         self.signature = signature.replace(parameters=params)
+        self.accepts_any = allow_extra
+        self.names = tuple(fields)
         typed_dict: Any = typing_extensions.TypedDict(f"{kind}_args", fields)  # type: ignore[misc]
         # pydantic reads a TypedDict's config from this attribute.
         config = pydantic.ConfigDict(extra="allow" if allow_extra else "forbid")
@@ -173,7 +185,11 @@ class _Enqueuer(Generic[P, R]):
         meta: Mapping[str, Any] | None = None,
         retry: Backoff | None = None,
         conn: Any = None,
+        unique: Unique | Literal[False] | None = None,
     ) -> ConfiguredJob[P, R]:
+        if isinstance(unique, Unique):
+            schema = self.definition.schema
+            unique.check_arguments(self.definition.kind, schema.names, schema.accepts_any)
         override = Options.create(
             queue=queue,
             priority=priority,
@@ -185,6 +201,7 @@ class _Enqueuer(Generic[P, R]):
             meta=meta,
             retry=retry,
             conn=conn,
+            unique=unique,
         )
         return ConfiguredJob(self.definition, self._options.merged(override))
 
@@ -219,6 +236,8 @@ class JobDefinition(_Enqueuer[P, R]):
         self.defaults = defaults
         self._options = Options()
         self.schema = ArgsSchema(fn, kind)
+        if isinstance(defaults.unique, Unique):
+            defaults.unique.check_arguments(kind, self.schema.names, self.schema.accepts_any)
         self.hooks: list[AfterProcessHook] = []
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", kind)

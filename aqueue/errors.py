@@ -8,6 +8,7 @@ The tree::
      ├── InvalidOption               an enqueue option out of range (also ValueError)
      ├── InvalidJobArgs              arguments fail validation (also ValueError)
      ├── UnknownJobKind              no job registered under that kind (also LookupError)
+     ├── UnknownQueue                no job, pause or live worker names it (also LookupError)
      ├── JobStateError               the job's state forbids the operation
      ├── DatabaseError               PostgreSQL unreachable, or schema not migrated
      │    └── SchemaNotMigrated
@@ -38,6 +39,7 @@ __all__ = [
     "SchemaNotMigrated",
     "Snooze",
     "UnknownJobKind",
+    "UnknownQueue",
 ]
 
 
@@ -74,13 +76,28 @@ class InvalidJobArgs(AqueueError, ValueError):
 class UnknownJobKind(AqueueError, LookupError):
     """No job is registered under this kind (or alias)."""
 
-    def __init__(self, kind: str, known: list[str] | None = None) -> None:
-        hint = f"; registered kinds: {', '.join(sorted(known))}" if known else ""
-        super().__init__(f"unknown job kind {kind!r}{hint}")
+    def __init__(self, kind: str, known: list[str] | None = None, *, hint: str = "") -> None:
+        if known:
+            hint = f"registered kinds: {', '.join(sorted(known))}"
+        super().__init__(f"unknown job kind {kind!r}" + (f"; {hint}" if hint else ""))
         self.kind = kind
 
     def __str__(self) -> str:
         # LookupError would otherwise repr() the message, quoting it twice.
+        return str(self.args[0])
+
+
+class UnknownQueue(AqueueError, LookupError):
+    """No job, queue setting or live worker names this queue."""
+
+    def __init__(self, queue: str) -> None:
+        super().__init__(
+            f"unknown queue {queue!r}: no job, pause or live worker names it "
+            "(queue names are case-sensitive)"
+        )
+        self.queue = queue
+
+    def __str__(self) -> str:
         return str(self.args[0])
 
 

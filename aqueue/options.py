@@ -13,11 +13,12 @@ import random
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import pydantic_core
 
 from .errors import ConfigurationError, InvalidOption
+from .unique import Unique
 
 __all__ = ["Backoff", "Options", "validate_name"]
 
@@ -151,6 +152,8 @@ class Options:
     meta: Mapping[str, Any] | None = None
     retry: Backoff | None = None
     conn: Any = None
+    # False turns off a job's default uniqueness for one enqueue.
+    unique: Unique | Literal[False] | None = None
 
     @classmethod
     def create(
@@ -166,6 +169,7 @@ class Options:
         meta: Mapping[str, Any] | None = None,
         retry: Backoff | None = None,
         conn: Any = None,
+        unique: Unique | Literal[False] | None = None,
     ) -> Options:
         if queue is not None:
             validate_name("queue", queue)
@@ -204,6 +208,8 @@ class Options:
             _json_text("meta", meta)
         if retry is not None and not isinstance(retry, Backoff):
             raise InvalidOption("retry", f"must be an aqueue.Backoff, got {retry!r}")
+        if unique is not None and unique is not False and not isinstance(unique, Unique):
+            raise InvalidOption("unique", f"must be an aqueue.Unique or False, got {unique!r}")
         return cls(
             queue=queue,
             priority=priority,
@@ -215,6 +221,7 @@ class Options:
             meta=meta,
             retry=retry,
             conn=conn,
+            unique=unique,
         )
 
     def merged(self, override: Options) -> Options:

@@ -50,8 +50,8 @@ async def run_until_idle(
 ) -> None:
     """Run a worker until none of the jobs in ``queues`` is due or running.
 
-    Jobs scheduled in the future are not waited for. Raises ``TimeoutError`` if the
-    queues do not become idle within ``timeout`` seconds.
+    Jobs scheduled in the future, and jobs of a paused queue, are not waited for. Raises
+    ``TimeoutError`` if the queues do not become idle within ``timeout`` seconds.
     """
     queues = dict(queues or {"default": 10})
     with anyio.fail_after(timeout):

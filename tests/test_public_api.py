@@ -43,9 +43,12 @@ PUBLIC_NAMES = [
     "NodeInfo",
     "Outcome",
     "PersistentContext",
+    "QueueStats",
     "SchemaNotMigrated",
     "Snooze",
+    "Unique",
     "UnknownJobKind",
+    "UnknownQueue",
     "Worker",
     "__version__",
 ]

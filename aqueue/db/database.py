@@ -15,11 +15,11 @@ from typing import Any
 
 import asyncpg
 
-from ..errors import DatabaseError, SchemaNotMigrated
+from ..errors import DatabaseError, JobStateError, SchemaNotMigrated
 from .migrate import migrate
 from .queries import Queries
 
-__all__ = ["Database", "InsertRow", "OutcomeRow", "Row"]
+__all__ = ["Database", "InsertRow", "OutcomeRow", "Row", "UniqueColumns"]
 
 Row = asyncpg.Record
 # (kind, queue, args_json, priority, max_attempts, scheduled_at, delay, tags_json, meta_json,
@@ -27,6 +27,8 @@ Row = asyncpg.Record
 InsertRow = tuple[
     str, str, str, int, int, datetime | None, float | None, str, str, float | None, str | None
 ]
+# (unique_key, period_seconds, states_csv): all None for a job that is not unique
+UniqueColumns = tuple[str | None, float | None, str | None]
 # (id, attempt, state, result_json, error_json, delay)
 OutcomeRow = tuple[int, int, str, str | None, str | None, float | None]
 
@@ -202,7 +204,15 @@ class Database:
         return await self._fetchrow(self.q.cancel_job, job_id, reason)
 
     async def retry_job(self, job_id: int) -> Row | None:
-        return await self._fetchrow(self.q.retry_job, job_id)
+        try:
+            return await self._fetchrow(self.q.retry_job, job_id)
+        except asyncpg.exceptions.UniqueViolationError:
+            # A unique job would take its key back while another job holds it.
+            holder = await self.retry_unique_conflict(job_id)
+            raise JobStateError(
+                f"job {job_id} is unique and job {holder} now holds its key: "
+                "retry that one, or delete it first"
+            ) from None
 
     async def queues_idle(self, queues: Sequence[str], kinds: Sequence[str]) -> bool:
         row = await self._fetchrow(self.q.queues_idle, list(queues), list(kinds))
@@ -317,3 +327,75 @@ class Database:
         """A pooled connection inside a transaction, for statements that commit together."""
         async with self._errors(), self.pool.acquire() as conn, conn.transaction():
             yield conn
+
+    # -- job control (issue 4) --------------------------------------------------------------
+
+    async def insert_unique_and_notify(
+        self, rows: Sequence[InsertRow], unique: Sequence[UniqueColumns], conn: Any = None
+    ) -> list[Row]:
+        """``insert_and_notify`` for a batch holding unique jobs; see ``insert_unique_jobs``.
+
+        One output row per input row, in order: the whole job when it was inserted, or a
+        NULL ``id`` and the ``wanted_key`` another job holds.
+        """
+        columns = [*zip(*rows, strict=True), *zip(*unique, strict=True)]
+        written = await self._fetch(self.q.insert_unique_jobs, *map(list, columns), conn=conn)
+        due = [row["queue"] for row in written if row["state"] == "available"]
+        if due:
+            await self._fetch(self.q.notify_available, due, conn=conn)
+        return written
+
+    async def unique_holders(self, keys: Sequence[str], conn: Any = None) -> dict[str, Row]:
+        """The jobs holding these unique keys now, by key."""
+        rows = await self._fetch(self.q.unique_holders, list(keys), conn=conn)
+        return {row["unique_key"]: row for row in rows}
+
+    async def retry_unique_conflict(self, job_id: int) -> int | None:
+        """The job holding the unique key that job ``job_id`` would take back on a retry."""
+        row = await self._fetchrow(self.q.retry_unique_conflict, job_id)
+        return row["id"] if row is not None else None
+
+    async def rename_kind_batch(self, old: str, new: str, after_id: int, limit: int) -> Row:
+        row = await self._fetchrow(self.q.rename_kind_batch, old, new, after_id, limit)
+        assert row is not None  # an aggregate row always comes back
+        return row
+
+    async def kind_state_counts(self, kind: str) -> dict[str, int]:
+        rows = await self._fetch(self.q.kind_state_counts, kind)
+        return {row["state"]: row["jobs"] for row in rows}
+
+    async def kind_known_to_live_node(self, kind: str) -> bool:
+        row = await self._fetchrow(self.q.kind_known_to_live_node, kind)
+        return bool(row and row["known"])
+
+    async def queue_known(self, queue: str) -> bool:
+        row = await self._fetchrow(self.q.queue_known, queue)
+        return bool(row and row["known"])
+
+    async def pause_queue(self, queue: str) -> bool:
+        row = await self._fetchrow(self.q.pause_queue, queue)
+        return bool(row and row["changed"])
+
+    async def resume_queue(self, queue: str) -> bool:
+        row = await self._fetchrow(self.q.resume_queue, queue)
+        return bool(row and row["changed"])
+
+    async def queue_unfinished(self, queue: str) -> int:
+        row = await self._fetchrow(self.q.queue_unfinished, queue)
+        return int(row["jobs"]) if row is not None else 0
+
+    async def queue_running(self, queue: str) -> int:
+        row = await self._fetchrow(self.q.queue_running, queue)
+        return int(row["jobs"]) if row is not None else 0
+
+    async def obliterate_batch(self, queue: str, force: bool, limit: int) -> Row:
+        row = await self._fetchrow(self.q.obliterate_batch, queue, force, limit)
+        assert row is not None  # an aggregate row always comes back
+        return row
+
+    async def forget_queue(self, queue: str) -> None:
+        async with self._errors():
+            await self.pool.execute(self.q.forget_queue, queue)
+
+    async def queue_stats(self, queue: str | None) -> list[Row]:
+        return await self._fetch(self.q.queue_stats, queue)

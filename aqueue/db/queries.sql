@@ -43,6 +43,10 @@ WITH picked AS (
       AND queue = $1
       AND scheduled_at <= now()
       AND kind = ANY($3::text[])
+      -- A paused queue claims nothing. Not correlated with the rows: PostgreSQL checks it
+      -- once per claim (a one-time filter on one primary-key probe) before any scan.
+      AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS paused
+                      WHERE paused.name = $1 AND paused.paused_at IS NOT NULL)
     ORDER BY priority, scheduled_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -66,6 +70,10 @@ WITH picked AS (
       AND queue = $1
       AND scheduled_at <= now()
       AND kind = ANY($3::text[])
+      -- A paused queue claims nothing. Not correlated with the rows: PostgreSQL checks it
+      -- once per claim (a one-time filter on one primary-key probe) before any scan.
+      AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS paused
+                      WHERE paused.name = $1 AND paused.paused_at IS NOT NULL)
     ORDER BY priority, scheduled_at, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
@@ -213,13 +221,16 @@ SELECT version FROM {schema}.migrations ORDER BY version;
 INSERT INTO {schema}.migrations (version, name) VALUES ($1, $2);
 
 -- name: queues_idle
--- True when none of these queues has a due job of these kinds, or a running job.
+-- True when none of these queues has a due job of these kinds, or a running job. Jobs of
+-- a paused queue are not due: nothing will claim them until it is resumed.
 SELECT NOT EXISTS (
-    SELECT 1 FROM {schema}.jobs
+    SELECT 1 FROM {schema}.jobs AS j
     WHERE queue = ANY($1::text[])
       AND (state = 'running'
            OR (state IN ('available', 'scheduled', 'retryable')
-               AND scheduled_at <= now() AND kind = ANY($2::text[])))
+               AND scheduled_at <= now() AND kind = ANY($2::text[])
+               AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS paused
+                               WHERE paused.name = j.queue AND paused.paused_at IS NOT NULL)))
 ) AS idle;
 
 -- name: drop_schema
@@ -365,3 +376,240 @@ GROUP BY name;
 DELETE FROM {schema}.periodic_runs AS p
 WHERE p.enqueued_at < now() - make_interval(secs => $1)
   AND p.slot < (SELECT max(slot) FROM {schema}.periodic_runs AS q WHERE q.name = p.name);
+-- Job control (issue 4) ---------------------------------------------------------------------
+-- Unique jobs, renames, queue pause / resume / drain / obliterate, queue statistics.
+
+-- name: insert_unique_jobs
+-- insert_jobs for a batch holding unique jobs: the same arrays plus each job's unique key
+-- (NULL for a job that is not unique), period in seconds and states. A job whose key is
+-- held by another job (see jobs_unique_idx) is skipped: its output row has a NULL id and
+-- the key it wanted, and the enqueuing code then reads the holder (unique_holders).
+-- DO NOTHING rather than DO UPDATE: DO UPDATE would lock the holder until the enqueuing
+-- transaction ends, and a caller's long transaction would then stall the worker writing
+-- that job's outcome. Ids are drawn up front so that every input row finds its output row.
+-- The enqueuing code sends at most one row per key, sorted by key, so that concurrent
+-- batches sharing keys wait on each other in one order instead of deadlocking.
+WITH input AS MATERIALIZED (
+    SELECT u.*,
+           coalesce(u.sched, now() + make_interval(secs => u.delay), now()) AS at,
+           CASE WHEN u.ukey IS NULL OR u.uperiod IS NULL THEN u.ukey
+                -- The period bucket comes from the database clock: one clock for every node.
+                ELSE u.ukey || ':' || floor(extract(epoch FROM now()) / u.uperiod)::bigint::text
+           END AS unique_key,
+           nextval(pg_get_serial_sequence('{schema}.jobs', 'id')) AS new_id
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::smallint[], $5::smallint[],
+                $6::timestamptz[], $7::float8[], $8::text[], $9::text[], $10::float8[], $11::text[],
+                $12::text[], $13::float8[], $14::text[])
+        WITH ORDINALITY
+        AS u(kind, queue, args, priority, max_attempts, sched, delay, tags, meta, timeout, retry,
+             ukey, uperiod, ustates, ord)
+), written AS (
+    INSERT INTO {schema}.jobs AS j
+        (id, kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout,
+         retry, unique_key, unique_states)
+    OVERRIDING SYSTEM VALUE
+    SELECT i.new_id, i.kind, i.queue,
+           (CASE WHEN i.at > now() THEN 'scheduled' ELSE 'available' END)::{schema}.job_state,
+           i.args::jsonb, i.priority, i.max_attempts, i.at,
+           CASE WHEN i.tags = '[]' THEN '{}'::text[]
+                ELSE ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)) END,
+           i.meta::jsonb, i.timeout, i.retry::jsonb, i.unique_key,
+           string_to_array(i.ustates, ',')::{schema}.job_state[]
+    FROM input AS i
+    ORDER BY i.ord
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state = ANY (unique_states)
+    DO NOTHING
+    RETURNING {job_columns:j}, j.unique_key
+)
+-- An equality join (hashable, unlike an OR): a written row is matched by its key, or by
+-- its id when it has none. Keys are hex digests, never '#' followed by digits.
+SELECT w.*, i.unique_key AS wanted_key
+FROM input AS i
+LEFT JOIN written AS w
+  ON coalesce(w.unique_key, '#' || w.id) = coalesce(i.unique_key, '#' || i.new_id)
+ORDER BY i.ord;
+
+-- name: unique_holders
+-- The jobs holding these unique keys now.
+SELECT {job_columns}, unique_key
+FROM {schema}.jobs
+WHERE unique_key = ANY ($1::text[]) AND unique_key IS NOT NULL AND state = ANY (unique_states);
+
+-- name: retry_unique_conflict
+-- The job holding the unique key that the job $1 would take back if it were retried.
+SELECT other.id
+FROM {schema}.jobs AS mine
+JOIN {schema}.jobs AS other
+  ON other.unique_key = mine.unique_key AND other.id <> mine.id
+ AND other.state = ANY (other.unique_states)
+WHERE mine.id = $1
+LIMIT 1;
+
+-- name: rename_kind_batch
+-- Moves up to $4 waiting jobs of kind $1 with ids above $3 to kind $2, in id order. Rows
+-- are locked (waiting for a claim in flight to commit, then re-checked), so a job that was
+-- claimed meanwhile is running and stays as it is. Wakes the queues of the moved jobs for
+-- the workers that know the new kind.
+WITH picked AS (
+    SELECT id FROM {schema}.jobs
+    WHERE kind = $1 AND state IN ('scheduled', 'available', 'retryable') AND id > $3
+    ORDER BY id
+    LIMIT $4
+    FOR UPDATE
+), moved AS (
+    UPDATE {schema}.jobs AS j
+    SET kind = $2
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.id, j.queue
+), woken AS (
+    SELECT pg_notify({channel}, 'i:' || q.queue)
+    FROM (SELECT DISTINCT queue FROM moved) AS q
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT max(id) FROM moved) AS last_id,
+       (SELECT count(*) FROM woken) AS notified;
+
+-- name: kind_state_counts
+SELECT state::text AS state, count(*) AS jobs
+FROM {schema}.jobs
+WHERE kind = $1
+GROUP BY state;
+
+-- name: kind_known_to_live_node
+SELECT EXISTS (
+    SELECT 1 FROM {schema}.nodes WHERE expires_at > now() AND $1::text = ANY (kinds)
+) AS known;
+
+-- name: queue_known
+-- A queue exists when a job names it, it has settings (e.g. it was paused), or a live
+-- node works it.
+SELECT EXISTS (SELECT 1 FROM {schema}.jobs WHERE queue = $1)
+    OR EXISTS (SELECT 1 FROM {schema}.queues WHERE name = $1)
+    OR EXISTS (SELECT 1 FROM {schema}.nodes
+               WHERE expires_at > now() AND queues ? $1::text) AS known;
+
+-- name: pause_queue
+-- Returns whether the queue was running before (false: it was already paused).
+WITH before AS (
+    SELECT paused_at FROM {schema}.queues WHERE name = $1
+)
+INSERT INTO {schema}.queues AS q (name, paused_at)
+VALUES ($1, now())
+ON CONFLICT (name) DO UPDATE
+SET paused_at = coalesce(q.paused_at, now()), updated_at = now()
+RETURNING (SELECT paused_at FROM before) IS NULL AS changed;
+
+-- name: resume_queue
+-- Clears a pause and wakes the queue's workers (at commit, so they see it resumed).
+WITH resumed AS (
+    UPDATE {schema}.queues
+    SET paused_at = NULL, updated_at = now()
+    WHERE name = $1 AND paused_at IS NOT NULL
+    RETURNING name
+)
+SELECT count(*) AS changed, count(pg_notify({channel}, 'i:' || name)) AS notified
+FROM resumed;
+
+-- name: queue_unfinished
+-- Jobs of the queue still to run or running (scheduled ones included, however far ahead).
+SELECT count(*) AS jobs
+FROM {schema}.jobs
+WHERE queue = $1 AND state IN ('pending', 'scheduled', 'available', 'retryable', 'running');
+
+-- name: queue_running
+SELECT count(*) AS jobs FROM {schema}.jobs WHERE queue = $1 AND state = 'running';
+
+-- name: obliterate_batch
+-- Deletes up to $3 jobs of queue $1: running ones only when $2 (force), and then their
+-- nodes are told to cancel them. Rows are locked first and re-checked, so without force
+-- a job claimed meanwhile is left running rather than deleted under its worker.
+WITH doomed AS (
+    SELECT id FROM {schema}.jobs
+    WHERE queue = $1 AND ($2 OR state <> 'running')
+    ORDER BY id
+    LIMIT $3
+    FOR UPDATE
+), deleted AS (
+    DELETE FROM {schema}.jobs AS j
+    USING doomed
+    WHERE j.id = doomed.id
+    RETURNING j.id, j.state
+), cancelled AS (
+    SELECT pg_notify({channel}, 'c:' || id) FROM deleted WHERE state = 'running'
+)
+SELECT (SELECT count(*) FROM deleted) AS deleted, (SELECT count(*) FROM cancelled) AS cancelled;
+
+-- name: forget_queue
+-- After an obliterate: drop the queue's settings row unless it holds a pause.
+DELETE FROM {schema}.queues WHERE name = $1 AND paused_at IS NULL;
+
+-- name: queue_stats
+-- One row per queue ($1: only that one; NULL: all): the queues jobs name, the queues with
+-- settings and the queues live nodes work. Counts are exact (a scan of the queue's jobs).
+-- "Unrunnable" counts waiting jobs whose kind no live node working their queue knows.
+WITH live AS (
+    SELECT id, kinds, queues FROM {schema}.nodes WHERE expires_at > now()
+), node_queues AS (
+    -- A node lists its queues as an object (name: concurrency) or as a list of names.
+    SELECT l.id, l.kinds, q.name
+    FROM live AS l,
+         LATERAL (SELECT jsonb_object_keys(l.queues) AS name
+                  WHERE jsonb_typeof(l.queues) = 'object'
+                  UNION
+                  SELECT jsonb_array_elements_text(l.queues)
+                  WHERE jsonb_typeof(l.queues) = 'array') AS q
+    WHERE $1::text IS NULL OR q.name = $1
+), per_state AS (
+    SELECT queue, state::text AS state, count(*) AS jobs
+    FROM {schema}.jobs
+    WHERE $1::text IS NULL OR queue = $1
+    GROUP BY queue, state
+), counts AS (
+    SELECT queue, jsonb_object_agg(state, jobs) AS counts FROM per_state GROUP BY queue
+), oldest AS (
+    SELECT queue, extract(epoch FROM now() - min(scheduled_at))::float8 AS age
+    FROM {schema}.jobs
+    WHERE state IN ('scheduled', 'available', 'retryable') AND scheduled_at <= now()
+      AND ($1::text IS NULL OR queue = $1)
+    GROUP BY queue
+), per_node AS (
+    SELECT queue, coalesce(node_id, '') AS node_id, count(*) AS jobs
+    FROM {schema}.jobs
+    WHERE state = 'running' AND ($1::text IS NULL OR queue = $1)
+    GROUP BY queue, node_id
+), running AS (
+    SELECT queue, jsonb_object_agg(node_id, jobs) AS by_node FROM per_node GROUP BY queue
+), waiting_kinds AS (
+    SELECT queue, kind, count(*) AS jobs
+    FROM {schema}.jobs
+    WHERE state IN ('scheduled', 'available', 'retryable') AND ($1::text IS NULL OR queue = $1)
+    GROUP BY queue, kind
+), unrunnable AS (
+    SELECT w.queue, jsonb_object_agg(w.kind, w.jobs) AS by_kind
+    FROM waiting_kinds AS w
+    WHERE NOT EXISTS (
+        SELECT 1 FROM node_queues AS nq WHERE nq.name = w.queue AND w.kind = ANY (nq.kinds)
+    )
+    GROUP BY w.queue
+), workers AS (
+    SELECT name AS queue, count(DISTINCT id) AS nodes FROM node_queues GROUP BY name
+), names AS (
+    SELECT queue FROM counts
+    UNION SELECT name FROM {schema}.queues WHERE $1::text IS NULL OR name = $1
+    UNION SELECT queue FROM workers
+)
+SELECT names.queue AS name,
+       settings.paused_at,
+       coalesce(counts.counts, '{}')::text AS counts,
+       oldest.age AS oldest_available_age,
+       coalesce(running.by_node, '{}')::text AS running_by_node,
+       coalesce(unrunnable.by_kind, '{}')::text AS unrunnable,
+       coalesce(workers.nodes, 0) AS nodes
+FROM names
+LEFT JOIN {schema}.queues AS settings ON settings.name = names.queue
+LEFT JOIN counts ON counts.queue = names.queue
+LEFT JOIN oldest ON oldest.queue = names.queue
+LEFT JOIN running ON running.queue = names.queue
+LEFT JOIN unrunnable ON unrunnable.queue = names.queue
+LEFT JOIN workers ON workers.queue = names.queue
+ORDER BY names.queue;
