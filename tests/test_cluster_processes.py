@@ -128,6 +128,7 @@ async def test_a_job_running_on_a_killed_worker_completes_elsewhere_with_attempt
         assert done.attempt == 2
         assert done.result == 2
         assert [e["type"] for e in done.errors] == ["NodeLost"]
+        print(f"job rescued and run {elapsed[0]:.2f}s after kill -9 (node_ttl {NODE_TTL}s)")
         assert elapsed[0] < 2 * NODE_TTL, f"rescued and run after {elapsed[0]:.2f}s"
 
 
@@ -152,4 +153,5 @@ async def test_a_persistent_worker_moves_off_a_killed_node(
             with measured() as elapsed:
                 await eventually(lambda: ran_on, timeout=60, what="a takeover")
             assert ran_on == [worker.node_id]
+        print(f"persistent worker took over {elapsed[0]:.2f}s after kill -9")
         assert elapsed[0] < 2 * NODE_TTL, f"took over after {elapsed[0]:.2f}s"
