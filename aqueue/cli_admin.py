@@ -23,7 +23,7 @@ import dataclasses
 import json
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from . import control
@@ -155,7 +155,8 @@ def _job_data(job: Job) -> dict[str, Any]:
 
 
 def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+    # Server timestamps are timezone-aware; print them in UTC so every reader agrees.
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -186,8 +187,8 @@ def _show(job: Job) -> str:
         f"  attempt       {job.attempt} of {job.max_attempts}",
         f"  priority      {job.priority}",
         f"  args          {json.dumps(job.args)}",
-        f"  created at    {_when(job.created_at)}",
-        f"  scheduled at  {_when(job.scheduled_at)}",
+        f"  created at    {_when(job.created_at)} UTC",
+        f"  scheduled at  {_when(job.scheduled_at)} UTC",
         f"  attempted at  {_when(job.attempted_at)}",
         f"  finalized at  {_when(job.finalized_at)}",
     ]
@@ -225,10 +226,10 @@ async def _jobs_list(app: App, args: argparse.Namespace) -> int:
         )
         for job in jobs
     ]
-    print(_table(("ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "PRIORITY", "SCHEDULED"), rows))
-    print(
-        f"{len(jobs)} job(s)" + (" (limit reached; use --limit)" if len(jobs) == args.limit else "")
-    )
+    header = ("ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "PRIORITY", "SCHEDULED (UTC)")
+    print(_table(header, rows))
+    more = " (the --limit: there may be more)" if len(jobs) == args.limit else ""
+    print(f"{len(jobs)} job(s){more}")
     return 0
 
 

@@ -96,9 +96,13 @@ def test_jobs_list_table_json_and_filters(cli: Cli) -> None:
     )
     assert cli("jobs", "list") == 0
     lines = cli.out.splitlines()
-    assert lines[0].split() == ["ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "PRIORITY", "SCHEDULED"]
+    assert lines[0].split() == [
+        "ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "PRIORITY", "SCHEDULED", "(UTC)"
+    ]  # fmt: skip
     assert lines[1].split()[:5] == [str(jobs[0].id), "send", "mail", "available", "0/20"]
     assert lines[-1] == "4 job(s)"
+    assert cli("jobs", "list", "--limit", "2") == 0
+    assert cli.out.splitlines()[-1] == "2 job(s) (the --limit: there may be more)"
     data = cli.json("jobs", "list", "--queue", "mail", "--limit", "2")
     assert [job["id"] for job in data] == [jobs[0].id, jobs[1].id]
     assert data[0]["args"] == {"to": "u0@x"} and data[0]["state"] == "available"
