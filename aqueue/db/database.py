@@ -36,6 +36,11 @@ _CONNECTION_ERRORS = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # An idle pooled connection that the server just terminated (restart, pg_terminate_backend)
+    # can be handed out before asyncpg has seen the socket close; the query then fails with
+    # "cannot switch to state ...; another operation (2) is in progress". The connection is
+    # gone, and the pool replaces it on the next acquire.
+    asyncpg.exceptions.InternalClientError,
     TimeoutError,
 )
 
@@ -132,6 +137,14 @@ class Database:
                 f"lost the connection to PostgreSQL at {describe_url(self.url)}: "
                 f"{exc or type(exc).__name__}"
             ) from exc
+        except asyncpg.PostgresError as exc:
+            # Any other server error: a shutdown or pg_terminate_backend in the middle of a
+            # statement (57P01), a statement_timeout or lock_timeout (57014, 55P03), an
+            # aborted caller transaction. Callers (producer, completer, enqueue) handle
+            # DatabaseError; a raw asyncpg error would escape them and end the worker.
+            raise DatabaseError(
+                f"PostgreSQL at {describe_url(self.url)} failed a statement [{exc.sqlstate}]: {exc}"
+            ) from exc
 
     async def _fetch(self, sql: str, *args: Any, conn: Any = None) -> list[asyncpg.Record]:
         async with self._errors():
@@ -179,6 +192,10 @@ class Database:
         """Claim up to ``limit`` due jobs; ``full`` returns every column a Job needs."""
         sql = self.q.claim if full else self.q.claim_lean
         return await self._fetch(sql, queue, limit, kinds, node_id)
+
+    async def adopt_claims(self, queue: str, node_id: str, held: Sequence[int]) -> list[Row]:
+        """Jobs running under ``node_id`` in ``queue`` other than ``held`` (full rows)."""
+        return await self._fetch(self.q.adopt_claims, queue, node_id, list(held))
 
     async def record_outcomes(self, outcomes: Sequence[OutcomeRow]) -> list[Row]:
         columns = list(zip(*outcomes, strict=True))

@@ -80,6 +80,16 @@ WHERE j.id = picked.id
 RETURNING j.id, j.kind, j.queue, j.args::text AS args, j.attempt, j.max_attempts, j.timeout,
           j.retry::text AS retry;
 
+-- name: adopt_claims
+-- Jobs this worker claimed in one queue but does not hold: a claim that committed while
+-- its reply was lost (the server restarted, the connection dropped). $3 lists every job
+-- the worker still holds (running, waiting for a slot, or outcome not yet written). A
+-- plain read: the rows are already this worker's, so reading them takes nothing away.
+SELECT {job_columns}, timeout, retry::text AS retry
+FROM {schema}.jobs
+WHERE state = 'running' AND queue = $1 AND node_id = $2 AND NOT (id = ANY($3::bigint[]))
+ORDER BY priority, scheduled_at, id;
+
 -- name: record_outcomes
 -- Writes a batch of attempt outcomes. Only rows still running the same attempt change, so a
 -- late write cannot resurrect a job rescued or re-claimed meanwhile. States 'available'

@@ -46,6 +46,7 @@ class Completer:
         self._logger = logger
         self._flush_timeout = flush_timeout
         self._pending: list[CompletedAttempt] = []
+        self._writing: list[CompletedAttempt] = []
         self._has_items = anyio.Event()
         self._closing = False
         self.written = 0
@@ -57,6 +58,10 @@ class Completer:
     @property
     def backlog(self) -> int:
         return len(self._pending)
+
+    def holding(self) -> list[int]:
+        """Ids of jobs whose outcome is not written yet: their rows still say ``running``."""
+        return [item.job_id for item in (*self._writing, *self._pending)]
 
     def close(self) -> None:
         """Flush what is pending, then let ``run`` return."""
@@ -76,7 +81,11 @@ class Completer:
             del self._pending[: self._batch_size]
             if not self._pending and not self._closing:
                 self._has_items = anyio.Event()
-            await self._write(batch)
+            self._writing = batch
+            try:
+                await self._write(batch)
+            finally:
+                self._writing = []
 
     async def _write(self, batch: list[CompletedAttempt]) -> None:
         rows: list[OutcomeRow] = [

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -45,6 +45,7 @@ class Producer:
         poll_interval: float,
         shutdown_timeout: float,
         logger: logging.Logger,
+        outstanding: Callable[[], Iterable[int]] = tuple,
     ) -> None:
         self.queue = queue
         self.concurrency = concurrency
@@ -56,7 +57,13 @@ class Producer:
         self._poll_interval = poll_interval
         self._shutdown_timeout = shutdown_timeout
         self._logger = logger
+        self._outstanding = outstanding
         self.running: dict[int, RunningJob] = {}
+        self._held: set[int] = set()  # claimed, until the slot running it is done with it
+        # A claim failed: it may have committed on the server with its reply lost (a restart
+        # or dropped connection mid-statement). Its jobs would stay `running` under this live
+        # node forever, so before claiming again we look for them and run them.
+        self._claim_unsure = False
         self._busy = 0  # claimed and not finished: running or waiting for a slot
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -104,6 +111,8 @@ class Producer:
                     if self._next_due <= anyio.current_time():
                         self._next_due = math.inf
                     try:
+                        if self._claim_unsure:
+                            await self._adopt_lost_claims(handoff)
                         claimed = await self._db.claim(
                             self.queue,
                             free,
@@ -113,6 +122,7 @@ class Producer:
                         )
                         backoff = 0.1
                     except DatabaseError as exc:
+                        self._claim_unsure = True
                         self._logger.warning(
                             "aqueue: claim on queue %r failed (%s); retrying", self.queue, exc
                         )
@@ -120,12 +130,7 @@ class Producer:
                             await self._wake.wait()
                         backoff = min(backoff * 2, 5.0)
                         continue
-                    self._busy += len(claimed)
-                    self.claimed += len(claimed)
-                    if claimed:
-                        self._idle = asyncio.Event() if self._idle.is_set() else self._idle
-                    for row in claimed:
-                        handoff.put_nowait(row)
+                    self._hand_off(claimed, handoff)
                     if len(claimed) == free:
                         continue  # maybe more due; slots will free and wake us
                 elif self._wake.is_set():
@@ -146,6 +151,31 @@ class Producer:
                 self._executor.stopping_hard = True
             jobs.cancel_scope.cancel()
 
+    def _hand_off(self, rows: Sequence[Row], handoff: asyncio.Queue[Row]) -> None:
+        self._busy += len(rows)
+        self.claimed += len(rows)
+        if rows:
+            self._idle = asyncio.Event() if self._idle.is_set() else self._idle
+        for row in rows:
+            self._held.add(row["id"])
+            handoff.put_nowait(row)
+
+    async def _adopt_lost_claims(self, handoff: asyncio.Queue[Row]) -> None:
+        # What this worker holds is known synchronously: a slot hands a finished job to the
+        # completer before letting go of it, so every job is in one set or the other.
+        held = [*self._held, *self._outstanding()]
+        adopted = await self._db.adopt_claims(self.queue, self._node_id, held)
+        self._claim_unsure = False
+        if adopted:
+            self._logger.warning(
+                "aqueue: queue %r: %d job(s) claimed by a statement whose reply was lost; "
+                "running them now",
+                self.queue,
+                len(adopted),
+            )
+            # May exceed the free slots for a moment; the handoff queue absorbs it.
+            self._hand_off(adopted, handoff)
+
     async def _slot(self, handoff: asyncio.Queue[Row]) -> None:
         while True:
             # One scope serves job after job; a job's cancel or timeout cancels it, the
@@ -160,6 +190,7 @@ class Producer:
                         await self._executor.run(row, running)
                     finally:
                         del self.running[running.id]
+                        self._held.discard(running.id)
                         self._busy -= 1
                         if not self._busy:
                             self._idle.set()
