@@ -49,6 +49,8 @@ class Completer:
         self._writing: list[CompletedAttempt] = []
         self._has_items = anyio.Event()
         self._closing = False
+        self._flush_deadline = math.inf
+        self._write_scope: anyio.CancelScope | None = None
         self.written = 0
 
     def submit(self, item: CompletedAttempt) -> None:
@@ -66,6 +68,11 @@ class Completer:
     def close(self) -> None:
         """Flush what is pending, then let ``run`` return."""
         self._closing = True
+        self._flush_deadline = anyio.current_time() + self._flush_timeout
+        # A write already in flight may be stuck behind a lock with no statement_timeout
+        # to end it; it gets the same deadline, or the worker could never stop.
+        if self._write_scope is not None:
+            self._write_scope.deadline = self._flush_deadline
         self._has_items.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -100,18 +107,20 @@ class Completer:
             for item in batch
         ]
         delay = 0.05
-        deadline = math.inf
         while True:
-            if self._closing and deadline == math.inf:
-                deadline = anyio.current_time() + self._flush_timeout
             try:
                 # Shielded: a write in flight must finish (or fail) as a whole, even when the
-                # worker is being torn down around it.
-                with anyio.CancelScope(shield=True):
+                # worker is being torn down around it; only the flush deadline ends it.
+                with anyio.CancelScope(shield=True, deadline=self._flush_deadline) as scope:
+                    self._write_scope = scope
                     written = await self._db.record_outcomes(rows)
+                self._write_scope = None
+                if scope.cancelled_caught:
+                    raise DatabaseError(f"no answer within flush_timeout={self._flush_timeout}s")
                 break
             except DatabaseError as exc:
-                if anyio.current_time() >= deadline:
+                self._write_scope = None
+                if anyio.current_time() >= self._flush_deadline:
                     self._logger.error(
                         "aqueue: could not record %d job outcomes before shutdown (%s); "
                         "those jobs stay running until rescued as orphans",

@@ -64,6 +64,7 @@ class Producer:
         # or dropped connection mid-statement). Its jobs would stay `running` under this live
         # node forever, so before claiming again we look for them and run them.
         self._claim_unsure = False
+        self._claim_scope: anyio.CancelScope | None = None
         self._busy = 0  # claimed and not finished: running or waiting for a slot
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -90,6 +91,10 @@ class Producer:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        # A claim normally takes milliseconds; one stuck behind a lock (and no
+        # statement_timeout) would hold shutdown forever. It gets shutdown_timeout.
+        if self._claim_scope is not None:
+            self._claim_scope.deadline = anyio.current_time() + self._shutdown_timeout
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         # One long-lived task per concurrency slot, fed through a stream: cheaper than a
@@ -110,18 +115,32 @@ class Producer:
                     self._wake = asyncio.Event()
                     if self._next_due <= anyio.current_time():
                         self._next_due = math.inf
+                    claimed: list[Row] = []
                     try:
-                        if self._claim_unsure:
-                            await self._adopt_lost_claims(handoff)
-                        claimed = await self._db.claim(
-                            self.queue,
-                            free,
-                            self._kinds(),
-                            self._node_id,
-                            full=self._full_rows(),
-                        )
+                        with anyio.CancelScope() as scope:
+                            self._claim_scope = scope
+                            if self._claim_unsure:
+                                await self._adopt_lost_claims(handoff)
+                            claimed = await self._db.claim(
+                                self.queue,
+                                free,
+                                self._kinds(),
+                                self._node_id,
+                                full=self._full_rows(),
+                            )
+                        self._claim_scope = None
                         backoff = 0.1
+                        if scope.cancelled_caught:
+                            self._logger.warning(
+                                "aqueue: queue %r: claim still blocked after "
+                                "shutdown_timeout=%ss; abandoned (jobs it may have claimed "
+                                "are rescued as orphans)",
+                                self.queue,
+                                self._shutdown_timeout,
+                            )
+                            break
                     except DatabaseError as exc:
+                        self._claim_scope = None
                         self._claim_unsure = True
                         self._logger.warning(
                             "aqueue: claim on queue %r failed (%s); retrying", self.queue, exc
