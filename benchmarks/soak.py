@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import functools
 import logging
 import random
 import sys
@@ -32,6 +33,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import asyncpg
 
 import aqueue
 from aqueue.embedded import EmbeddedPostgres
@@ -45,6 +47,14 @@ MODES = {  # mode: weight
     "discard": 4,
 }
 RETRY = aqueue.Backoff(base=0.2, factor=2.0, max_delay=2.0)
+# What the driver's own queries (raw pool calls) raise while PostgreSQL restarts.
+CONNECTION_TROUBLE = (
+    aqueue.DatabaseError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
 
 
 def log(message: str) -> None:
@@ -69,6 +79,8 @@ class Ledger:
     restarts: int = 0
     hard_restarts: int = 0
     enqueue_errors: int = 0
+    postgres_restarts: int = 0
+    skipped_checks: int = 0
     violations: list[str] = dataclasses.field(default_factory=list)
 
     def violation(self, message: str) -> None:
@@ -148,9 +160,12 @@ class Node:
 
 
 class Soak:
-    def __init__(self, args: argparse.Namespace, url: str) -> None:
+    def __init__(
+        self, args: argparse.Namespace, url: str, server: EmbeddedPostgres | None = None
+    ) -> None:
         self.args = args
         self.url = url
+        self.server = server
         self.schema = f"soak_{uuid.uuid4().hex[:8]}"
         self.ledger = Ledger()
         self.rng = random.Random(args.seed)
@@ -182,12 +197,14 @@ class Soak:
                     load.start_soon(self.cancel_loop)
                     load.start_soon(self.restart_loop, tg)
                     load.start_soon(self.check_loop)
+                    if self.args.restart_postgres_every:
+                        load.start_soon(self.postgres_loop)
                     await anyio.sleep(max(deadline - time.monotonic(), 0))
                     self.enqueuing = False
                     load.cancel_scope.cancel()
                 log("load stopped; draining")
                 await self.drain()
-                await self.check(final=True)
+                await self.retrying(functools.partial(self.check, final=True))
                 for node in self.nodes:
                     node.stop.set()
             await self.client.db.drop_schema()
@@ -227,7 +244,10 @@ class Soak:
             await anyio.sleep(self.rng.uniform(0.1, 0.5))
             recent = sorted(self.ledger.enqueued)[-200:]
             if recent:
-                await self.client.cancel(self.rng.choice(recent))
+                try:
+                    await self.client.cancel(self.rng.choice(recent))
+                except aqueue.DatabaseError:
+                    continue  # PostgreSQL restarting
                 self.ledger.cancels += 1
 
     async def restart_loop(self, tg: Any) -> None:
@@ -241,7 +261,8 @@ class Soak:
                 await old.stopped.wait()
             if old.node_id is not None:
                 self.stopped_nodes.add(old.node_id)
-                left = await self.client.db.pool.fetchval(
+                left = await self.retrying(
+                    self.client.db.pool.fetchval,
                     f'SELECT count(*) FROM "{self.schema}".jobs '
                     "WHERE state = 'running' AND node_id = $1",
                     old.node_id,
@@ -255,12 +276,35 @@ class Soak:
             tg.start_soon(new.run)
             log(f"restarted a worker ({'short' if hard else 'graceful'} shutdown)")
 
+    async def postgres_loop(self) -> None:
+        """``pg_ctl restart -m fast`` now and then: every connection drops at once."""
+        assert self.server is not None
+        while True:
+            await anyio.sleep(self.rng.uniform(*self.args.restart_postgres_every))
+            began = time.monotonic()
+            await anyio.to_thread.run_sync(self.server.restart)
+            self.ledger.postgres_restarts += 1
+            log(f"restarted PostgreSQL ({time.monotonic() - began:.2f}s)")
+
     # -- checks ----------------------------------------------------------------------------
+
+    async def retrying(self, fn: Any, *args: Any) -> Any:
+        """The driver's own query, retried through a PostgreSQL restart."""
+        with anyio.fail_after(30):
+            while True:
+                try:
+                    return await fn(*args)
+                except CONNECTION_TROUBLE:
+                    await anyio.sleep(0.2)
 
     async def check_loop(self) -> None:
         while True:
             await anyio.sleep(self.args.check_every)
-            await self.check(final=False)
+            try:
+                await self.check(final=False)
+            except CONNECTION_TROUBLE as exc:  # a PostgreSQL restart under the check
+                self.ledger.skipped_checks += 1
+                log(f"check skipped: {type(exc).__name__}: {exc}")
 
     async def check(self, *, final: bool) -> None:
         pool = self.client.db.pool
@@ -349,10 +393,11 @@ class Soak:
         """Wait until nothing is due or running (scheduled retries included), bounded."""
         pool = self.client.db.pool
         with anyio.move_on_after(60):
-            while await pool.fetchval(
+            while await self.retrying(
+                pool.fetchval,
                 f"SELECT count(*) FROM \"{self.schema}\".jobs WHERE state = 'running' "
                 "OR (state IN ('available', 'retryable', 'scheduled') "
-                "AND scheduled_at <= now() + interval '3 seconds')"
+                "AND scheduled_at <= now() + interval '3 seconds')",
             ):
                 await anyio.sleep(0.2)
 
@@ -367,7 +412,8 @@ class Soak:
             f"  failures {sum(ledger.failed.values())}, snoozes {len(ledger.snoozed)}, "
             f"interruptions {sum(ledger.interrupted.values())}, cancels sent {ledger.cancels}\n"
             f"  worker restarts {ledger.restarts} ({ledger.hard_restarts} with a short "
-            f"shutdown_timeout), max lag {self.max_lag:.2f}s\n"
+            f"shutdown_timeout), PostgreSQL restarts {ledger.postgres_restarts}, "
+            f"max lag {self.max_lag:.2f}s, checks skipped {ledger.skipped_checks}\n"
             f"  completed (hooks) {len(ledger.completed_hooks)}\n"
             f"  violations: {len(ledger.violations)}"
         )
@@ -391,14 +437,24 @@ def main() -> int:
         metavar=("MIN", "MAX"),
         help="seconds between worker restarts, drawn uniformly (5 15)",
     )
+    parser.add_argument(
+        "--restart-postgres-every",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="also restart the throwaway PostgreSQL (fast shutdown) this often (off)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="random seed")
     parser.add_argument("--url", help="an existing server instead of a throwaway one")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(levelname)s %(message)s")
     if args.url:
+        if args.restart_postgres_every:
+            parser.error("--restart-postgres-every needs the throwaway server (no --url)")
         return anyio.run(Soak(args, args.url).run)
     with EmbeddedPostgres() as server:
-        return anyio.run(Soak(args, server.url).run)
+        return anyio.run(Soak(args, server.url, server).run)
 
 
 if __name__ == "__main__":

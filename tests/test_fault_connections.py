@@ -318,3 +318,36 @@ async def test_statements_blocked_without_a_timeout_do_not_hold_shutdown(
     assert row is not None and row.state is aqueue.JobState.RUNNING
     assert stopped < 12.0, stopped
     print(f"worker stopped {stopped:.2f}s after stop() with two statements blocked")
+
+
+async def test_rows_locked_by_another_transaction_do_not_stop_the_rest(
+    app: aqueue.App, admin: asyncpg.Connection
+) -> None:
+    # A long transaction holding some waiting jobs (say, an admin UPDATE left open): claims
+    # skip those rows and everything else keeps flowing, claimed and completed.
+    ran: list[int] = []
+
+    @app.job
+    async def item(n: int) -> None:
+        ran.append(n)
+
+    held = await app.enqueue_many([item.build(n=n) for n in range(5)])
+    lock = admin.transaction()
+    await lock.start()
+    try:
+        await admin.execute(
+            f'SELECT 1 FROM "{app.schema}".jobs WHERE id = ANY($1::bigint[]) FOR UPDATE',
+            [job.id for job in held],
+        )
+        async with app.worker({"default": 4}):
+            others = await app.enqueue_many([item.build(n=n) for n in range(5, 55)])
+            for job in others:
+                assert (await app.wait(job.id, timeout=10)).state is aqueue.JobState.COMPLETED
+            assert sorted(ran) == list(range(5, 55))
+            await lock.commit()  # releases the rows; the poll fallback finds them
+            for job in held:
+                assert (await app.wait(job.id, timeout=10)).state is aqueue.JobState.COMPLETED
+    finally:
+        if admin.is_in_transaction():
+            await lock.rollback()
+    assert sorted(ran) == list(range(55))
