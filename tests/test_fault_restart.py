@@ -159,9 +159,9 @@ async def test_outage_enqueue_fails_fast_and_everything_recovers(
         # server down until the scheduled jobs above are overdue.
         while failures < 3 or time.monotonic() - down < 1.0:
             with anyio.fail_after(app.settings.connect_timeout + 3):
-                with pytest.raises(aqueue.DatabaseError):
+                with pytest.raises(aqueue.DatabaseError, match="PostgreSQL at"):
                     await work.enqueue(n=-1)
-                with pytest.raises(aqueue.DatabaseError):
+                with pytest.raises(aqueue.DatabaseError, match="PostgreSQL at"):
                     await app.get_job(first.id)
             failures += 1
             await anyio.sleep(0.05)  # pacing only: each attempt above already failed
