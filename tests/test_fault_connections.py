@@ -40,6 +40,11 @@ async def poll_until(
     raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
+def with_setting(url: str, name: str, value: str) -> str:
+    """The URL with a server setting added (asyncpg sends unknown URL parameters as such)."""
+    return f"{url}{'&' if '?' in url else '?'}{name}={value}"
+
+
 async def count_states(app: aqueue.App) -> dict[str, int]:
     rows = await app.db.pool.fetch(
         f'SELECT state::text AS state, count(*) AS n FROM "{app.schema}".jobs GROUP BY 1'
@@ -170,7 +175,7 @@ async def test_claim_whose_reply_was_lost_is_run_by_its_worker(
     caplog.set_level(logging.INFO, logger="aqueue")
     # statement_timeout in the URL: asyncpg passes unknown URL parameters as server settings.
     app = aqueue.App(
-        aqueue_database_url + "&statement_timeout=200",
+        with_setting(aqueue_database_url, "statement_timeout", "200"),
         schema=make_app().schema,  # the fixture's schema, dropped after the test
         poll_interval=SLOW_POLL,
         shutdown_timeout=5.0,
@@ -219,7 +224,7 @@ async def test_statement_timeout_behind_a_held_lock_does_not_wedge_the_worker(
 ) -> None:
     caplog.set_level(logging.INFO, logger="aqueue")
     app = aqueue.App(
-        aqueue_database_url + "&statement_timeout=300",
+        with_setting(aqueue_database_url, "statement_timeout", "300"),
         schema=make_app().schema,
         poll_interval=SLOW_POLL,
         shutdown_timeout=5.0,
