@@ -356,3 +356,57 @@ async def test_rows_locked_by_another_transaction_do_not_stop_the_rest(
         if admin.is_in_transaction():
             await lock.rollback()
     assert sorted(ran) == list(range(55))
+
+
+async def test_outcome_whose_reply_was_lost_still_runs_its_hooks_once(
+    make_app: Callable[..., aqueue.App],
+    admin: asyncpg.Connection,
+    aqueue_database_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The outcome write's effect, committed, without the reply: the row is made completed
+    # exactly as the write would leave it, while the write itself times out behind a lock.
+    # Its retry then finds nothing to change; the hooks must run anyway, once.
+    caplog.set_level(logging.INFO, logger="aqueue")
+    app = aqueue.App(
+        with_setting(aqueue_database_url, "statement_timeout", "200"),
+        schema=make_app().schema,
+        poll_interval=SLOW_POLL,
+        shutdown_timeout=5.0,
+    )
+    release = anyio.Event()
+    hooked: list[tuple[int, aqueue.JobState, object]] = []
+
+    @app.job
+    async def gated() -> int:
+        await release.wait()
+        return 7
+
+    @app.after_process
+    async def hook(job: aqueue.Job, outcome: aqueue.Outcome) -> None:
+        hooked.append((job.id, outcome.state, outcome.result))
+
+    async with app:
+        await app.migrate()
+        job = await gated.enqueue()
+        async with app.worker({"default": 1}):
+
+            async def running() -> bool:
+                found = await app.get_job(job.id)
+                return found is not None and found.state is aqueue.JobState.RUNNING
+
+            await poll_until(running, what="the job to be claimed")
+            async with admin.transaction():
+                await admin.execute(f'LOCK TABLE "{app.schema}".jobs IN ACCESS EXCLUSIVE MODE')
+                release.set()
+                await poll_until(logged(caplog, "recording outcomes failed"), what="a failed write")
+                await admin.execute(
+                    f"UPDATE \"{app.schema}\".jobs SET state = 'completed', result = '7', "
+                    "finalized_at = now(), node_id = NULL WHERE id = $1",
+                    job.id,
+                )
+            await poll_until(lambda: bool(hooked), what="the hook")
+            done = await app.wait(job.id, timeout=5)
+    assert hooked == [(job.id, aqueue.JobState.COMPLETED, 7)]
+    assert (done.state, done.result, done.attempt) == (aqueue.JobState.COMPLETED, 7, 1)
+    assert not logged(caplog, "not applied")()

@@ -201,6 +201,11 @@ class Database:
         columns = list(zip(*outcomes, strict=True))
         return await self._fetch(self.q.record_outcomes, *map(list, columns))
 
+    async def outcomes_in_place(self, outcomes: Sequence[tuple[int, int, str]]) -> list[Row]:
+        """Of these (id, attempt, state) outcomes, those the rows already show as written."""
+        ids, attempts, states = (list(column) for column in zip(*outcomes, strict=True))
+        return await self._fetch(self.q.outcomes_in_place, ids, attempts, states)
+
     async def cancel_requested(self, job_ids: Sequence[int]) -> list[int]:
         rows = await self._fetch(self.q.cancel_requested, list(job_ids))
         return [row["id"] for row in rows]

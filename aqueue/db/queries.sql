@@ -129,6 +129,18 @@ SELECT done.id, done.finalized_at, done.scheduled_at, done.attempt,
        (SELECT count(*) FROM notified) AS notified
 FROM done;
 
+-- name: outcomes_in_place
+-- After an outcome write failed with its outcome unknown and the retry changed nothing:
+-- the rows that show exactly what the write leaves (its state, the attempt after any
+-- refund, no node), i.e. the failed try had committed. No other writer leaves a row so.
+SELECT j.id, j.finalized_at, j.scheduled_at, j.attempt
+FROM {schema}.jobs AS j
+JOIN unnest($1::bigint[], $2::smallint[], $3::text[]) AS o(id, attempt, state) ON j.id = o.id
+WHERE j.state::text = o.state
+  AND j.node_id IS NULL
+  AND j.attempt = CASE WHEN o.state IN ('available', 'scheduled') THEN o.attempt - 1
+                       ELSE o.attempt END;
+
 -- name: get_job
 SELECT {job_columns} FROM {schema}.jobs WHERE id = $1;
 

@@ -25,7 +25,7 @@ from ..errors import DatabaseError
 from .executor import CompletedAttempt
 
 if TYPE_CHECKING:
-    from ..db.database import Database, OutcomeRow
+    from ..db.database import Database, OutcomeRow, Row
 
 __all__ = ["Completer"]
 
@@ -107,6 +107,7 @@ class Completer:
             for item in batch
         ]
         delay = 0.05
+        unsure = False  # a try failed: it may have committed with its reply lost
         while True:
             try:
                 # Shielded: a write in flight must finish (or fail) as a whole, even when the
@@ -120,6 +121,7 @@ class Completer:
                 break
             except DatabaseError as exc:
                 self._write_scope = None
+                unsure = True
                 if anyio.current_time() >= self._flush_deadline:
                     self._logger.error(
                         "aqueue: could not record %d job outcomes before shutdown (%s); "
@@ -133,6 +135,8 @@ class Completer:
                 delay = min(delay * 2, 2.0)
         self.written += len(written)
         applied = {row["id"]: row for row in written}
+        if unsure and len(applied) != len(batch):
+            applied.update(await self._applied_earlier(batch, applied))
         committed = []
         for item in batch:
             if item.job_id in applied:
@@ -145,3 +149,19 @@ class Completer:
                 len(batch) - len(committed),
             )
         self._on_committed(committed)
+
+    async def _applied_earlier(
+        self, batch: list[CompletedAttempt], applied: dict[int, Row]
+    ) -> dict[int, Row]:
+        # Without this, hooks of an outcome whose first write committed but lost its reply
+        # (PostgreSQL restarting, a dropped connection) would never run.
+        missing = [item for item in batch if item.job_id not in applied]
+        rows: list[Row] = []
+        try:
+            with anyio.CancelScope(shield=True, deadline=self._flush_deadline):
+                rows = await self._db.outcomes_in_place(
+                    [(item.job_id, item.attempt, item.state.value) for item in missing]
+                )
+        except DatabaseError as exc:
+            self._logger.warning("aqueue: could not check %d outcomes (%s)", len(missing), exc)
+        return {row["id"]: row for row in rows}
