@@ -81,6 +81,7 @@ class Ledger:
     enqueue_errors: int = 0
     postgres_restarts: int = 0
     not_applied: int = 0  # outcome writes that found nothing to change (see OutcomeLog)
+    reply_lost: int = 0  # outcome writes that committed but lost their reply
     skipped_checks: int = 0
     violations: list[str] = dataclasses.field(default_factory=list)
 
@@ -91,9 +92,9 @@ class Ledger:
 
 
 class OutcomeLog(logging.Handler):
-    """Counts outcomes the completer reports as not applied. When a connection drops after
-    an outcome write committed but before its reply, the retry changes nothing and the
-    job's hooks do not run (hooks are at-most-once): such completed jobs have no hook."""
+    """Counts what the completer reports: outcomes not applied (a completed job without a
+    hook is allowed only that many times), and outcomes whose write committed but lost
+    its reply, found again by reading the rows (their hooks run)."""
 
     def __init__(self, ledger: Ledger) -> None:
         super().__init__(logging.INFO)
@@ -102,6 +103,8 @@ class OutcomeLog(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if "outcome(s) not applied" in str(record.msg) and record.args:
             self.ledger.not_applied += int(record.args[0])  # type: ignore[index]
+        elif "reply was lost" in str(record.msg) and record.args:
+            self.ledger.reply_lost += int(record.args[0])  # type: ignore[index]
 
 
 def build_app(url: str, schema: str, ledger: Ledger, *, shutdown_timeout: float) -> aqueue.App:
@@ -433,8 +436,8 @@ class Soak:
             f"shutdown_timeout), PostgreSQL restarts {ledger.postgres_restarts}, "
             f"max lag {self.max_lag:.2f}s, checks skipped {ledger.skipped_checks}\n"
             f"  completed (hooks) {len(ledger.completed_hooks)}, completed without a hook "
-            f"{self.without_hook} (reply of the outcome write lost; "
-            f"{ledger.not_applied} reported not applied)\n"
+            f"{self.without_hook} ({ledger.not_applied} outcomes reported not applied); "
+            f"lost replies recovered: {ledger.reply_lost} outcome writes\n"
             f"  violations: {len(ledger.violations)}"
         )
         for message in ledger.violations[:20]:

@@ -164,4 +164,9 @@ class Completer:
                 )
         except DatabaseError as exc:
             self._logger.warning("aqueue: could not check %d outcomes (%s)", len(missing), exc)
+        if rows:
+            self._logger.info(
+                "aqueue: %d outcome(s) found written by an earlier try whose reply was lost",
+                len(rows),
+            )
         return {row["id"]: row for row in rows}
