@@ -88,6 +88,14 @@ def validate_name(field: str, value: object) -> str:
         raise InvalidOption(field, f"must be at most {NAME_MAX} characters, got {len(value)}")
     if "\x00" in value:
         raise InvalidOption(field, "must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (e.g. from a bad decode): no UTF-8 text, so no PostgreSQL text.
+            raise InvalidOption(
+                field, f"must be valid Unicode text (no lone surrogates), got {value!r}"
+            ) from None
     return value
 
 

@@ -38,6 +38,11 @@ _CONNECTION_ERRORS = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # An idle pooled connection that the server just terminated (restart, pg_terminate_backend)
+    # can be handed out before asyncpg has seen the socket close; the query then fails with
+    # "cannot switch to state ...; another operation (2) is in progress". The connection is
+    # gone, and the pool replaces it on the next acquire.
+    asyncpg.exceptions.InternalClientError,
     TimeoutError,
 )
 
@@ -134,6 +139,14 @@ class Database:
                 f"lost the connection to PostgreSQL at {describe_url(self.url)}: "
                 f"{exc or type(exc).__name__}"
             ) from exc
+        except asyncpg.PostgresError as exc:
+            # Any other server error: a shutdown or pg_terminate_backend in the middle of a
+            # statement (57P01), a statement_timeout or lock_timeout (57014, 55P03), an
+            # aborted caller transaction. Callers (producer, completer, enqueue) handle
+            # DatabaseError; a raw asyncpg error would escape them and end the worker.
+            raise DatabaseError(
+                f"PostgreSQL at {describe_url(self.url)} failed a statement [{exc.sqlstate}]: {exc}"
+            ) from exc
 
     async def _fetch(self, sql: str, *args: Any, conn: Any = None) -> list[asyncpg.Record]:
         async with self._errors():
@@ -182,9 +195,18 @@ class Database:
         sql = self.q.claim if full else self.q.claim_lean
         return await self._fetch(sql, queue, limit, kinds, node_id)
 
+    async def adopt_claims(self, queue: str, node_id: str, held: Sequence[int]) -> list[Row]:
+        """Jobs running under ``node_id`` in ``queue`` other than ``held`` (full rows)."""
+        return await self._fetch(self.q.adopt_claims, queue, node_id, list(held))
+
     async def record_outcomes(self, outcomes: Sequence[OutcomeRow]) -> list[Row]:
         columns = list(zip(*outcomes, strict=True))
         return await self._fetch(self.q.record_outcomes, *map(list, columns))
+
+    async def outcomes_in_place(self, outcomes: Sequence[tuple[int, int, str]]) -> list[Row]:
+        """Of these (id, attempt, state) outcomes, those the rows already show as written."""
+        ids, attempts, states = (list(column) for column in zip(*outcomes, strict=True))
+        return await self._fetch(self.q.outcomes_in_place, ids, attempts, states)
 
     async def cancel_requested(self, job_ids: Sequence[int]) -> list[int]:
         rows = await self._fetch(self.q.cancel_requested, list(job_ids))
@@ -206,7 +228,9 @@ class Database:
     async def retry_job(self, job_id: int) -> Row | None:
         try:
             return await self._fetchrow(self.q.retry_job, job_id)
-        except asyncpg.exceptions.UniqueViolationError:
+        except DatabaseError as exc:
+            if not isinstance(exc.__cause__, asyncpg.exceptions.UniqueViolationError):
+                raise
             # A unique job would take its key back while another job holds it.
             holder = await self.retry_unique_conflict(job_id)
             raise JobStateError(

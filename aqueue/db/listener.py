@@ -44,7 +44,18 @@ class Listener:
                 f"cannot open the LISTEN connection to {describe_url(self._url)}: {exc}"
             ) from None
         conn.add_termination_listener(self._terminated)
-        await conn.add_listener(self._channel, self._notified)
+        try:
+            await conn.add_listener(self._channel, self._notified)
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            asyncpg.InternalClientError,
+        ) as exc:
+            # The server went away between connect and LISTEN (a restart in progress): the
+            # supervisor must see this as a failed attempt and retry, not crash.
+            conn.terminate()
+            raise DatabaseError(f"cannot LISTEN on {describe_url(self._url)}: {exc}") from None
         self._conn = conn
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: object) -> None:

@@ -88,6 +88,16 @@ WHERE j.id = picked.id
 RETURNING j.id, j.kind, j.queue, j.args::text AS args, j.attempt, j.max_attempts, j.timeout,
           j.retry::text AS retry;
 
+-- name: adopt_claims
+-- Jobs this worker claimed in one queue but does not hold: a claim that committed while
+-- its reply was lost (the server restarted, the connection dropped). $3 lists every job
+-- the worker still holds (running, waiting for a slot, or outcome not yet written). A
+-- plain read: the rows are already this worker's, so reading them takes nothing away.
+SELECT {job_columns}, timeout, retry::text AS retry
+FROM {schema}.jobs
+WHERE state = 'running' AND queue = $1 AND node_id = $2 AND NOT (id = ANY($3::bigint[]))
+ORDER BY priority, scheduled_at, id;
+
 -- name: record_outcomes
 -- Writes a batch of attempt outcomes. Only rows still running the same attempt change, so a
 -- late write cannot resurrect a job rescued or re-claimed meanwhile. States 'available'
@@ -126,6 +136,18 @@ WITH o AS (
 SELECT done.id, done.finalized_at, done.scheduled_at, done.attempt,
        (SELECT count(*) FROM notified) AS notified
 FROM done;
+
+-- name: outcomes_in_place
+-- After an outcome write failed with its outcome unknown and the retry changed nothing:
+-- the rows that show exactly what the write leaves (its state, the attempt after any
+-- refund, no node), i.e. the failed try had committed. No other writer leaves a row so.
+SELECT j.id, j.finalized_at, j.scheduled_at, j.attempt
+FROM {schema}.jobs AS j
+JOIN unnest($1::bigint[], $2::smallint[], $3::text[]) AS o(id, attempt, state) ON j.id = o.id
+WHERE j.state::text = o.state
+  AND j.node_id IS NULL
+  AND j.attempt = CASE WHEN o.state IN ('available', 'scheduled') THEN o.attempt - 1
+                       ELSE o.attempt END;
 
 -- name: get_job
 SELECT {job_columns} FROM {schema}.jobs WHERE id = $1;

@@ -25,7 +25,7 @@ from ..errors import DatabaseError
 from .executor import CompletedAttempt
 
 if TYPE_CHECKING:
-    from ..db.database import Database, OutcomeRow
+    from ..db.database import Database, OutcomeRow, Row
 
 __all__ = ["Completer"]
 
@@ -46,8 +46,11 @@ class Completer:
         self._logger = logger
         self._flush_timeout = flush_timeout
         self._pending: list[CompletedAttempt] = []
+        self._writing: list[CompletedAttempt] = []
         self._has_items = anyio.Event()
         self._closing = False
+        self._flush_deadline = math.inf
+        self._write_scope: anyio.CancelScope | None = None
         self.written = 0
 
     def submit(self, item: CompletedAttempt) -> None:
@@ -58,9 +61,18 @@ class Completer:
     def backlog(self) -> int:
         return len(self._pending)
 
+    def holding(self) -> list[int]:
+        """Ids of jobs whose outcome is not written yet: their rows still say ``running``."""
+        return [item.job_id for item in (*self._writing, *self._pending)]
+
     def close(self) -> None:
         """Flush what is pending, then let ``run`` return."""
         self._closing = True
+        self._flush_deadline = anyio.current_time() + self._flush_timeout
+        # A write already in flight may be stuck behind a lock with no statement_timeout
+        # to end it; it gets the same deadline, or the worker could never stop.
+        if self._write_scope is not None:
+            self._write_scope.deadline = self._flush_deadline
         self._has_items.set()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -76,7 +88,11 @@ class Completer:
             del self._pending[: self._batch_size]
             if not self._pending and not self._closing:
                 self._has_items = anyio.Event()
-            await self._write(batch)
+            self._writing = batch
+            try:
+                await self._write(batch)
+            finally:
+                self._writing = []
 
     async def _write(self, batch: list[CompletedAttempt]) -> None:
         rows: list[OutcomeRow] = [
@@ -91,18 +107,22 @@ class Completer:
             for item in batch
         ]
         delay = 0.05
-        deadline = math.inf
+        unsure = False  # a try failed: it may have committed with its reply lost
         while True:
-            if self._closing and deadline == math.inf:
-                deadline = anyio.current_time() + self._flush_timeout
             try:
                 # Shielded: a write in flight must finish (or fail) as a whole, even when the
-                # worker is being torn down around it.
-                with anyio.CancelScope(shield=True):
+                # worker is being torn down around it; only the flush deadline ends it.
+                with anyio.CancelScope(shield=True, deadline=self._flush_deadline) as scope:
+                    self._write_scope = scope
                     written = await self._db.record_outcomes(rows)
+                self._write_scope = None
+                if scope.cancelled_caught:
+                    raise DatabaseError(f"no answer within flush_timeout={self._flush_timeout}s")
                 break
             except DatabaseError as exc:
-                if anyio.current_time() >= deadline:
+                self._write_scope = None
+                unsure = True
+                if anyio.current_time() >= self._flush_deadline:
                     self._logger.error(
                         "aqueue: could not record %d job outcomes before shutdown (%s); "
                         "those jobs stay running until rescued as orphans",
@@ -115,6 +135,8 @@ class Completer:
                 delay = min(delay * 2, 2.0)
         self.written += len(written)
         applied = {row["id"]: row for row in written}
+        if unsure and len(applied) != len(batch):
+            applied.update(await self._applied_earlier(batch, applied))
         committed = []
         for item in batch:
             if item.job_id in applied:
@@ -127,3 +149,24 @@ class Completer:
                 len(batch) - len(committed),
             )
         self._on_committed(committed)
+
+    async def _applied_earlier(
+        self, batch: list[CompletedAttempt], applied: dict[int, Row]
+    ) -> dict[int, Row]:
+        # Without this, hooks of an outcome whose first write committed but lost its reply
+        # (PostgreSQL restarting, a dropped connection) would never run.
+        missing = [item for item in batch if item.job_id not in applied]
+        rows: list[Row] = []
+        try:
+            with anyio.CancelScope(shield=True, deadline=self._flush_deadline):
+                rows = await self._db.outcomes_in_place(
+                    [(item.job_id, item.attempt, item.state.value) for item in missing]
+                )
+        except DatabaseError as exc:
+            self._logger.warning("aqueue: could not check %d outcomes (%s)", len(missing), exc)
+        if rows:
+            self._logger.info(
+                "aqueue: %d outcome(s) found written by an earlier try whose reply was lost",
+                len(rows),
+            )
+        return {row["id"]: row for row in rows}

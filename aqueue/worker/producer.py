@@ -24,7 +24,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -55,6 +55,7 @@ class Producer:
         poll_interval: float,
         shutdown_timeout: float,
         logger: logging.Logger,
+        outstanding: Callable[[], Iterable[int]] = tuple,
     ) -> None:
         self.queue = queue
         self.concurrency = concurrency
@@ -69,7 +70,14 @@ class Producer:
         self._poll_interval = poll_interval
         self._shutdown_timeout = shutdown_timeout
         self._logger = logger
+        self._outstanding = outstanding
         self.running: dict[int, RunningJob] = {}
+        self._held: set[int] = set()  # claimed, until the slot running it is done with it
+        # A claim failed: it may have committed on the server with its reply lost (a restart
+        # or dropped connection mid-statement). Its jobs would stay `running` under this live
+        # node forever, so before claiming again we look for them and run them.
+        self._claim_unsure = False
+        self._claim_scope: anyio.CancelScope | None = None
         #: Claimed, waiting for a slot (claimed ahead); ids flagged by app.cancel meanwhile.
         self.waiting: set[int] = set()
         self._cancel_waiting: set[int] = set()
@@ -112,6 +120,10 @@ class Producer:
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        # A claim normally takes milliseconds; one stuck behind a lock (and no
+        # statement_timeout) would hold shutdown forever. It gets shutdown_timeout.
+        if self._claim_scope is not None:
+            self._claim_scope.deadline = anyio.current_time() + self._shutdown_timeout
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         # One long-lived task per concurrency slot, fed through a stream: cheaper than a
@@ -144,21 +156,40 @@ class Producer:
                     self._wake = asyncio.Event()
                     if self._next_due <= anyio.current_time():
                         self._next_due = math.inf
+                    claimed: list[Row] = []
                     try:
-                        sent = time.monotonic()
-                        claimed = await self._db.claim(
-                            self.queue,
-                            free,
-                            self._kinds(),
-                            self._node_id,
-                            full=self._full_rows(),
-                        )
-                        took = time.monotonic() - sent
-                        self._claim_avg = (
-                            took if self._claim_avg is None else 0.8 * self._claim_avg + 0.2 * took
-                        )
+                        with anyio.CancelScope() as scope:
+                            self._claim_scope = scope
+                            if self._claim_unsure:
+                                await self._adopt_lost_claims(handoff)
+                            sent = time.monotonic()
+                            claimed = await self._db.claim(
+                                self.queue,
+                                free,
+                                self._kinds(),
+                                self._node_id,
+                                full=self._full_rows(),
+                            )
+                            took = time.monotonic() - sent
+                            self._claim_avg = (
+                                took
+                                if self._claim_avg is None
+                                else 0.8 * self._claim_avg + 0.2 * took
+                            )
+                        self._claim_scope = None
                         backoff = 0.1
+                        if scope.cancelled_caught:
+                            self._logger.warning(
+                                "aqueue: queue %r: claim still blocked after "
+                                "shutdown_timeout=%ss; abandoned (jobs it may have claimed "
+                                "are rescued as orphans)",
+                                self.queue,
+                                self._shutdown_timeout,
+                            )
+                            break
                     except DatabaseError as exc:
+                        self._claim_scope = None
+                        self._claim_unsure = True
                         self._logger.warning(
                             "aqueue: claim on queue %r failed (%s); retrying", self.queue, exc
                         )
@@ -166,13 +197,7 @@ class Producer:
                             await self._wake.wait()
                         backoff = min(backoff * 2, 5.0)
                         continue
-                    self._busy += len(claimed)
-                    self.claimed += len(claimed)
-                    if claimed:
-                        self._idle = asyncio.Event() if self._idle.is_set() else self._idle
-                    for row in claimed:
-                        self.waiting.add(row["id"])
-                        handoff.put_nowait(row)
+                    self._hand_off(claimed, handoff)
                     if len(claimed) == free:
                         continue  # maybe more due; slots will free and wake us
                 elif self._wake.is_set():
@@ -194,6 +219,32 @@ class Producer:
                 self._executor.stopping_hard = True
             jobs.cancel_scope.cancel()
 
+    def _hand_off(self, rows: Sequence[Row], handoff: asyncio.Queue[Row]) -> None:
+        self._busy += len(rows)
+        self.claimed += len(rows)
+        if rows:
+            self._idle = asyncio.Event() if self._idle.is_set() else self._idle
+        for row in rows:
+            self._held.add(row["id"])
+            self.waiting.add(row["id"])
+            handoff.put_nowait(row)
+
+    async def _adopt_lost_claims(self, handoff: asyncio.Queue[Row]) -> None:
+        # What this worker holds is known synchronously: a slot hands a finished job to the
+        # completer before letting go of it, so every job is in one set or the other.
+        held = [*self._held, *self._outstanding()]
+        adopted = await self._db.adopt_claims(self.queue, self._node_id, held)
+        self._claim_unsure = False
+        if adopted:
+            self._logger.warning(
+                "aqueue: queue %r: %d job(s) claimed by a statement whose reply was lost; "
+                "running them now",
+                self.queue,
+                len(adopted),
+            )
+            # May exceed the free slots for a moment; the handoff queue absorbs it.
+            self._hand_off(adopted, handoff)
+
     async def _slot(self, handoff: asyncio.Queue[Row]) -> None:
         while True:
             # One scope serves job after job; a job's cancel or timeout cancels it, the
@@ -208,7 +259,7 @@ class Producer:
                         # Cancelled while it waited: it never runs, not even to a first await.
                         self._cancel_waiting.discard(job_id)
                         self._executor.cancel_unstarted(row)
-                        self._finished()
+                        self._finished(job_id)
                         continue
                     running = RunningJob(job_id, row["attempt"], scope)
                     self.running[job_id] = running
@@ -221,9 +272,10 @@ class Producer:
                             took if self._run_avg is None else 0.8 * self._run_avg + 0.2 * took
                         )
                         del self.running[job_id]
-                        self._finished()
+                        self._finished(job_id)
 
-    def _finished(self) -> None:
+    def _finished(self, job_id: int) -> None:
+        self._held.discard(job_id)
         self._busy -= 1
         if not self._busy:
             self._idle.set()
@@ -237,4 +289,4 @@ class Producer:
             self.waiting.discard(row["id"])
             self._cancel_waiting.discard(row["id"])
             self._executor.hand_back(row)
-            self._finished()
+            self._finished(row["id"])

@@ -113,6 +113,7 @@ class Worker:
                 poll_interval=settings.poll_interval,
                 shutdown_timeout=settings.shutdown_timeout,
                 logger=self._logger,
+                outstanding=self._completer.holding,
             )
             for queue, concurrency in self.queues.items()
         }
