@@ -122,7 +122,11 @@ WITH o AS (
         cancel_requested_at = NULL,
         node_id = NULL
     FROM o
-    WHERE j.id = o.id AND j.state = 'running' AND j.attempt = o.attempt
+    -- state::text, not state: with `state = 'running'` the planner may pick the partial
+    -- index of running jobs, which (until vacuum) still lists every job that ever ran, and
+    -- walk all of it for each batch (measured: 20x slower drains after an ANALYZE). The
+    -- primary key is the right path for a batch of ids.
+    WHERE j.id = o.id AND j.state::text = 'running' AND j.attempt = o.attempt
     RETURNING j.id, j.finalized_at, j.scheduled_at, j.attempt
 ), notified AS (
     -- Wakes app.wait() callers; ids are chunked to stay under NOTIFY's 8000-byte payload limit.
@@ -220,7 +224,7 @@ SELECT old.state::text AS state, (SELECT count(*) FROM deleted) AS changed FROM 
 -- Running jobs of this node that app.cancel flagged: covers a cancel notification this
 -- node missed (e.g. while its LISTEN connection was being re-established).
 SELECT id FROM {schema}.jobs
-WHERE id = ANY($1::bigint[]) AND state = 'running' AND cancel_requested_at IS NOT NULL;
+WHERE id = ANY($1::bigint[]) AND state::text = 'running' AND cancel_requested_at IS NOT NULL;
 
 -- name: migration_lock
 -- Transaction-scoped: processes migrating at once queue here, then see each other's work.
