@@ -12,32 +12,16 @@ import collections
 import logging
 import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import anyio
 import asyncpg
 import pytest
 
 import aqueue
+from tests.support import eventually
 
 SLOW_POLL = 30.0  # nothing below may rely on the poll fallback to be picked up in time
-
-
-async def poll_until(
-    predicate: Callable[[], Awaitable[bool]] | Callable[[], bool],
-    *,
-    timeout: float = 10.0,
-    what: str = "",
-) -> None:
-    with anyio.move_on_after(timeout):
-        while True:
-            value = predicate()
-            if not isinstance(value, bool):
-                value = await value
-            if value:
-                return
-            await anyio.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
 
 
 def with_setting(url: str, name: str, value: str) -> str:
@@ -78,7 +62,7 @@ async def pickup_latencies(
     for n in numbers:
         sent = time.monotonic()
         await app.enqueue("timed", {"n": n})
-        await poll_until(lambda n=n: n in started, timeout=5, what=f"job {n} to start")
+        await eventually(lambda n=n: n in started, timeout=5, what=f"job {n} to start")
         latencies.append(started[n] - sent)
     return latencies
 
@@ -108,7 +92,7 @@ async def test_lost_listen_connection_recovers_with_normal_latency(
             async def reconnected() -> bool:
                 return bool(await listen_pids(admin, app) - {pid})
 
-            await poll_until(reconnected, what="a new LISTEN connection")
+            await eventually(reconnected, what="a new LISTEN connection")
             recovery = time.monotonic() - killed_at
             after = await pickup_latencies(app, started, range(10, 30))
 
@@ -144,7 +128,7 @@ async def test_pool_connections_killed_under_load_lose_nothing(
             await app.enqueue_many([work.build(n=n) for n in range(600)])
             kills = 0
             for threshold in (100, 250, 400):
-                await poll_until(lambda t=threshold: sum(runs.values()) >= t, timeout=20)
+                await eventually(lambda t=threshold: sum(runs.values()) >= t, timeout=20)
                 # Every connection of this App: its pool (claims, outcome writes) and its
                 # LISTEN connection, in the middle of whatever they are doing.
                 kills += await admin.fetchval(
@@ -152,12 +136,12 @@ async def test_pool_connections_killed_under_load_lose_nothing(
                     "WHERE application_name IN ('aqueue', 'aqueue-listen') "
                     "AND datname = current_database()"
                 )
-            await poll_until(lambda: len(runs) == 600, timeout=30, what="all jobs to run")
+            await eventually(lambda: len(runs) == 600, timeout=30, what="all jobs to run")
 
             async def all_final() -> bool:
                 return await count_states(app) == {"completed": 600}
 
-            await poll_until(all_final, timeout=15, what="all outcomes written")
+            await eventually(all_final, timeout=15, what="all outcomes written")
     assert kills >= 3
     assert sorted(runs) == list(range(600))
     assert [n for n, c in runs.items() if c > 1] == []
@@ -205,7 +189,7 @@ async def test_claim_whose_reply_was_lost_is_run_by_its_worker(
                         "claim on queue 'default' failed" in r.getMessage() for r in caplog.records
                     )
 
-                await poll_until(claim_timed_out, what="a claim to hit statement_timeout")
+                await eventually(claim_timed_out, what="a claim to hit statement_timeout")
             with anyio.fail_after(5):
                 await ran.wait()
             done = await app.wait(job.id, timeout=5)
@@ -245,7 +229,7 @@ async def test_statement_timeout_behind_a_held_lock_does_not_wedge_the_worker(
         await app.migrate()
         async with app.worker({"default": 4}):
             await app.enqueue_many([slow.build(n=n) for n in range(12)])
-            await poll_until(lambda: len(started) == 4, what="four jobs to start")
+            await eventually(lambda: len(started) == 4, what="four jobs to start")
             async with admin.transaction():
                 # Held like a migration or a long ALTER would hold it: every statement on
                 # the jobs table waits, and gives up after statement_timeout.
@@ -254,10 +238,10 @@ async def test_statement_timeout_behind_a_held_lock_does_not_wedge_the_worker(
                 with anyio.fail_after(3):
                     with pytest.raises(aqueue.DatabaseError, match="57014"):
                         await slow.enqueue(n=99)
-                await poll_until(logged(caplog, "recording outcomes failed"), what="write retry")
-                await poll_until(logged(caplog, "claim on queue 'default' failed"), what="retry")
+                await eventually(logged(caplog, "recording outcomes failed"), what="write retry")
+                await eventually(logged(caplog, "claim on queue 'default' failed"), what="retry")
             unlocked = time.monotonic()
-            await poll_until(lambda: len(runs) == 12, what="the backlog to drain after unlock")
+            await eventually(lambda: len(runs) == 12, what="the backlog to drain after unlock")
             drained = time.monotonic() - unlocked
             late = await slow.enqueue(n=12)
             with anyio.fail_after(5):
@@ -310,7 +294,7 @@ async def test_statements_blocked_without_a_timeout_do_not_hold_shutdown(
                         >= 2
                     )
 
-                await poll_until(both_blocked, what="a claim and an outcome write to block")
+                await eventually(both_blocked, what="a claim and an outcome write to block")
                 stopping = time.monotonic()
                 with anyio.fail_after(15):
                     await worker.stop()
@@ -395,17 +379,17 @@ async def test_outcome_whose_reply_was_lost_still_runs_its_hooks_once(
                 found = await app.get_job(job.id)
                 return found is not None and found.state is aqueue.JobState.RUNNING
 
-            await poll_until(running, what="the job to be claimed")
+            await eventually(running, what="the job to be claimed")
             async with admin.transaction():
                 await admin.execute(f'LOCK TABLE "{app.schema}".jobs IN ACCESS EXCLUSIVE MODE')
                 release.set()
-                await poll_until(logged(caplog, "recording outcomes failed"), what="a failed write")
+                await eventually(logged(caplog, "recording outcomes failed"), what="a failed write")
                 await admin.execute(
                     f"UPDATE \"{app.schema}\".jobs SET state = 'completed', result = '7', "
                     "finalized_at = now(), node_id = NULL WHERE id = $1",
                     job.id,
                 )
-            await poll_until(lambda: bool(hooked), what="the hook")
+            await eventually(lambda: bool(hooked), what="the hook")
             done = await app.wait(job.id, timeout=5)
     assert hooked == [(job.id, aqueue.JobState.COMPLETED, 7)]
     assert (done.state, done.result, done.attempt) == (aqueue.JobState.COMPLETED, 7, 1)

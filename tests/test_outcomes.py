@@ -5,29 +5,19 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import pydantic
 import pytest
 
 import aqueue
+from tests.support import eventually
 
-T = TypeVar("T")
 ERROR_KEYS = {"attempt", "at", "type", "message", "traceback"}
 QUICK = aqueue.Backoff(base=0.02, jitter=0)
-
-
-async def poll_until(check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0) -> T:
-    """Re-run ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    with anyio.fail_after(timeout):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await anyio.sleep(0.02)
 
 
 async def job_in_state(app: aqueue.App, job_id: int, state: aqueue.JobState) -> aqueue.Job:
@@ -35,7 +25,7 @@ async def job_in_state(app: aqueue.App, job_id: int, state: aqueue.JobState) -> 
         job = await app.get_job(job_id)
         return job if job is not None and job.state is state else None
 
-    return await poll_until(check)
+    return await eventually(check)
 
 
 async def stored_json_type(app: aqueue.App, job_id: int) -> str | None:
@@ -393,7 +383,7 @@ async def test_backoff_grows_exponentially_with_jitter_bounds(app: aqueue.App) -
             ok = found.state is aqueue.JobState.RETRYABLE and len(found.errors) == 2
             return found if ok else None
 
-        waiting = await poll_until(second_failure)
+        waiting = await eventually(second_failure)
     assert waiting.attempt == 2
     assert 1.75 <= retry_delay(waiting) < 3.5
 

@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
 import anyio
 import pytest
 
 import aqueue
+from tests.support import eventually
 
-T = TypeVar("T")
 SLOW_POLL = 30.0  # far longer than any wait below: a pick-up within seconds needs NOTIFY
 SETTLE = 0.3  # lets an idle worker finish its post-job claim and go to sleep
-
-
-async def poll_until(check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0) -> T:
-    with anyio.fail_after(timeout):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await anyio.sleep(0.02)
 
 
 async def listen_backends(app: aqueue.App) -> list[tuple[int, str]]:
@@ -109,7 +99,7 @@ async def test_worker_reconnects_its_listen_connection(
                 for pid, query in await listen_backends(app)
             )
 
-        await poll_until(reconnected)
+        await eventually(reconnected)
         for n in range(1, 4):
             await anyio.sleep(SETTLE)
             job = await app.enqueue("ping", {"n": n}, allow_unknown=True)
@@ -186,7 +176,7 @@ async def test_four_nodes_drain_a_queue_running_each_job_once(
         async def all_final() -> bool:
             return len(await app.list_jobs(state="completed", limit=1000)) == total
 
-        await poll_until(all_final, timeout=30)
+        await eventually(all_final, timeout=30)
 
     assert runs == {n: 1 for n in range(total)}
     finished = await app.list_jobs(limit=1000)
