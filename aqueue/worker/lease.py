@@ -62,7 +62,6 @@ class LeaseKeeper:
         logger: logging.Logger,
         *,
         info: Callable[[], dict[str, Any]] | None = None,
-        on_change: Callable[[Tenure | None], None] | None = None,
     ) -> None:
         self.name = name
         self.holder = holder
@@ -72,7 +71,6 @@ class LeaseKeeper:
         self._notifier = notifier
         self._logger = logger
         self._info = info
-        self._on_change = on_change
         self._released = anyio.Event()
 
     def _info_json(self) -> str | None:
@@ -136,14 +134,14 @@ class LeaseKeeper:
     async def _hold(
         self, tenure: Tenure, deadline: float, body: Callable[[Tenure], Awaitable[None]]
     ) -> None:
-        self._set_tenure(tenure)
+        self.tenure = tenure
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._renew, tenure, deadline, tg.cancel_scope)
                 await body(tenure)
                 tg.cancel_scope.cancel()
         finally:
-            self._set_tenure(None)
+            self.tenure = None
             if not tenure.lost.is_set():
                 await self._release()
 
@@ -170,8 +168,3 @@ class LeaseKeeper:
             tenure.lost.set()
             scope.cancel()
             return
-
-    def _set_tenure(self, tenure: Tenure | None) -> None:
-        self.tenure = tenure
-        if self._on_change is not None:
-            self._on_change(tenure)
