@@ -24,7 +24,13 @@ from .definition import (
     require_coroutine_function,
 )
 from .enqueue import DEFAULT_QUEUE, ResolvedOptions, insert_unique
-from .errors import ConfigurationError, InvalidJobArgs, InvalidOption, JobStateError
+from .errors import (
+    ConfigurationError,
+    InvalidJobArgs,
+    InvalidOption,
+    JobNotFound,
+    JobStateError,
+)
 from .jobs import Job, JobContext, JobState
 from .options import (
     Backoff,
@@ -476,11 +482,11 @@ class App:
         """Make a scheduled, retryable, discarded or cancelled job available now.
 
         A job out of attempts gets one more. Raises ``JobStateError`` for other states
-        and ``LookupError`` when there is no such job.
+        and ``JobNotFound`` (a ``LookupError``) when there is no such job.
         """
         found = await self.db.retry_job(_job_id(job_id))
         if found is None:
-            raise LookupError(f"job {job_id} does not exist")
+            raise JobNotFound(job_id)
         if not found["changed"]:
             raise JobStateError(
                 f"job {job_id} is {found['state']}: only scheduled, retryable, "
@@ -488,7 +494,7 @@ class App:
             )
         job = await self.get_job(job_id)
         if job is None:
-            raise LookupError(f"job {job_id} was deleted meanwhile")
+            raise JobNotFound(job_id, "was deleted meanwhile")
         return job
 
     async def delete(self, job_id: int) -> bool:
@@ -514,7 +520,7 @@ class App:
                 with notifier.final_subscription(job_id) as finalized:
                     job = await self.get_job(job_id)
                     if job is None:
-                        raise LookupError(f"job {job_id} does not exist")
+                        raise JobNotFound(job_id)
                     if job.state.is_final:
                         return job
                     # Polling covers a notification lost while the listener reconnects.

@@ -28,7 +28,7 @@ from typing import Any
 
 from . import control
 from .app import App
-from .errors import AqueueError, JobStateError, UnknownJobKind, UnknownQueue
+from .errors import AqueueError, JobNotFound, JobStateError, UnknownJobKind, UnknownQueue
 from .jobs import Job, JobState
 
 __all__ = ["EXIT_NOT_FOUND", "EXIT_REFUSED", "EXIT_TIMEOUT", "add_commands"]
@@ -116,10 +116,7 @@ def _connected(handler: Handler, load_app: LoadApp) -> Callable[[argparse.Namesp
         try:
             async with app:
                 return await handler(app, args)
-        except (UnknownQueue, UnknownJobKind, LookupError) as exc:
-            if isinstance(exc, KeyError | IndexError):
-                raise  # a bug, not an answer
-            # The admin calls raise LookupError for "no such job, queue or kind".
+        except (UnknownQueue, UnknownJobKind, JobNotFound) as exc:
             return _fail(exc, EXIT_NOT_FOUND)
         except JobStateError as exc:
             return _fail(exc, EXIT_REFUSED)
@@ -128,8 +125,7 @@ def _connected(handler: Handler, load_app: LoadApp) -> Callable[[argparse.Namesp
 
 
 def _fail(exc: BaseException, status: int) -> int:
-    message = str(exc.args[0]) if isinstance(exc, LookupError) and exc.args else str(exc)
-    print(f"aqueue: error: {message}", file=sys.stderr)
+    print(f"aqueue: error: {exc}", file=sys.stderr)
     return status
 
 
@@ -236,7 +232,7 @@ async def _jobs_list(app: App, args: argparse.Namespace) -> int:
 async def _jobs_show(app: App, args: argparse.Namespace) -> int:
     job = await app.get_job(args.id)
     if job is None:
-        raise LookupError(f"job {args.id} does not exist")
+        raise JobNotFound(args.id)
     print(json.dumps(_job_data(job), default=_plain, indent=2) if args.json else _show(job))
     return 0
 
@@ -251,7 +247,7 @@ async def _jobs_cancel(app: App, args: argparse.Namespace) -> int:
     before = await app.get_job(args.id)
     job = await app.cancel(args.id) if before is not None else None
     if before is None or job is None:
-        raise LookupError(f"job {args.id} does not exist")
+        raise JobNotFound(args.id)
     if before.state.is_final:
         text = f"job {job.id} was already {before.state.value}: nothing to cancel"
     elif job.state is JobState.RUNNING:
@@ -264,7 +260,7 @@ async def _jobs_cancel(app: App, args: argparse.Namespace) -> int:
 
 async def _jobs_delete(app: App, args: argparse.Namespace) -> int:
     if not await app.delete(args.id):
-        raise LookupError(f"job {args.id} does not exist")
+        raise JobNotFound(args.id)
     if args.json:
         _print_json({"id": args.id, "deleted": True})
     else:

@@ -45,6 +45,8 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
 
+from .errors import EmbeddedPostgresError
+
 __all__ = ["EmbeddedPostgres", "EmbeddedPostgresError", "find_system_binaries"]
 
 _T = TypeVar("_T")
@@ -92,10 +94,6 @@ _PR_SET_PDEATHSIG = 1
 # SIGQUIT makes the postmaster do an immediate shutdown: it takes its backends down with
 # it and releases shared memory and the socket. SIGKILL would leave a SysV segment behind.
 _DEATH_SIGNAL = signal.SIGQUIT
-
-
-class EmbeddedPostgresError(RuntimeError):
-    """No PostgreSQL binaries are available, or the server could not be started."""
 
 
 @dataclass(frozen=True)

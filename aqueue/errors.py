@@ -9,10 +9,14 @@ The tree::
      ├── InvalidJobArgs              arguments fail validation (also ValueError)
      ├── UnknownJobKind              no job registered under that kind (also LookupError)
      ├── UnknownQueue                no job, pause or live worker names it (also LookupError)
+     ├── JobNotFound                 no job has that id (also LookupError)
      ├── JobStateError               the job's state forbids the operation
      ├── DatabaseError               PostgreSQL unreachable, or schema not migrated
      │    └── SchemaNotMigrated
-     └── AppNotOpen                  the App is used outside ``async with app``
+     ├── AppNotOpen                  the App is used outside ``async with app``
+     ├── EmbeddedPostgresError       the throwaway server cannot start (also RuntimeError)
+     ├── JobTimeout                  recorded: the job ran past its timeout (also TimeoutError)
+     └── ResultNotJSON               recorded: the result is not JSON (also TypeError)
 
     JobAction (Exception)            raised inside a job to pick its outcome
      ├── Snooze(seconds)             run again later; the attempt is not consumed
@@ -32,10 +36,14 @@ __all__ = [
     "DatabaseError",
     "Discard",
     "DuplicateJobKind",
+    "EmbeddedPostgresError",
     "InvalidJobArgs",
     "InvalidOption",
     "JobAction",
+    "JobNotFound",
     "JobStateError",
+    "JobTimeout",
+    "ResultNotJSON",
     "SchemaNotMigrated",
     "Snooze",
     "UnknownJobKind",
@@ -101,6 +109,17 @@ class UnknownQueue(AqueueError, LookupError):
         return str(self.args[0])
 
 
+class JobNotFound(AqueueError, LookupError):
+    """No job has this id (it never existed, or it was deleted or pruned)."""
+
+    def __init__(self, job_id: int, detail: str = "does not exist") -> None:
+        super().__init__(f"job {job_id} {detail}")
+        self.job_id = job_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class DuplicateJobKind(ConfigurationError):
     """Two jobs (or a job and an alias) claim one kind."""
 
@@ -119,6 +138,18 @@ class SchemaNotMigrated(DatabaseError):
 
 class AppNotOpen(AqueueError):
     """The App's pool is not open: use ``async with app:`` (or ``await app.open()``)."""
+
+
+class EmbeddedPostgresError(AqueueError, RuntimeError):
+    """No PostgreSQL binaries are available, or the throwaway server could not be started."""
+
+
+class JobTimeout(AqueueError, TimeoutError):
+    """The job ran longer than its ``timeout`` (recorded in ``Job.errors``, then retried)."""
+
+
+class ResultNotJSON(AqueueError, TypeError):
+    """The job returned a value that cannot be stored as JSON (the job is discarded)."""
 
 
 class JobAction(Exception):

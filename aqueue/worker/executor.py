@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pydantic_core
 
-from ..errors import Cancel, Discard, InvalidJobArgs, Snooze
+from ..errors import Cancel, Discard, InvalidJobArgs, JobTimeout, ResultNotJSON, Snooze
 from ..jobs import JobContext, JobState, Outcome
 from ..options import Backoff
 
@@ -41,14 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["CompletedAttempt", "Executor", "RunningJob"]
 
 DEFAULT_BACKOFF = Backoff()
-
-
-class JobTimeout(TimeoutError):
-    """The job ran longer than its ``timeout``."""
-
-
-class ResultNotJSON(TypeError):
-    """The job returned a value that cannot be stored as JSON."""
 
 
 class RunningJob:
