@@ -4,7 +4,9 @@ The public API is what this module exports; everything else is private.
 """
 
 from .app import App
+from .backoff import Backoff
 from .cluster import ClusterStatus, Drift, LeaseInfo, NodeInfo
+from .context import JobContext, PersistentContext
 from .control import QueueStats
 from .definition import ConfiguredJob, JobDefinition, JobRequest
 from .errors import (
@@ -27,10 +29,8 @@ from .errors import (
     UnknownJobKind,
     UnknownQueue,
 )
-from .jobs import Job, JobContext, JobState, Outcome
-from .options import Backoff
+from .jobs import Job, JobState, Outcome
 from .unique import Unique
-from .worker.persistent import PersistentContext
 from .worker.worker import Worker
 
 __version__ = "0.1.0"

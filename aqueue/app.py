@@ -1,21 +1,30 @@
-"""``aqueue.App``: configuration, the job registry, the pool, enqueue and admin calls."""
+"""``aqueue.App``: the façade. It holds the settings, the registry, the database and the
+enqueue path, and every call delegates below: enqueue to ``enqueue.py``, job admin to
+``admin.py``, queue and kind control to ``control.py``, workers to ``worker/``.
+
+Nothing below this module imports it (DESIGN §6); the two contexts user code receives
+(``context.py``) name it as a type only. Workers get a ``Runtime`` instead.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timedelta
-from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
 
 import anyio
-import pydantic_core
 from anyio.abc import TaskStatus
+from typing_extensions import Unpack
 
-from . import control
+from .admin import JobAdmin
+from .bounds import APP_CLOSE_TIMEOUT
 from .cluster import ClusterStatus, LeaseInfo, NodeInfo, find_drift
-from .config import build_settings, resolve_database_url, validate_schema_name
-from .db.database import Database, InsertRow, Row
+from .config import SettingsOptions, build_settings, resolve_database_url
+from .context import JobContext, PersistentContext
+from .control import Control, QueueStats
+from .db.database import Database
+from .db.notifier import Notifier
 from .definition import (
     AfterProcessHook,
     ConfiguredJob,
@@ -23,27 +32,15 @@ from .definition import (
     JobRequest,
     require_coroutine_function,
 )
-from .enqueue import DEFAULT_QUEUE, ResolvedOptions, insert_unique
-from .errors import (
-    ConfigurationError,
-    InvalidJobArgs,
-    InvalidOption,
-    JobNotFound,
-    JobStateError,
-)
-from .jobs import Job, JobContext, JobState
-from .options import (
-    Backoff,
-    Options,
-    json_nul_problems,
-    validate_name,
-    validate_registered_name,
-)
-from .registry import Registry
-from .unique import Unique
-from .worker.notifier import Notifier
-from .worker.periodic import CronSchedule, PeriodicEntry
-from .worker.persistent import PersistentDefinition, PersistentFn
+from .enqueue import DEFAULT_QUEUE, Enqueuer
+from .errors import ConfigurationError
+from .jobs import Job, JobState
+from .options import EnqueueOptions, JobOptions, Options
+from .persistent import PersistentDefinition, PersistentFn
+from .registry import Middleware, Registry
+from .schedule import CronSchedule, PeriodicEntry
+from .validate import validate_name, validate_registered_name
+from .worker.runtime import Runtime
 from .worker.worker import Worker
 
 __all__ = ["App"]
@@ -51,6 +48,7 @@ __all__ = ["App"]
 P = ParamSpec("P")
 R = TypeVar("R")
 H = TypeVar("H", bound=AfterProcessHook)
+M = TypeVar("M", bound=Middleware)
 
 
 class _JobDecorator(Protocol):
@@ -67,7 +65,8 @@ class App:
     """One aqueue application: jobs registered on it, a pool to one database schema.
 
     ``url`` is a ``postgresql://`` URL; ``None`` reads ``AQUEUE_DATABASE_URL``. Settings
-    (all keyword-only, validated here) are documented in docs/configuration.md.
+    (all keyword-only, validated here; ``config.Settings`` holds their defaults and
+    bounds) are documented in docs/configuration.md.
     """
 
     def __init__(
@@ -75,50 +74,37 @@ class App:
         url: str | None = None,
         *,
         schema: str = "aqueue",
-        poll_interval: float = 1.0,
-        heartbeat_interval: float = 2.0,
-        node_ttl: float = 15.0,
-        shutdown_timeout: float = 30.0,
-        retention: float | timedelta = 7 * 86400.0,
-        leader_ttl: float = 10.0,
-        pool_size: int = 10,
-        connect_timeout: float = 10.0,
-        completer_batch: int = 1000,
-        prune_interval: float = 60.0,
-        restart_delay: float = 1.0,
-        restart_delay_max: float = 60.0,
         logger: logging.Logger | None = None,
+        **settings: Unpack[SettingsOptions],
     ) -> None:
         self.url = resolve_database_url(url)
-        validate_schema_name(schema)
-        if isinstance(retention, timedelta):
-            retention = retention.total_seconds()
-        self.settings = build_settings(
-            schema_name=schema,
-            poll_interval=poll_interval,
-            heartbeat_interval=heartbeat_interval,
-            node_ttl=node_ttl,
-            shutdown_timeout=shutdown_timeout,
-            retention=retention,
-            leader_ttl=leader_ttl,
-            pool_size=pool_size,
-            connect_timeout=connect_timeout,
-            completer_batch=completer_batch,
-            prune_interval=prune_interval,
-            restart_delay=restart_delay,
-            restart_delay_max=restart_delay_max,
-        )
+        self.settings = build_settings(schema, settings)
         self.logger = logger or logging.getLogger("aqueue")
         self.registry = Registry()
         self.db = Database(
             self.url,
             schema,
-            pool_size=pool_size,
-            connect_timeout=connect_timeout,
+            pool_size=self.settings.pool_size,
+            connect_timeout=self.settings.connect_timeout,
             logger=self.logger,
+        )
+        self._enqueuer = Enqueuer(self.db, self.registry)
+        self._jobs = JobAdmin(self.db, self.notifier, poll_interval=self.settings.poll_interval)
+        self._control = Control(
+            self.db, self.registry, poll_interval=self.settings.poll_interval, logger=self.logger
         )
         self._notifier: Notifier | None = None
         self._notifier_lock = anyio.Lock()
+        self.runtime = Runtime(
+            db=self.db,
+            registry=self.registry,
+            settings=self.settings,
+            logger=self.logger,
+            enqueuer=self._enqueuer,
+            notifier=self.notifier,
+            job_context=self._job_context,
+            persistent_context=self._persistent_context,
+        )
 
     @property
     def schema(self) -> str:
@@ -126,6 +112,22 @@ class App:
 
     def __repr__(self) -> str:
         return f"<aqueue.App schema={self.schema!r} jobs={len(self.registry.definitions())}>"
+
+    def _job_context(self, job: Job) -> JobContext:
+        return JobContext(job=job, app=self, logger=self.logger)
+
+    def _persistent_context(
+        self, *, name: str, replica: int, node_id: str, term: int, lease_lost: anyio.Event
+    ) -> PersistentContext:
+        return PersistentContext(
+            name=name,
+            replica=replica,
+            node_id=node_id,
+            term=term,
+            logger=self.logger,
+            lease_lost=lease_lost,
+            app=self,
+        )
 
     # -- registration -----------------------------------------------------------------------
 
@@ -142,15 +144,8 @@ class App:
         self,
         *,
         name: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        timeout: float | timedelta | None = None,
-        tags: Sequence[str] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        retry: Backoff | None = None,
         aliases: Sequence[str] = (),
-        unique: Unique | None = None,
+        **defaults: Unpack[JobOptions],
     ) -> _JobDecorator: ...
 
     def job(
@@ -158,27 +153,16 @@ class App:
         fn: Callable[..., Awaitable[Any]] | None = None,
         *,
         name: str | None = None,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        timeout: float | timedelta | None = None,
-        tags: Sequence[str] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        retry: Backoff | None = None,
         aliases: Sequence[str] = (),
-        unique: Unique | None = None,
+        **defaults: Unpack[JobOptions],
     ) -> Any:
-        """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``."""
-        defaults = Options.create(
-            queue=queue,
-            priority=priority,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            tags=tags,
-            meta=meta,
-            retry=retry,
-            unique=unique,
-        )
+        """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``.
+
+        The options (``aqueue.options.JobOptions``) are the job's defaults; each enqueue
+        can override them with ``.options(...)``."""
+        if defaults.keys() - JobOptions.__optional_keys__:
+            Options.create(**defaults)  # raises the TypeError naming the unknown option
+        job_defaults = Options.create(**defaults)
         if isinstance(aliases, str):
             raise ConfigurationError("aliases: must be a list of kind names, not a string")
         alias_tuple = tuple(validate_name("aliases", alias) for alias in aliases)
@@ -186,7 +170,7 @@ class App:
         def register(func: Callable[..., Awaitable[Any]]) -> JobDefinition[Any, Any]:
             kind = validate_name("name", name if name is not None else func.__name__)
             definition: JobDefinition[Any, Any] = JobDefinition(
-                self, func, kind=kind, aliases=alias_tuple, defaults=defaults
+                self._enqueuer, func, kind=kind, aliases=alias_tuple, defaults=job_defaults
             )
             self.registry.add(definition)
             return definition
@@ -199,8 +183,15 @@ class App:
         self.registry.global_hooks.append(hook)
         return hook
 
-    def hooks_for(self, definition: JobDefinition[Any, Any] | None) -> list[AfterProcessHook]:
-        return self.registry.hooks_for(definition)
+    def middleware(self, middleware: M) -> M:
+        """Register ``async def mw(job, call_next)`` around every attempt of every job.
+
+        ``await call_next()`` runs the rest (later middleware, then the job) and returns
+        the job's result, which ``mw`` returns in turn; the first registered is outermost.
+        What ``mw`` raises is the attempt's outcome, as if the job had raised it."""
+        require_coroutine_function(middleware, "middleware")
+        self.registry.middleware.append(middleware)
+        return middleware
 
     def periodic(
         self,
@@ -215,7 +206,10 @@ class App:
         """Enqueue ``job(**kwargs)`` at every ``cron`` slot (in ``timezone``), from the
         elected leader only, once per slot cluster-wide. Bad cron strings, time zones or
         arguments fail here, at registration."""
-        if not isinstance(job, JobDefinition | ConfiguredJob) or job.definition.app is not self:
+        if (
+            not isinstance(job, JobDefinition | ConfiguredJob)
+            or self.registry.get(job.definition.kind) is not job.definition
+        ):
             raise ConfigurationError(
                 f"periodic: expected a job registered on this App with @app.job, got {job!r}"
             )
@@ -263,8 +257,14 @@ class App:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        with anyio.CancelScope(shield=True):
+        # Shielded, so a cancelled caller still closes its connections; bounded, so a
+        # server that stopped answering cannot hold the caller forever.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(APP_CLOSE_TIMEOUT) as scope:
             await self.close()
+        if scope.cancelled_caught:
+            self.logger.warning(
+                "aqueue: closing the pool took over %ss; abandoned", APP_CLOSE_TIMEOUT
+            )
 
     async def migrate(self) -> list[str]:
         """Create or upgrade aqueue's tables; returns the migrations applied now."""
@@ -285,7 +285,7 @@ class App:
         await notifier.start()
         return notifier
 
-    # -- enqueue ----------------------------------------------------------------------------
+    # -- enqueue (enqueue.py) ---------------------------------------------------------------
 
     async def enqueue(
         self,
@@ -293,36 +293,15 @@ class App:
         args: Mapping[str, Any] | None = None,
         *,
         allow_unknown: bool = False,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        timeout: float | timedelta | None = None,
-        scheduled_at: datetime | None = None,
-        schedule_in: float | timedelta | None = None,
-        tags: Sequence[str] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        retry: Backoff | None = None,
-        conn: Any = None,
-        unique: Unique | Literal[False] | None = None,
+        **options: Unpack[EnqueueOptions],
     ) -> Job:
         """Enqueue by kind name. Unknown kinds raise ``UnknownJobKind`` unless
-        ``allow_unknown=True`` (then ``args`` is stored unvalidated, for a worker that knows it)."""
-        options = Options.create(
-            queue=queue,
-            priority=priority,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            scheduled_at=scheduled_at,
-            schedule_in=schedule_in,
-            tags=tags,
-            meta=meta,
-            retry=retry,
-            conn=conn,
-            unique=unique,
+        ``allow_unknown=True`` (then ``args`` is stored unvalidated, for a worker that knows
+        it). The options are those of ``.options(...)``."""
+        request = self.build(
+            kind, args, allow_unknown=allow_unknown, options=Options.create(**options)
         )
-        return await self.enqueue_request(
-            self.build(kind, args, allow_unknown=allow_unknown, options=options)
-        )
+        return await self._enqueuer.enqueue_request(request)
 
     def build(
         self,
@@ -333,114 +312,26 @@ class App:
         options: Options | None = None,
     ) -> JobRequest:
         """A ``JobRequest`` for ``enqueue_many``, by kind name."""
-        validate_name("kind", kind)
-        definition = self.registry.get(kind)
-        if definition is None:
-            if not allow_unknown:
-                self.registry.require(kind)
-            if args is not None and not isinstance(args, Mapping):
-                raise InvalidJobArgs(kind, [("args", "must be a mapping")])
-            try:
-                args_json = pydantic_core.to_json(dict(args or {})).decode()
-            except pydantic_core.PydanticSerializationError as exc:
-                raise InvalidJobArgs(kind, [("args", f"not JSON-serialisable: {exc}")]) from None
-            problems = json_nul_problems(args_json, "args")
-            if problems:
-                raise InvalidJobArgs(kind, problems)
-            return JobRequest(kind, args_json, options or Options())
-        return JobRequest(definition.kind, definition.schema.dump(args or {}), options or Options())
+        return self._enqueuer.build(kind, args, allow_unknown=allow_unknown, options=options)
 
     async def enqueue_request(self, request: JobRequest) -> Job:
-        return (await self._insert([request], request.options.conn))[0]
+        return await self._enqueuer.enqueue_request(request)
 
     async def enqueue_many(self, requests: Sequence[JobRequest], *, conn: Any = None) -> list[Job]:
         """Insert many jobs in one statement (one round trip); returns them in order."""
-        if isinstance(requests, JobRequest) or not isinstance(requests, Sequence):
-            raise InvalidOption("requests", "must be a list of jobs from .build(...)")
-        for request in requests:
-            if not isinstance(request, JobRequest):
-                raise InvalidOption(
-                    "requests", f"expected JobRequest from .build(), got {request!r}"
-                )
-        if not requests:
-            return []
-        conns = {id(r.options.conn) for r in requests if r.options.conn is not None}
-        if conn is None and conns:
-            if len(conns) > 1:
-                raise InvalidOption("conn", "all jobs of one enqueue_many must share one conn")
-            conn = next(r.options.conn for r in requests if r.options.conn is not None)
-        return await self._insert(requests, conn)
+        return await self._enqueuer.enqueue_many(requests, conn=conn)
 
-    async def _insert(self, requests: Sequence[JobRequest], conn: Any) -> list[Job]:
-        # Everything but the arguments depends only on (kind, options), and a batch usually
-        # shares a handful of those: resolve each pair once per call.
-        resolved: dict[tuple[str, int], ResolvedOptions] = {}
-        per_job: list[ResolvedOptions] = []
-        rows: list[InsertRow] = []
-        for request in requests:
-            key = (request.kind, id(request.options))
-            opts = resolved.get(key)
-            if opts is None:
-                opts = resolved[key] = self._resolve(request)
-            per_job.append(opts)
-            rows.append((request.kind, opts.queue, request.args_json, *opts.row_tail))
-        if any(opts.unique is not None for opts in per_job):
-            return await insert_unique(self, rows, requests, per_job, conn)
-        inserted = await self.db.insert_and_notify(rows, conn=conn)
-        return [
-            opts.job(row, request)
-            for row, request, opts in zip(inserted, requests, per_job, strict=True)
-        ]
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Any]:
+        """A connection of the App's pool inside a transaction: pass it as ``conn=`` and
+        the jobs exist only if it commits."""
+        async with self.db.transaction() as conn:
+            yield conn
 
-    def _resolve(self, request: JobRequest) -> ResolvedOptions:
-        definition = self.registry.get(request.kind)
-        defaults = definition.defaults if definition is not None else Options()
-        return ResolvedOptions(defaults.merged(request.options), request.options)
-
-    # -- records ----------------------------------------------------------------------------
-
-    def job_from_row(
-        self,
-        row: Row,
-        *,
-        state: JobState | None = None,
-        result: Any = None,
-        error_json: str | None = None,
-        duplicate: bool = False,
-    ) -> Job:
-        """A ``Job`` from a database row; ``state``/``result``/``error_json`` overlay an outcome
-        the row predates (hooks get the job as it is after the attempt, without a re-read)."""
-        errors = _from_json(row["errors"]) if row["errors"] else []
-        if error_json is not None:
-            errors.append(_from_json(error_json))
-        if state is None:
-            state = JobState(row["state"])
-            result = _from_json(row["result"]) if row["result"] is not None else None
-        return Job(
-            id=row["id"],
-            kind=row["kind"],
-            queue=row["queue"],
-            state=state,
-            args=_from_json(row["args"]),
-            priority=row["priority"],
-            attempt=row["attempt"],
-            max_attempts=row["max_attempts"],
-            scheduled_at=row["scheduled_at"],
-            created_at=row["created_at"],
-            attempted_at=row["attempted_at"],
-            finalized_at=row["finalized_at"],
-            errors=errors,
-            result=result,
-            tags=list(row["tags"]),
-            meta=_from_json(row["meta"]),
-            duplicate=duplicate,
-        )
-
-    # -- admin ------------------------------------------------------------------------------
+    # -- job admin (admin.py) ---------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
-        row = await self.db.get_job(_job_id(job_id))
-        return self.job_from_row(row) if row is not None else None
+        return await self._jobs.get(job_id)
 
     async def list_jobs(
         self,
@@ -451,21 +342,7 @@ class App:
         limit: int = 100,
     ) -> list[Job]:
         """Jobs matching every filter given, oldest first."""
-        if state is not None:
-            try:
-                state = JobState(state).value
-            except ValueError:
-                raise InvalidOption(
-                    "state", f"{state!r} is not one of {', '.join(s.value for s in JobState)}"
-                ) from None
-        if queue is not None:
-            validate_name("queue", queue)
-        if kind is not None:
-            validate_name("kind", kind)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 100_000:
-            raise InvalidOption("limit", f"must be an integer from 1 to 100000, got {limit!r}")
-        rows = await self.db.list_jobs(state, queue, kind, limit)
-        return [self.job_from_row(row) for row in rows]
+        return await self._jobs.list(state=state, queue=queue, kind=kind, limit=limit)
 
     async def cancel(self, job_id: int) -> Job | None:
         """Cancel a job: a waiting one at once, a running one at its next await (any node).
@@ -473,10 +350,7 @@ class App:
         Returns the job as it is now (a running job shows ``running`` until its node stops
         it), or None when there is no such job. Final jobs are left as they are.
         """
-        found = await self.db.cancel_job(_job_id(job_id), "cancelled by app.cancel")
-        if found is None:
-            return None
-        return await self.get_job(job_id)
+        return await self._jobs.cancel(job_id)
 
     async def retry(self, job_id: int) -> Job:
         """Make a scheduled, retryable, discarded or cancelled job available now.
@@ -484,51 +358,15 @@ class App:
         A job out of attempts gets one more. Raises ``JobStateError`` for other states
         and ``JobNotFound`` (a ``LookupError``) when there is no such job.
         """
-        found = await self.db.retry_job(_job_id(job_id))
-        if found is None:
-            raise JobNotFound(job_id)
-        if not found["changed"]:
-            raise JobStateError(
-                f"job {job_id} is {found['state']}: only scheduled, retryable, "
-                "discarded or cancelled jobs can be retried"
-            )
-        job = await self.get_job(job_id)
-        if job is None:
-            raise JobNotFound(job_id, "was deleted meanwhile")
-        return job
+        return await self._jobs.retry(job_id)
 
     async def delete(self, job_id: int) -> bool:
         """Delete a job that is not running. True if deleted, False if there was none."""
-        found = await self.db.delete_job(_job_id(job_id))
-        if found is None:
-            return False
-        if not found["changed"]:
-            raise JobStateError(f"job {job_id} is running: cancel it first, then delete it")
-        return True
+        return await self._jobs.delete(job_id)
 
     async def wait(self, job_id: int, timeout: float | None = None) -> Job:
         """Wait until the job is completed, cancelled or discarded; ``TimeoutError`` otherwise."""
-        job_id = _job_id(job_id)
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout < 0):
-            raise InvalidOption("timeout", f"must be a number >= 0, got {timeout!r}")
-        notifier = await self.notifier()
-        job = await self.get_job(job_id)  # a final job returns even with timeout=0
-        if job is not None and job.state.is_final:
-            return job
-        with anyio.move_on_after(timeout if timeout is not None else float("inf")) as scope:
-            while True:
-                with notifier.final_subscription(job_id) as finalized:
-                    job = await self.get_job(job_id)
-                    if job is None:
-                        raise JobNotFound(job_id)
-                    if job.state.is_final:
-                        return job
-                    # Polling covers a notification lost while the listener reconnects.
-                    with anyio.move_on_after(self.settings.poll_interval * 5):
-                        await finalized.wait()
-        if scope.cancelled_caught:
-            raise TimeoutError(f"job {job_id} did not finish within {timeout}s")
-        raise AssertionError("unreachable")
+        return await self._jobs.wait(job_id, timeout)
 
     # -- cluster ----------------------------------------------------------------------------
 
@@ -538,7 +376,7 @@ class App:
         leases = [LeaseInfo.from_row(row) for row in await self.db.list_leases()]
         return ClusterStatus(nodes=nodes, leases=leases, drift=find_drift(nodes))
 
-    # -- queue and kind control (logic in control.py) ------------------------------------
+    # -- queue and kind control (control.py) ------------------------------------------------
 
     async def pause_queue(self, name: str, *, allow_unknown: bool = False) -> bool:
         """Stop claims from queue ``name`` on every node (persisted, survives restarts).
@@ -546,20 +384,20 @@ class App:
         Returns False if it was paused already. ``UnknownQueue`` for a queue no job, setting
         or live worker names, unless ``allow_unknown`` (to pause a queue before first use).
         """
-        return await control.pause_queue(self, name, allow_unknown=allow_unknown)
+        return await self._control.pause_queue(name, allow_unknown=allow_unknown)
 
     async def resume_queue(self, name: str) -> bool:
         """Let queue ``name`` be claimed again and wake its workers; False if not paused."""
-        return await control.resume_queue(self, name)
+        return await self._control.resume_queue(name)
 
-    async def queue_stats(self, name: str | None = None) -> dict[str, control.QueueStats]:
+    async def queue_stats(self, name: str | None = None) -> dict[str, QueueStats]:
         """Counts per state, oldest due age, running per node and jobs no live worker can
         run, by queue name (only queue ``name`` when given)."""
-        return await control.queue_stats(self, name)
+        return await self._control.queue_stats(name)
 
     async def drain(self, queue: str, timeout: float | None = None) -> None:
         """Wait until ``queue`` has nothing waiting or running; ``TimeoutError`` otherwise."""
-        await control.drain(self, queue, timeout)
+        await self._control.drain(queue, timeout)
 
     async def obliterate_queue(self, name: str, force: bool = False) -> int:
         """Delete every job of queue ``name``; returns how many.
@@ -567,7 +405,7 @@ class App:
         Raises ``JobStateError`` while jobs of the queue run, unless ``force`` (which
         deletes them too and cancels their runs).
         """
-        return await control.obliterate_queue(self, name, force=force)
+        return await self._control.obliterate_queue(name, force=force)
 
     async def rename_kind(
         self, old: str, new: str, *, allow_unknown: bool = False, batch_size: int = 1000
@@ -576,8 +414,8 @@ class App:
 
         Running jobs are left alone; safe while workers run. Returns the jobs moved.
         """
-        report = await control.rename_kind(
-            self, old, new, allow_unknown=allow_unknown, batch_size=batch_size
+        report = await self._control.rename_kind(
+            old, new, allow_unknown=allow_unknown, batch_size=batch_size
         )
         return report.moved
 
@@ -586,7 +424,7 @@ class App:
     @contextlib.asynccontextmanager
     async def worker(self, queues: Mapping[str, int] | None = None) -> AsyncIterator[Worker]:
         """Run a worker inside this block; leaving it shuts the worker down gracefully."""
-        worker = Worker(self, queues if queues is not None else {DEFAULT_QUEUE: 10})
+        worker = Worker(self.runtime, queues if queues is not None else {DEFAULT_QUEUE: 10})
         # Fail fast with SchemaNotMigrated (or AppNotOpen) instead of a worker whose claims
         # fail and are retried forever.
         await self.db.queues_idle(list(worker.queues), self.registry.kinds())
@@ -620,14 +458,3 @@ async def _run_shielded(
     # ``shutdown_timeout``.
     with anyio.CancelScope(shield=True):
         await worker.run(task_status=task_status)
-
-
-# pydantic-core's parser: several times faster than json.loads on the small documents
-# (args, meta, errors) a Job is made of, and it runs once per job on hot paths.
-_from_json = pydantic_core.from_json
-
-
-def _job_id(job_id: object) -> int:
-    if not isinstance(job_id, int) or isinstance(job_id, bool) or not 1 <= job_id < 2**63:
-        raise InvalidOption("job_id", f"must be a positive integer, got {job_id!r}")
-    return job_id

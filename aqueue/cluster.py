@@ -13,17 +13,21 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-__all__ = ["ClusterStatus", "Drift", "LeaseInfo", "NodeInfo", "config_digest", "find_drift"]
+from .jobs import RowLike
+
+__all__ = [
+    "LEADER_LEASE",
+    "ClusterStatus",
+    "Drift",
+    "LeaseInfo",
+    "NodeInfo",
+    "config_digest",
+    "find_drift",
+]
 
 LEADER_LEASE = "leader"
-
-
-class RowLike(Protocol):
-    """A database row (an asyncpg Record) read by column name."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
 
 
 @dataclass(frozen=True)

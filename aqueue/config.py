@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
+from typing import TypedDict
 
 import pydantic
 
 from .errors import ConfigurationError
 
-__all__ = ["Settings", "resolve_database_url", "validate_schema_name"]
+__all__ = [
+    "Settings",
+    "SettingsOptions",
+    "build_settings",
+    "resolve_database_url",
+    "validate_schema_name",
+]
 
 _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -55,6 +63,27 @@ class Settings(pydantic.BaseModel):
         return self
 
 
+class SettingsOptions(TypedDict, total=False):
+    """The keyword arguments of ``aqueue.App`` besides url, schema and logger: the fields
+    of ``Settings``, whose defaults and bounds are written there once."""
+
+    poll_interval: float
+    heartbeat_interval: float
+    node_ttl: float
+    shutdown_timeout: float
+    retention: float | timedelta
+    prune_interval: float
+    leader_ttl: float
+    pool_size: int
+    connect_timeout: float
+    restart_delay: float
+    restart_delay_max: float
+    completer_batch: int
+
+
+_SETTING_NAMES = SettingsOptions.__optional_keys__
+
+
 def validate_schema_name(value: str) -> str:
     # Quoting makes any name safe in SQL; the stricter rule keeps names usable from psql
     # and notification channels readable.
@@ -68,9 +97,19 @@ def validate_schema_name(value: str) -> str:
     return value
 
 
-def build_settings(**values: object) -> Settings:
+def build_settings(schema: str, options: SettingsOptions) -> Settings:
+    """Validated settings; an unknown name is a ``TypeError``, as for any keyword."""
+    unknown = options.keys() - _SETTING_NAMES
+    if unknown:
+        raise TypeError(f"App() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    # The schema is checked first and on its own, for a message naming the rule.
+    validate_schema_name(schema)
+    values: dict[str, object] = dict(options)
+    retention = values.get("retention")
+    if isinstance(retention, timedelta):
+        values["retention"] = retention.total_seconds()
     try:
-        return Settings(**values)  # type: ignore[arg-type]
+        return Settings(schema_name=schema, **values)  # type: ignore[arg-type]
     except pydantic.ValidationError as exc:
         details = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "

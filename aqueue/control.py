@@ -28,30 +28,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 import anyio
 
+from .db.database import Database
 from .errors import InvalidOption, JobStateError, UnknownJobKind, UnknownQueue
 from .jobs import JobState
-from .options import validate_name
+from .registry import Registry
+from .validate import validate_name
 
-if TYPE_CHECKING:
-    from .app import App
-
-__all__ = [
-    "QueueStats",
-    "RenameReport",
-    "drain",
-    "obliterate_queue",
-    "pause_queue",
-    "queue_stats",
-    "rename_kind",
-    "resume_queue",
-]
+__all__ = ["Control", "QueueStats", "RenameReport"]
 
 _WAITING = (JobState.PENDING, JobState.SCHEDULED, JobState.AVAILABLE, JobState.RETRYABLE)
 
@@ -98,135 +88,140 @@ class RenameReport:
     running: int
 
 
-async def _known_queue(app: App, queue: object, *, allow_unknown: bool = False) -> str:
-    name = validate_name("queue", queue)
-    if not allow_unknown and not await app.db.queue_known(name):
-        raise UnknownQueue(name)
-    return name
+class Control:
+    """Queue and kind control for one App (its database and registry)."""
 
+    def __init__(
+        self, db: Database, registry: Registry, *, poll_interval: float, logger: logging.Logger
+    ) -> None:
+        self._db = db
+        self._registry = registry
+        self._poll_interval = poll_interval
+        self._logger = logger
 
-async def pause_queue(app: App, queue: str, *, allow_unknown: bool = False) -> bool:
-    """Stop every node claiming from ``queue``; True if it was running before."""
-    name = await _known_queue(app, queue, allow_unknown=allow_unknown)
-    return await app.db.pause_queue(name)
+    async def _known_queue(self, queue: object, *, allow_unknown: bool = False) -> str:
+        name = validate_name("queue", queue)
+        if not allow_unknown and not await self._db.queue_known(name):
+            raise UnknownQueue(name)
+        return name
 
+    async def pause_queue(self, queue: str, *, allow_unknown: bool = False) -> bool:
+        """Stop every node claiming from ``queue``; True if it was running before."""
+        name = await self._known_queue(queue, allow_unknown=allow_unknown)
+        return await self._db.pause_queue(name)
 
-async def resume_queue(app: App, queue: str) -> bool:
-    """Let ``queue`` be claimed again and wake its workers; True if it was paused."""
-    name = await _known_queue(app, queue)
-    return await app.db.resume_queue(name)
+    async def resume_queue(self, queue: str) -> bool:
+        """Let ``queue`` be claimed again and wake its workers; True if it was paused."""
+        name = await self._known_queue(queue)
+        return await self._db.resume_queue(name)
 
-
-async def drain(app: App, queue: str, timeout: float | None = None) -> None:
-    """Wait until ``queue`` has nothing waiting or running; ``TimeoutError`` otherwise."""
-    if timeout is not None and (
-        not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout >= 0
-    ):
-        raise InvalidOption("timeout", f"must be a number >= 0, got {timeout!r}")
-    name = await _known_queue(app, queue)
-    limit = math.inf if timeout is None else float(timeout)
-    deadline = anyio.current_time() + limit
-    warned = False
-    while True:
-        left = await app.db.queue_unfinished(name)
-        if not left:
-            return
-        now = anyio.current_time()
-        if now >= deadline:
-            raise TimeoutError(
-                f"queue {name!r} still has {left} waiting or running job(s) after {timeout}s"
-            )
-        if not warned:
-            stats = (await queue_stats(app, name)).get(name)
-            if stats is not None and stats.paused and stats.running == 0:
-                app.logger.warning(
-                    "aqueue: drain: queue %r is paused; it drains only once resumed", name
+    async def drain(self, queue: str, timeout: float | None = None) -> None:
+        """Wait until ``queue`` has nothing waiting or running; ``TimeoutError`` otherwise."""
+        if timeout is not None and (
+            not isinstance(timeout, int | float) or isinstance(timeout, bool) or not timeout >= 0
+        ):
+            raise InvalidOption("timeout", f"must be a number >= 0, got {timeout!r}")
+        name = await self._known_queue(queue)
+        limit = math.inf if timeout is None else float(timeout)
+        deadline = anyio.current_time() + limit
+        warned = False
+        while True:
+            left = await self._db.queue_unfinished(name)
+            if not left:
+                return
+            now = anyio.current_time()
+            if now >= deadline:
+                raise TimeoutError(
+                    f"queue {name!r} still has {left} waiting or running job(s) after {timeout}s"
                 )
-            warned = True
-        await anyio.sleep(min(app.settings.poll_interval, deadline - now))
+            if not warned:
+                stats = (await self.queue_stats(name)).get(name)
+                if stats is not None and stats.paused and stats.running == 0:
+                    self._logger.warning(
+                        "aqueue: drain: queue %r is paused; it drains only once resumed", name
+                    )
+                warned = True
+            await anyio.sleep(min(self._poll_interval, deadline - now))
 
+    async def obliterate_queue(
+        self, queue: str, *, force: bool = False, batch_size: int = 5000
+    ) -> int:
+        """Delete every job of ``queue``; refuses while jobs run unless ``force``."""
+        if not isinstance(force, bool):
+            raise InvalidOption("force", f"must be True or False, got {force!r}")
+        _check_batch_size(batch_size)
+        name = await self._known_queue(queue)
+        if not force:
+            running = await self._db.queue_running(name)
+            if running:
+                raise JobStateError(
+                    f"queue {name!r} has {running} running job(s): drain the queue (or cancel "
+                    "them) first, or pass force=True to delete them and cancel their runs"
+                )
+        deleted = 0
+        while True:
+            batch = await self._db.obliterate_batch(name, force, batch_size)
+            count = int(batch["deleted"])
+            deleted += count
+            if count < batch_size:
+                break
+        await self._db.forget_queue(name)
+        return deleted
 
-async def obliterate_queue(
-    app: App, queue: str, *, force: bool = False, batch_size: int = 5000
-) -> int:
-    """Delete every job of ``queue``; refuses while jobs run unless ``force``."""
-    if not isinstance(force, bool):
-        raise InvalidOption("force", f"must be True or False, got {force!r}")
-    _check_batch_size(batch_size)
-    name = await _known_queue(app, queue)
-    if not force:
-        running = await app.db.queue_running(name)
-        if running:
-            raise JobStateError(
-                f"queue {name!r} has {running} running job(s): drain the queue (or cancel "
-                "them) first, or pass force=True to delete them and cancel their runs"
+    async def queue_stats(self, queue: str | None = None) -> dict[str, QueueStats]:
+        """Per-queue statistics, by queue name (one queue when ``queue`` is given)."""
+        name = await self._known_queue(queue) if queue is not None else None
+        stats: dict[str, QueueStats] = {}
+        for row in await self._db.queue_stats(name):
+            raw = json.loads(row["counts"])
+            stats[row["name"]] = QueueStats(
+                name=row["name"],
+                paused=row["paused_at"] is not None,
+                paused_at=row["paused_at"],
+                counts={state: int(raw.get(state.value, 0)) for state in JobState},
+                oldest_available_age=row["oldest_available_age"],
+                running_by_node=json.loads(row["running_by_node"]),
+                unrunnable=json.loads(row["unrunnable"]),
+                nodes=row["nodes"],
             )
-    deleted = 0
-    while True:
-        batch = await app.db.obliterate_batch(name, force, batch_size)
-        count = int(batch["deleted"])
-        deleted += count
-        if count < batch_size:
-            break
-    await app.db.forget_queue(name)
-    return deleted
+        return stats
 
+    async def rename_kind(
+        self, old: str, new: str, *, allow_unknown: bool = False, batch_size: int = 1000
+    ) -> RenameReport:
+        """Move waiting jobs of kind ``old`` to kind ``new``, ``batch_size`` rows per statement.
 
-async def queue_stats(app: App, queue: str | None = None) -> dict[str, QueueStats]:
-    """Per-queue statistics, by queue name (one queue when ``queue`` is given)."""
-    name = await _known_queue(app, queue) if queue is not None else None
-    stats: dict[str, QueueStats] = {}
-    for row in await app.db.queue_stats(name):
-        raw = json.loads(row["counts"])
-        stats[row["name"]] = QueueStats(
-            name=row["name"],
-            paused=row["paused_at"] is not None,
-            paused_at=row["paused_at"],
-            counts={state: int(raw.get(state.value, 0)) for state in JobState},
-            oldest_available_age=row["oldest_available_age"],
-            running_by_node=json.loads(row["running_by_node"]),
-            unrunnable=json.loads(row["unrunnable"]),
-            nodes=row["nodes"],
-        )
-    return stats
-
-
-async def rename_kind(
-    app: App, old: str, new: str, *, allow_unknown: bool = False, batch_size: int = 1000
-) -> RenameReport:
-    """Move waiting jobs of kind ``old`` to kind ``new``, ``batch_size`` rows per statement.
-
-    ``new`` must be a kind (or alias) registered on ``app`` or known to a live node,
-    unless ``allow_unknown``; ``old`` must be the kind of at least one stored job.
-    """
-    validate_name("old", old)
-    validate_name("new", new)
-    if old == new:
-        raise InvalidOption("new", f"is the same kind as old ({old!r})")
-    _check_batch_size(batch_size)
-    if (
-        not allow_unknown
-        and app.registry.get(new) is None
-        and not await app.db.kind_known_to_live_node(new)
-    ):
-        raise UnknownJobKind(
-            new,
-            hint="no job or alias of that name is registered on this App and no live "
-            "worker knows it (pass allow_unknown=True to move jobs there anyway)",
-        )
-    if not await app.db.kind_state_counts(old):
-        raise UnknownJobKind(old, hint="no job of that kind exists, in any state")
-    moved = 0
-    last_id = 0
-    while True:
-        batch = await app.db.rename_kind_batch(old, new, last_id, batch_size)
-        count = int(batch["moved"])
-        if not count:
-            break
-        moved += count
-        last_id = int(batch["last_id"])
-    running = (await app.db.kind_state_counts(old)).get(JobState.RUNNING.value, 0)
-    return RenameReport(old=old, new=new, moved=moved, running=running)
+        ``new`` must be a kind (or alias) registered on ``app`` or known to a live node,
+        unless ``allow_unknown``; ``old`` must be the kind of at least one stored job.
+        """
+        validate_name("old", old)
+        validate_name("new", new)
+        if old == new:
+            raise InvalidOption("new", f"is the same kind as old ({old!r})")
+        _check_batch_size(batch_size)
+        if (
+            not allow_unknown
+            and self._registry.get(new) is None
+            and not await self._db.kind_known_to_live_node(new)
+        ):
+            raise UnknownJobKind(
+                new,
+                hint="no job or alias of that name is registered on this App and no live "
+                "worker knows it (pass allow_unknown=True to move jobs there anyway)",
+            )
+        if not await self._db.kind_state_counts(old):
+            raise UnknownJobKind(old, hint="no job of that kind exists, in any state")
+        moved = 0
+        last_id = 0
+        while True:
+            batch = await self._db.rename_kind_batch(old, new, last_id, batch_size)
+            count = int(batch["moved"])
+            if not count:
+                break
+            moved += count
+            last_id = int(batch["last_id"])
+        running = (await self._db.kind_state_counts(old)).get(JobState.RUNNING.value, 0)
+        return RenameReport(old=old, new=new, moved=moved, running=running)
 
 
 def _check_batch_size(batch_size: object) -> None:

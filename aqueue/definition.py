@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Awaitable, Callable, Mapping
 from typing import (
-    TYPE_CHECKING,
     Any,
     Generic,
-    Literal,
     NotRequired,
     ParamSpec,
+    Protocol,
     Required,
     TypeVar,
 )
@@ -27,16 +25,25 @@ from typing import (
 import pydantic
 import pydantic_core
 import typing_extensions
+from typing_extensions import Unpack
 
+from .context import JobContext
 from .errors import ConfigurationError, InvalidJobArgs
-from .jobs import Job, JobContext, Outcome
-from .options import Backoff, Options, json_nul_problems
+from .jobs import Job, Outcome
+from .options import EnqueueOptions, Options
 from .unique import Unique
+from .validate import json_nul_problems
 
-if TYPE_CHECKING:
-    from .app import App
-
-__all__ = ["AfterProcessHook", "ArgsSchema", "ConfiguredJob", "JobDefinition", "JobRequest"]
+__all__ = [
+    "AfterProcessHook",
+    "ArgsSchema",
+    "ConfiguredJob",
+    "Inserter",
+    "JobDefinition",
+    "JobRequest",
+    "dump_unvalidated",
+    "require_coroutine_function",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -139,6 +146,21 @@ class ArgsSchema:
             raise InvalidJobArgs(self.kind, _describe(exc)) from None
 
 
+def dump_unvalidated(kind: str, args: object) -> str:
+    """JSON text of ``args`` for a kind no job here defines (``allow_unknown``): only
+    checked to be a JSON object PostgreSQL can store."""
+    if args is not None and not isinstance(args, Mapping):
+        raise InvalidJobArgs(kind, [("args", "must be a mapping")])
+    try:
+        text = pydantic_core.to_json(dict(args or {})).decode()
+    except pydantic_core.PydanticSerializationError as exc:
+        raise InvalidJobArgs(kind, [("args", f"not JSON-serialisable: {exc}")]) from None
+    problems = json_nul_problems(text, "args")
+    if problems:
+        raise InvalidJobArgs(kind, problems)
+    return text
+
+
 def _describe(exc: pydantic.ValidationError) -> list[tuple[str, str]]:
     return [(".".join(str(p) for p in err["loc"]) or "args", err["msg"]) for err in exc.errors()]
 
@@ -157,6 +179,12 @@ class JobRequest:
         return f"JobRequest(kind={self.kind!r}, args={self.args_json})"
 
 
+class Inserter(Protocol):
+    """What a definition enqueues through (the App's ``enqueue.Enqueuer``)."""
+
+    async def enqueue_request(self, request: JobRequest) -> Job: ...
+
+
 class _Enqueuer(Generic[P, R]):
     """What ``JobDefinition`` and its ``.options()`` view share: build and enqueue."""
 
@@ -170,39 +198,14 @@ class _Enqueuer(Generic[P, R]):
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         request = self.build(*args, **kwargs)
-        return await self.definition.app.enqueue_request(request)
+        return await self.definition.inserter.enqueue_request(request)
 
-    def options(
-        self,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        timeout: float | timedelta | None = None,
-        scheduled_at: datetime | None = None,
-        schedule_in: float | timedelta | None = None,
-        tags: Sequence[str] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        retry: Backoff | None = None,
-        conn: Any = None,
-        unique: Unique | Literal[False] | None = None,
-    ) -> ConfiguredJob[P, R]:
-        if isinstance(unique, Unique):
+    def options(self, **options: Unpack[EnqueueOptions]) -> ConfiguredJob[P, R]:
+        """This job with per-enqueue options (see ``aqueue.options.EnqueueOptions``)."""
+        override = Options.create(**options)
+        if isinstance(override.unique, Unique):
             schema = self.definition.schema
-            unique.check_arguments(self.definition.kind, schema.names, schema.accepts_any)
-        override = Options.create(
-            queue=queue,
-            priority=priority,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            scheduled_at=scheduled_at,
-            schedule_in=schedule_in,
-            tags=tags,
-            meta=meta,
-            retry=retry,
-            conn=conn,
-            unique=unique,
-        )
+            override.unique.check_arguments(self.definition.kind, schema.names, schema.accepts_any)
         return ConfiguredJob(self.definition, self._options.merged(override))
 
 
@@ -219,16 +222,15 @@ class JobDefinition(_Enqueuer[P, R]):
 
     def __init__(
         self,
-        app: App,
+        inserter: Inserter,
         fn: Callable[..., Awaitable[R]],
         *,
         kind: str,
         aliases: tuple[str, ...],
         defaults: Options,
     ) -> None:
-        if not inspect.iscoroutinefunction(fn):
-            raise ConfigurationError(f"job {kind!r}: {fn!r} must be an 'async def' function")
-        self.app = app
+        require_coroutine_function(fn, f"job {kind!r}:")
+        self.inserter = inserter
         self.fn = fn
         self.kind = kind
         self.aliases = aliases

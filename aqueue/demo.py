@@ -9,9 +9,10 @@ from typing import Any
 import anyio
 
 from .app import App
+from .backoff import Backoff
+from .context import JobContext
 from .errors import Discard, Snooze
-from .jobs import Job, JobContext, Outcome
-from .options import Backoff
+from .jobs import Job, Outcome
 
 __all__ = ["run_demo"]
 

@@ -1,29 +1,45 @@
-"""Turning a ``JobRequest`` into an insert row, and the inserted row back into a ``Job``."""
+"""The one enqueue path: build -> resolve options -> insert (plain or unique) -> notify.
+
+Every way of enqueuing ends here: ``definition.enqueue(...)``, ``.options(...)``,
+``app.enqueue(kind, ...)``, ``app.enqueue_many([...])`` and the periodic scheduler.
+
+1. **Build**: a ``JobRequest`` holds the validated arguments as JSON text and the
+   per-enqueue ``Options`` (``definition.py``; by kind name: ``Enqueuer.build``).
+2. **Resolve**: the job's defaults merged with the request's options, every default
+   applied (``ResolvedOptions``). A batch usually shares a handful of (kind, options)
+   pairs, so each pair is resolved once per call.
+3. **Insert**: one statement for the whole batch, columns as arrays
+   (``db.params.InsertColumns``); a batch holding unique jobs takes the unique variant
+   (see ``aqueue/unique.py`` for how keys are enforced).
+4. **Notify**: the workers of each queue that got a due job are woken, inside the
+   caller's transaction when it passed ``conn=`` (delivered at commit).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pydantic_core
 
-from .db.database import InsertRow, Row, UniqueColumns
-from .definition import JobRequest
-from .errors import DatabaseError
-from .jobs import Job, JobState
+from .db.database import Database, Row
+from .db.params import InsertColumns
+from .definition import JobRequest, dump_unvalidated
+from .errors import DatabaseError, InvalidOption
+from .jobs import Job, JobState, job_from_row
 from .options import Options
-
-if TYPE_CHECKING:
-    from .app import App
+from .registry import Registry
+from .unique import Unique
+from .validate import validate_name
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_PRIORITY",
     "DEFAULT_QUEUE",
+    "Enqueuer",
     "ResolvedOptions",
-    "insert_unique",
 ]
 
 DEFAULT_QUEUE = "default"
@@ -36,7 +52,7 @@ _UNIQUE_ROUNDS = 5
 
 
 class ResolvedOptions:
-    """A job's options with every default applied, in insert-row order."""
+    """A job's options with every default applied."""
 
     __slots__ = (
         "max_attempts",
@@ -44,8 +60,12 @@ class ResolvedOptions:
         "meta_json",
         "priority",
         "queue",
-        "row_tail",
+        "retry_json",
+        "schedule_in",
+        "scheduled_at",
         "tags",
+        "tags_json",
+        "timeout",
         "unique",
     )
 
@@ -56,22 +76,17 @@ class ResolvedOptions:
             merged.max_attempts if merged.max_attempts is not None else DEFAULT_MAX_ATTEMPTS
         )
         self.tags = list(merged.tags or ())
+        self.tags_json = json.dumps(self.tags)
         self.meta_json = merged.meta_json()
         self.meta: dict[str, Any] = json.loads(self.meta_json)
+        self.scheduled_at = merged.scheduled_at
+        self.schedule_in = merged.schedule_in
+        # Timeout and retry policy are stored only when set per enqueue; otherwise the
+        # job's definition decides when it runs (so a deploy can change them).
+        self.timeout = override.timeout
         retry = override.retry
-        self.unique = merged.unique or None  # False: uniqueness turned off for this enqueue
-        self.row_tail: tuple[Any, ...] = (
-            self.priority,
-            self.max_attempts,
-            merged.scheduled_at,
-            merged.schedule_in,
-            json.dumps(self.tags),
-            self.meta_json,
-            # Timeout and retry policy are stored only when set per enqueue; otherwise the
-            # job's definition decides when it runs (so a deploy can change them).
-            override.timeout,
-            json.dumps(retry.to_json()) if retry is not None else None,
-        )
+        self.retry_json = json.dumps(retry.to_json()) if retry is not None else None
+        self.unique: Unique | None = merged.unique or None  # False: off for this enqueue
 
     def job(self, row: Row, request: JobRequest) -> Job:
         """The Job just inserted, from what we sent plus what the database chose."""
@@ -95,66 +110,159 @@ class ResolvedOptions:
         )
 
 
-async def insert_unique(
-    app: App,
-    rows: Sequence[InsertRow],
-    requests: Sequence[JobRequest],
-    per_job: Sequence[ResolvedOptions],
-    conn: Any,
-) -> list[Job]:
-    """Insert a batch holding unique jobs (see ``aqueue.unique``); returns Jobs in order.
+class Enqueuer:
+    """Builds and inserts jobs for one App (its registry and database)."""
 
-    A key may appear only once in the statement, so a later request for a key already in
-    this batch is answered with the first one's job, marked duplicate. Rows are sent
-    sorted by key: two batches sharing keys then wait on each other in one order instead
-    of deadlocking. A job whose key is held is answered with the holder, read right after
-    the insert; if the holder let go of the key in between, the job is inserted again.
-    """
-    first_for: dict[tuple[str, float | None], int] = {}
-    duplicate_of: dict[int, int] = {}
-    todo: list[tuple[str, int, UniqueColumns]] = []
-    for index, (request, opts) in enumerate(zip(requests, per_job, strict=True)):
-        unique = opts.unique
-        if unique is None:
-            todo.append(("", index, (None, None, None)))
-            continue
-        key = unique.key(request.kind, opts.queue, request.args_json)
-        ident = (key, unique.period_seconds)
-        first = first_for.setdefault(ident, index)
-        if first != index:
-            duplicate_of[index] = first
-            continue
-        todo.append((key, index, (key, unique.period_seconds, unique.states_csv())))
-    todo.sort()
-    jobs: dict[int, Job] = {}
-    for _ in range(_UNIQUE_ROUNDS):
-        written = await app.db.insert_unique_and_notify(
-            [rows[index] for _, index, _ in todo], [columns for _, _, columns in todo], conn=conn
-        )
-        held: list[tuple[tuple[str, int, UniqueColumns], str]] = []
-        for entry, row in zip(todo, written, strict=True):
-            if row["id"] is not None:
-                index = entry[1]
-                jobs[index] = per_job[index].job(row, requests[index])
-            else:
-                held.append((entry, row["wanted_key"]))
-        if not held:
-            break
-        holders = await app.db.unique_holders([key for _, key in held], conn=conn)
-        todo = []
-        for entry, key in held:
-            holder = holders.get(key)
-            if holder is not None:
-                jobs[entry[1]] = app.job_from_row(holder, duplicate=True)
-            else:
-                todo.append(entry)  # the holder finished in between: the key is free now
-        if not todo:
-            break
-    else:
-        raise DatabaseError(
-            f"unique enqueue: the holders of {len(todo)} key(s) kept changing "
-            f"over {_UNIQUE_ROUNDS} attempts; try again"
-        )
-    for index, first in duplicate_of.items():
-        jobs[index] = dataclasses.replace(jobs[first], duplicate=True)
-    return [jobs[index] for index in range(len(rows))]
+    def __init__(self, db: Database, registry: Registry) -> None:
+        self._db = db
+        self._registry = registry
+
+    def build(
+        self,
+        kind: str,
+        args: Mapping[str, Any] | None = None,
+        *,
+        allow_unknown: bool = False,
+        options: Options | None = None,
+    ) -> JobRequest:
+        """A ``JobRequest`` by kind name; unknown kinds raise ``UnknownJobKind`` unless
+        ``allow_unknown`` (then ``args`` is stored unvalidated)."""
+        validate_name("kind", kind)
+        definition = self._registry.get(kind)
+        options = options or Options()
+        if definition is None:
+            if not allow_unknown:
+                self._registry.require(kind)
+            return JobRequest(kind, dump_unvalidated(kind, args), options)
+        return JobRequest(definition.kind, definition.schema.dump(args or {}), options)
+
+    async def enqueue_request(self, request: JobRequest) -> Job:
+        return (await self.insert([request], request.options.conn))[0]
+
+    async def enqueue_many(self, requests: Sequence[JobRequest], *, conn: Any = None) -> list[Job]:
+        """Insert many jobs in one statement (one round trip); returns them in order."""
+        if isinstance(requests, JobRequest) or not isinstance(requests, Sequence):
+            raise InvalidOption("requests", "must be a list of jobs from .build(...)")
+        for request in requests:
+            if not isinstance(request, JobRequest):
+                raise InvalidOption(
+                    "requests", f"expected JobRequest from .build(), got {request!r}"
+                )
+        if not requests:
+            return []
+        conns = {id(r.options.conn) for r in requests if r.options.conn is not None}
+        if conn is None and conns:
+            if len(conns) > 1:
+                raise InvalidOption("conn", "all jobs of one enqueue_many must share one conn")
+            conn = next(r.options.conn for r in requests if r.options.conn is not None)
+        return await self.insert(requests, conn)
+
+    async def insert(self, requests: Sequence[JobRequest], conn: Any) -> list[Job]:
+        resolved: dict[tuple[str, int], ResolvedOptions] = {}
+        per_job: list[ResolvedOptions] = []
+        columns = InsertColumns()
+        unique = False
+        for request in requests:
+            key = (request.kind, id(request.options))
+            opts = resolved.get(key)
+            if opts is None:
+                opts = resolved[key] = self._resolve(request)
+                unique = unique or opts.unique is not None
+            per_job.append(opts)
+            _append(columns, request, opts)
+        if unique:
+            return await self._insert_unique(columns, requests, per_job, conn)
+        inserted = await self._db.insert_jobs(columns, conn=conn)
+        return [
+            opts.job(row, request)
+            for row, request, opts in zip(inserted, requests, per_job, strict=True)
+        ]
+
+    def _resolve(self, request: JobRequest) -> ResolvedOptions:
+        definition = self._registry.get(request.kind)
+        defaults = definition.defaults if definition is not None else Options()
+        return ResolvedOptions(defaults.merged(request.options), request.options)
+
+    async def _insert_unique(
+        self,
+        columns: InsertColumns,
+        requests: Sequence[JobRequest],
+        per_job: Sequence[ResolvedOptions],
+        conn: Any,
+    ) -> list[Job]:
+        """Insert a batch holding unique jobs (see ``aqueue.unique``); returns Jobs in order.
+
+        A key may appear only once in the statement, so a later request for a key already
+        in this batch is answered with the first one's job, marked duplicate. Rows are sent
+        sorted by key: two batches sharing keys then wait on each other in one order
+        instead of deadlocking. A job whose key is held is answered with the holder, read
+        right after the insert; if the holder let go of the key in between, the job is
+        inserted again.
+        """
+        first_for: dict[tuple[str, float | None], int] = {}
+        duplicate_of: dict[int, int] = {}
+        todo: list[tuple[str, int]] = []  # (key or "", index), sorted before each round
+        for index, (request, opts) in enumerate(zip(requests, per_job, strict=True)):
+            unique = opts.unique
+            if unique is None:
+                todo.append(("", index))
+                continue
+            key = unique.key(request.kind, opts.queue, request.args_json)
+            ident = (key, unique.period_seconds)
+            first = first_for.setdefault(ident, index)
+            if first != index:
+                duplicate_of[index] = first
+                continue
+            columns.unique_key[index] = key
+            columns.unique_period[index] = unique.period_seconds
+            columns.unique_states[index] = unique.states_csv()
+            todo.append((key, index))
+        todo.sort()
+        jobs: dict[int, Job] = {}
+        for _ in range(_UNIQUE_ROUNDS):
+            indexes = [index for _, index in todo]
+            written = await self._db.insert_jobs(columns.select(indexes), unique=True, conn=conn)
+            held: list[tuple[tuple[str, int], str]] = []
+            for entry, row in zip(todo, written, strict=True):
+                if row["id"] is not None:
+                    index = entry[1]
+                    jobs[index] = per_job[index].job(row, requests[index])
+                else:
+                    held.append((entry, row["wanted_key"]))
+            if not held:
+                break
+            holders = await self._db.unique_holders([key for _, key in held], conn=conn)
+            todo = []
+            for entry, key in held:
+                holder = holders.get(key)
+                if holder is not None:
+                    jobs[entry[1]] = job_from_row(holder, duplicate=True)
+                else:
+                    todo.append(entry)  # the holder finished in between: the key is free
+            if not todo:
+                break
+        else:
+            raise DatabaseError(
+                f"unique enqueue: the holders of {len(todo)} key(s) kept changing "
+                f"over {_UNIQUE_ROUNDS} attempts; try again"
+            )
+        for index, first in duplicate_of.items():
+            jobs[index] = dataclasses.replace(jobs[first], duplicate=True)
+        return [jobs[index] for index in range(len(requests))]
+
+
+def _append(columns: InsertColumns, request: JobRequest, opts: ResolvedOptions) -> None:
+    columns.kind.append(request.kind)
+    columns.queue.append(opts.queue)
+    columns.args.append(request.args_json)
+    columns.priority.append(opts.priority)
+    columns.max_attempts.append(opts.max_attempts)
+    columns.scheduled_at.append(opts.scheduled_at)
+    columns.delay.append(opts.schedule_in)
+    columns.tags.append(opts.tags_json)
+    columns.meta.append(opts.meta_json)
+    columns.timeout.append(opts.timeout)
+    columns.retry.append(opts.retry_json)
+    columns.unique_key.append(None)
+    columns.unique_period.append(None)
+    columns.unique_states.append(None)

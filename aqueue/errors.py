@@ -28,6 +28,8 @@ Messages always name the field, kind or job at fault.
 
 from __future__ import annotations
 
+from .bounds import MAX_DELAY
+
 __all__ = [
     "AppNotOpen",
     "AqueueError",
@@ -160,11 +162,11 @@ class Snooze(JobAction):
     """Run the job again after ``seconds``; the attempt is not consumed."""
 
     def __init__(self, seconds: float = 0.0) -> None:
-        # At most a thousand years (options.MAX_SCHEDULE_IN): PostgreSQL's timestamps end.
+        # PostgreSQL's timestamps end: at most bounds.MAX_DELAY (a thousand years).
         if (
             not isinstance(seconds, int | float)
             or isinstance(seconds, bool)
-            or not 0 <= seconds <= 1000 * 365.25 * 86400
+            or not 0 <= seconds <= MAX_DELAY
         ):
             raise ValueError(
                 f"Snooze seconds must be a number from 0 to 1000 years, got {seconds!r}"

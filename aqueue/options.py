@@ -1,4 +1,7 @@
-"""Enqueue options: validated once, merged from the job's defaults and ``.options()``.
+"""Enqueue options, written once: the keyword names are the ``TypedDict``s below, which
+``@app.job(...)``, ``.options(...)`` and ``app.enqueue(...)`` all take with ``Unpack``,
+so one spelling is checked by the type checker everywhere. ``Options`` is their
+validated form; a job's defaults are merged with each enqueue's options.
 
 Every check raises ``InvalidOption`` (a ``ValueError``) naming the option, before
 anything reaches PostgreSQL.
@@ -7,143 +10,44 @@ anything reaches PostgreSQL.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import random
-import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
-import pydantic_core
+from typing_extensions import Unpack
 
-from .errors import ConfigurationError, InvalidOption
+from .backoff import Backoff
+from .bounds import MAX_DELAY, SMALLINT_MIN
+from .errors import InvalidOption
 from .unique import Unique
+from .validate import json_text, seconds, smallint, validate_name
 
-__all__ = ["Backoff", "Options", "validate_name"]
-
-SMALLINT_MIN, SMALLINT_MAX = -32768, 32767
-NAME_MAX = 200
-MAX_SCHEDULE_IN = 1000 * 365.25 * 86400.0  # a thousand years
-_UNSET: Any = object()
+__all__ = ["EnqueueOptions", "JobOptions", "Options"]
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff with jitter: ``base * factor ** (attempt - 1)``, capped at ``max_delay``.
+class JobOptions(TypedDict, total=False):
+    """Options a job declares as defaults (``@app.job(...)``); ``None`` means unset."""
 
-    ``jitter`` spreads each delay uniformly by ±that fraction so that jobs failing together
-    do not retry together.
-    """
-
-    base: float = 1.0
-    factor: float = 2.0
-    max_delay: float = 3600.0
-    jitter: float = 0.1
-
-    def __post_init__(self) -> None:
-        for name in ("base", "factor", "max_delay", "jitter"):
-            value = getattr(self, name)
-            if not _is_number(value) or value < 0 or not math.isfinite(value):
-                raise InvalidOption(f"retry.{name}", f"must be a finite number >= 0, got {value!r}")
-        if self.jitter > 1:
-            raise InvalidOption("retry.jitter", f"must be between 0 and 1, got {self.jitter!r}")
-        if self.max_delay > MAX_SCHEDULE_IN:
-            raise InvalidOption(
-                "retry.max_delay",
-                f"must be at most {MAX_SCHEDULE_IN:.0f} seconds, got {self.max_delay:g}",
-            )
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        exponent = max(attempt - 1, 0)
-        # Cap the exponent before computing so huge attempt counts cannot overflow a float.
-        try:
-            raw = (
-                self.max_delay
-                if exponent > 1000
-                else min(self.base * self.factor**exponent, self.max_delay)
-            )
-        except OverflowError:  # e.g. factor=1000 at attempt 200: beyond any float
-            raw = self.max_delay
-        spread = raw * self.jitter
-        uniform = (rng or random).uniform(-spread, spread)
-        return max(raw + uniform, 0.0)
-
-    def to_json(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Backoff:
-        return cls(**{k: float(v) for k, v in data.items() if k in cls.__dataclass_fields__})
+    queue: str | None
+    priority: int | None
+    max_attempts: int | None
+    timeout: float | timedelta | None
+    tags: Sequence[str] | None
+    meta: Mapping[str, Any] | None
+    retry: Backoff | None
+    unique: Unique | Literal[False] | None
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+class EnqueueOptions(JobOptions, total=False):
+    """Options of one enqueue (``.options(...)``, ``app.enqueue(...)``)."""
+
+    scheduled_at: datetime | None
+    schedule_in: float | timedelta | None
+    #: The caller's asyncpg connection: the job is inserted in its transaction.
+    conn: Any
 
 
-def validate_name(field: str, value: object) -> str:
-    if not isinstance(value, str) or not value or not value.strip():
-        raise InvalidOption(field, f"must be a non-empty string, got {value!r}")
-    if len(value) > NAME_MAX:
-        raise InvalidOption(field, f"must be at most {NAME_MAX} characters, got {len(value)}")
-    if "\x00" in value:
-        raise InvalidOption(field, "must not contain NUL characters")
-    if not value.isascii():
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            # A lone surrogate (e.g. from a bad decode): no UTF-8 text, so no PostgreSQL text.
-            raise InvalidOption(
-                field, f"must be valid Unicode text (no lone surrogates), got {value!r}"
-            ) from None
-    return value
-
-
-def validate_registered_name(field: str, value: object) -> str:
-    """``validate_name`` for names given at registration: a ConfigurationError."""
-    try:
-        return validate_name(field, value)
-    except InvalidOption as exc:
-        raise ConfigurationError(str(exc)) from None
-
-
-def _smallint(field: str, value: object, low: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise InvalidOption(field, f"must be an integer, got {value!r}")
-    if not low <= value <= SMALLINT_MAX:
-        raise InvalidOption(field, f"must be between {low} and {SMALLINT_MAX}, got {value}")
-    return value
-
-
-def _json_text(field: str, value: object) -> str:
-    try:
-        text = pydantic_core.to_json(value).decode()
-    except pydantic_core.PydanticSerializationError as exc:
-        raise InvalidOption(field, f"must be JSON-serialisable: {exc}") from None
-    problems = json_nul_problems(text, field)
-    if problems:
-        key, problem = problems[0]
-        raise InvalidOption(field, problem if key == field else f"key {key!r} {problem}")
-    return text
-
-
-# A JSON "\u0000" escape (not an escaped backslash followed by "u0000"): jsonb rejects it.
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-_NUL_PROBLEM = "contains a NUL character (\\u0000), which PostgreSQL cannot store"
-
-
-def json_nul_problems(text: str, whole: str) -> list[tuple[str, str]]:
-    """(top-level key, problem) for each part of a JSON object holding a NUL character, which
-    PostgreSQL's jsonb cannot store; ``whole`` names the value when no key is to blame."""
-    if not _JSON_NUL.search(text):
-        return []
-    data = json.loads(text)
-    keys = [
-        key.replace("\x00", "\\x00")
-        for key, value in (data.items() if isinstance(data, dict) else ())
-        if "\x00" in key or _JSON_NUL.search(json.dumps(value))
-    ]
-    return [(key, _NUL_PROBLEM) for key in keys] or [(whole, _NUL_PROBLEM)]
+_OPTION_NAMES = EnqueueOptions.__optional_keys__
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -164,33 +68,37 @@ class Options:
     unique: Unique | Literal[False] | None = None
 
     @classmethod
-    def create(
-        cls,
-        *,
-        queue: str | None = None,
-        priority: int | None = None,
-        max_attempts: int | None = None,
-        timeout: float | timedelta | None = None,
-        scheduled_at: datetime | None = None,
-        schedule_in: float | timedelta | None = None,
-        tags: Sequence[str] | None = None,
-        meta: Mapping[str, Any] | None = None,
-        retry: Backoff | None = None,
-        conn: Any = None,
-        unique: Unique | Literal[False] | None = None,
-    ) -> Options:
+    def create(cls, **options: Unpack[EnqueueOptions]) -> Options:
+        """Validate options given by keyword; ``TypeError`` for a name that is no option."""
+        unknown = options.keys() - _OPTION_NAMES
+        if unknown:
+            raise TypeError(
+                f"unexpected option(s) {', '.join(sorted(unknown))}; "
+                f"options are {', '.join(sorted(_OPTION_NAMES))}"
+            )
+        queue = options.get("queue")
+        priority = options.get("priority")
+        max_attempts = options.get("max_attempts")
+        timeout = options.get("timeout")
+        scheduled_at = options.get("scheduled_at")
+        schedule_in = options.get("schedule_in")
+        tags = options.get("tags")
+        meta = options.get("meta")
+        retry = options.get("retry")
+        conn = options.get("conn")
+        unique = options.get("unique")
         if queue is not None:
             validate_name("queue", queue)
         if priority is not None:
-            _smallint("priority", priority, SMALLINT_MIN)
+            smallint("priority", priority, SMALLINT_MIN)
         if max_attempts is not None:
-            _smallint("max_attempts", max_attempts, 1)
-        timeout_s = _seconds("timeout", timeout, allow_zero=False)
-        delay_s = _seconds("schedule_in", schedule_in, allow_zero=True)
-        if delay_s is not None and delay_s > MAX_SCHEDULE_IN:
+            smallint("max_attempts", max_attempts, 1)
+        timeout_s = seconds("timeout", timeout, allow_zero=False)
+        delay_s = seconds("schedule_in", schedule_in, allow_zero=True)
+        if delay_s is not None and delay_s > MAX_DELAY:
             # PostgreSQL's timestamps end in year 294276; far beyond, the insert would fail.
             raise InvalidOption(
-                "schedule_in", f"must be at most {MAX_SCHEDULE_IN:.0f} seconds, got {delay_s:g}"
+                "schedule_in", f"must be at most {MAX_DELAY:.0f} seconds, got {delay_s:g}"
             )
         if scheduled_at is not None:
             if not isinstance(scheduled_at, datetime):
@@ -213,7 +121,7 @@ class Options:
         if meta is not None:
             if not isinstance(meta, Mapping):
                 raise InvalidOption("meta", f"must be a mapping, got {type(meta).__name__}")
-            _json_text("meta", meta)
+            json_text("meta", meta)
         if retry is not None and not isinstance(retry, Backoff):
             raise InvalidOption("retry", f"must be an aqueue.Backoff, got {retry!r}")
         if unique is not None and unique is not False and not isinstance(unique, Unique):
@@ -247,17 +155,4 @@ class Options:
         return dataclasses.replace(self, **changes)
 
     def meta_json(self) -> str:
-        return _json_text("meta", dict(self.meta or {}))
-
-
-def _seconds(field: str, value: float | timedelta | None, *, allow_zero: bool) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if not _is_number(value) or not math.isfinite(value):
-        raise InvalidOption(field, f"must be a finite number of seconds, got {value!r}")
-    if value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise InvalidOption(field, f"must be {bound} seconds, got {value}")
-    return float(value)
+        return json_text("meta", dict(self.meta or {}))

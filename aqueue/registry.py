@@ -1,16 +1,22 @@
-"""What one App knows: job kinds, aliases, after_process hooks, periodic schedules and
-persistent workers. Lives on the App."""
+"""What one App knows: job kinds, aliases, after_process hooks, middleware, periodic
+schedules and persistent workers. Lives on the App; definitions only, no runtime."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .definition import AfterProcessHook, JobDefinition
 from .errors import ConfigurationError, DuplicateJobKind, UnknownJobKind
-from .worker.periodic import PeriodicEntry
-from .worker.persistent import PersistentDefinition
+from .jobs import Job
+from .persistent import PersistentDefinition
+from .schedule import PeriodicEntry
 
-__all__ = ["Registry"]
+__all__ = ["Middleware", "Registry"]
+
+#: ``async def mw(job, call_next)``: runs around every attempt; ``await call_next()``
+#: runs the rest (inner middleware, then the job) and returns the job's result.
+Middleware = Callable[[Job, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
 class Registry:
@@ -18,6 +24,8 @@ class Registry:
         self._by_kind: dict[str, JobDefinition[Any, Any]] = {}
         self._kinds: list[str] = []
         self.global_hooks: list[AfterProcessHook] = []
+        #: Outermost first.
+        self.middleware: list[Middleware] = []
         self.periodic: dict[str, PeriodicEntry] = {}
         self.persistent: dict[str, PersistentDefinition] = {}
 
@@ -76,8 +84,9 @@ class Registry:
         return list({id(d): d for d in self._by_kind.values()}.values())
 
     def needs_full_rows(self) -> bool:
-        """Whether any job takes a JobContext or has hooks: both need a whole Job record."""
-        return bool(self.global_hooks) or any(
+        """Whether any job takes a JobContext or has hooks, or middleware is registered:
+        each needs a whole Job record."""
+        return bool(self.global_hooks or self.middleware) or any(
             d.hooks or d.schema.wants_context for d in self._by_kind.values()
         )
 

@@ -13,8 +13,9 @@ from typing import Any
 import anyio
 import asyncpg
 
+from ..bounds import LISTEN_CLOSE_TIMEOUT
 from ..errors import DatabaseError
-from .database import describe_url
+from .connector import describe_url
 
 __all__ = ["Listener"]
 
@@ -68,7 +69,7 @@ class Listener:
         conn, self._conn = self._conn, None
         if conn is None or conn.is_closed():
             return
-        with anyio.move_on_after(5, shield=True):
+        with anyio.move_on_after(LISTEN_CLOSE_TIMEOUT, shield=True):
             try:
                 await conn.close()
                 return

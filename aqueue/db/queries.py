@@ -1,7 +1,18 @@
-"""Loads the named statements of ``queries.sql`` and migrations, with the schema injected.
+"""Loads the named statements of ``sql/*.sql`` and the migrations, with the schema injected.
 
-This is the one place a schema name enters SQL text: quoted as an identifier, after
-``config.validate_schema_name`` has vetted it.
+A file holds statements (``-- name: NAME``) and fragments (``-- fragment: NAME``), each
+running until the next marker. Placeholders, replaced once when loaded:
+
+- ``{schema}``: the schema name, quoted as an identifier. This is the one place a
+  schema name enters SQL text, after ``config.validate_schema_name`` has vetted it.
+- ``{channel}``: the schema's NOTIFY channel, as a string literal.
+- ``{job_columns}`` / ``{job_columns:ALIAS}``: the columns ``jobs.job_from_row`` reads.
+- ``{@NAME}``: the text of fragment NAME (shared pieces, e.g. the claim's body).
+- ``:name``: a named parameter. A statement uses either named parameters or ``$n``;
+  named ones become ``$1, $2 ...`` in order of first use, and ``Statement.bind(obj)``
+  reads them off ``obj`` by name (``db/params.py``), so no order is kept by hand.
+
+Whole-line comments are dropped from what is sent: they explain the SQL in the files.
 """
 
 from __future__ import annotations
@@ -9,10 +20,11 @@ from __future__ import annotations
 import hashlib
 import re
 from importlib import resources
+from typing import Any
 
-__all__ = ["Queries", "channel_for", "load_migrations", "quote_ident"]
+__all__ = ["Queries", "Statement", "channel_for", "load_migrations", "quote_ident"]
 
-_NAME_RE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_MARKER_RE = re.compile(r"^-- (name|fragment): (\w+)\s*$", re.MULTILINE)
 _JOB_COLUMNS = (
     "id",
     "kind",
@@ -32,6 +44,19 @@ _JOB_COLUMNS = (
     "meta::text AS meta",
 )
 _JOB_COLUMNS_RE = re.compile(r"\{job_columns(?::(\w+))?\}")
+_FRAGMENT_RE = re.compile(r"\{@(\w+)\}")
+# ":name", but not the second colon of a "::type" cast nor a colon inside a word.
+_NAMED_RE = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+_COMMENT_LINE_RE = re.compile(r"^\s*--.*\n?", re.MULTILINE)
+SQL_FILES = (
+    "jobs.sql",
+    "claims.sql",
+    "outcomes.sql",
+    "cluster.sql",
+    "periodic.sql",
+    "queues.sql",
+    "migrations.sql",
+)
 
 
 def quote_ident(name: str) -> str:
@@ -39,25 +64,78 @@ def quote_ident(name: str) -> str:
 
 
 def channel_for(schema: str) -> str:
-    """The NOTIFY channel of one schema; the insert trigger derives the same name in SQL."""
+    """The NOTIFY channel of one schema."""
     return "aqueue_" + hashlib.md5(schema.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
-def _render(text: str, schema: str) -> str:
+class Statement(str):
+    """A rendered statement (usable wherever SQL text is) and its named parameters."""
+
+    __slots__ = ("params",)
+    params: tuple[str, ...]
+
+    def __new__(cls, sql: str, params: tuple[str, ...] = ()) -> Statement:
+        statement = super().__new__(cls, sql)
+        statement.params = params
+        return statement
+
+    def bind(self, values: object) -> list[Any]:
+        """The positional arguments for this statement, read off ``values`` by name."""
+        return [getattr(values, name) for name in self.params]
+
+    def args(self, **values: Any) -> list[Any]:
+        """The positional arguments for this statement, given by name."""
+        if values.keys() != set(self.params):
+            raise TypeError(f"statement takes {self.params}, got {sorted(values)}")
+        return [values[name] for name in self.params]
+
+
+def _render(text: str, schema: str, fragments: dict[str, str] | None = None) -> str:
     def columns(match: re.Match[str]) -> str:
         alias = match.group(1)
         if not alias:
             return ", ".join(_JOB_COLUMNS)
         return ", ".join(f"{alias}.{col}" for col in _JOB_COLUMNS)
 
+    def fragment(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if fragments is None or name not in fragments:
+            raise LookupError(f"unknown SQL fragment {name!r}")
+        return fragments[name]
+
+    text = _FRAGMENT_RE.sub(fragment, text)
     text = _JOB_COLUMNS_RE.sub(columns, text)
     return text.replace("{schema}", quote_ident(schema)).replace(
         "{channel}", "'" + channel_for(schema) + "'"
     )
 
 
+def _named(name: str, sql: str) -> Statement:
+    order: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        param = match.group(1)
+        if param not in order:
+            order.append(param)
+        return f"${order.index(param) + 1}"
+
+    converted = _NAMED_RE.sub(number, sql)
+    if order and re.search(r"\$\d", sql):
+        raise ValueError(f"statement {name!r} mixes named (:x) and numbered ($n) parameters")
+    return Statement(converted, tuple(order))
+
+
 def _read(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def _blocks(source: str) -> list[tuple[str, str, str]]:
+    """(kind, name, body) for each statement or fragment of one file."""
+    parts = _MARKER_RE.split(source)
+    return [
+        (kind, name, body.strip())
+        for kind, name, body in zip(parts[1::3], parts[2::3], parts[3::3], strict=True)
+    ]
 
 
 class Queries:
@@ -66,17 +144,25 @@ class Queries:
     def __init__(self, schema: str) -> None:
         self.schema = schema
         self.channel = channel_for(schema)
-        source = _read("queries.sql")
-        parts = _NAME_RE.split(source)
-        self.by_name: dict[str, str] = {}
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            self.by_name[name] = _render(body.strip().rstrip(";"), schema)
+        blocks = [block for file in SQL_FILES for block in _blocks(_read(f"sql/{file}"))]
+        fragments: dict[str, str] = {}
+        for kind, name, body in blocks:
+            if kind == "fragment":
+                fragments[name] = _COMMENT_LINE_RE.sub("", body).strip()
+        self.by_name: dict[str, Statement] = {}
+        for kind, name, body in blocks:
+            if kind != "name":
+                continue
+            if name in self.by_name:
+                raise ValueError(f"statement {name!r} is defined twice in aqueue/db/sql")
+            sql = _COMMENT_LINE_RE.sub("", _render(body, schema, fragments)).strip().rstrip(";")
+            self.by_name[name] = _named(name, sql)
 
-    def __getattr__(self, name: str) -> str:
+    def __getattr__(self, name: str) -> Statement:
         try:
             return self.by_name[name]
         except KeyError:
-            raise AttributeError(f"no statement named {name!r} in queries.sql") from None
+            raise AttributeError(f"no statement named {name!r} in aqueue/db/sql") from None
 
 
 def load_migrations(schema: str) -> list[tuple[int, str, str]]:

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import TaskStatus
 
+from ..bounds import FLUSH_TIMEOUT
+from ..db.params import OutcomeColumns
 from ..errors import DatabaseError
-from .executor import CompletedAttempt
+from .attempt import Attempt
 
 if TYPE_CHECKING:
-    from ..db.database import Database, OutcomeRow, Row
+    from ..db.database import Database, Row
 
 __all__ = ["Completer"]
 
@@ -36,30 +38,25 @@ class Completer:
         db: Database,
         *,
         batch_size: int,
-        on_committed: Callable[[list[CompletedAttempt]], None],
+        on_committed: Callable[[list[Attempt]], None],
         logger: logging.Logger,
-        flush_timeout: float = 10.0,
+        flush_timeout: float = FLUSH_TIMEOUT,
     ) -> None:
         self._db = db
         self._batch_size = batch_size
         self._on_committed = on_committed
         self._logger = logger
         self._flush_timeout = flush_timeout
-        self._pending: list[CompletedAttempt] = []
-        self._writing: list[CompletedAttempt] = []
+        self._pending: list[Attempt] = []
+        self._writing: list[Attempt] = []
         self._has_items = anyio.Event()
         self._closing = False
         self._flush_deadline = math.inf
         self._write_scope: anyio.CancelScope | None = None
-        self.written = 0
 
-    def submit(self, item: CompletedAttempt) -> None:
+    def submit(self, item: Attempt) -> None:
         self._pending.append(item)
         self._has_items.set()
-
-    @property
-    def backlog(self) -> int:
-        return len(self._pending)
 
     def holding(self) -> list[int]:
         """Ids of jobs whose outcome is not written yet: their rows still say ``running``."""
@@ -94,18 +91,15 @@ class Completer:
             finally:
                 self._writing = []
 
-    async def _write(self, batch: list[CompletedAttempt]) -> None:
-        rows: list[OutcomeRow] = [
-            (
-                item.job_id,
-                item.attempt,
-                item.state.value,
-                item.result_json,
-                item.error_json,
-                item.delay,
-            )
-            for item in batch
-        ]
+    async def _write(self, batch: list[Attempt]) -> None:
+        rows = OutcomeColumns()
+        for item in batch:
+            rows.id.append(item.job_id)
+            rows.attempt.append(item.attempt)
+            rows.state.append(item.state.value)
+            rows.result.append(item.result_json)
+            rows.error.append(item.error_json)
+            rows.delay.append(item.delay)
         delay = 0.05
         unsure = False  # a try failed: it may have committed with its reply lost
         while True:
@@ -133,7 +127,6 @@ class Completer:
                 self._logger.warning("aqueue: recording outcomes failed (%s); retrying", exc)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        self.written += len(written)
         applied = {row["id"]: row for row in written}
         if unsure and len(applied) != len(batch):
             applied.update(await self._applied_earlier(batch, applied))
@@ -151,7 +144,7 @@ class Completer:
         self._on_committed(committed)
 
     async def _applied_earlier(
-        self, batch: list[CompletedAttempt], applied: dict[int, Row]
+        self, batch: list[Attempt], applied: dict[int, Row]
     ) -> dict[int, Row]:
         # Without this, hooks of an outcome whose first write committed but lost its reply
         # (PostgreSQL restarting, a dropped connection) would never run.
@@ -160,7 +153,9 @@ class Completer:
         try:
             with anyio.CancelScope(shield=True, deadline=self._flush_deadline):
                 rows = await self._db.outcomes_in_place(
-                    [(item.job_id, item.attempt, item.state.value) for item in missing]
+                    [item.job_id for item in missing],
+                    [item.attempt for item in missing],
+                    [item.state.value for item in missing],
                 )
         except DatabaseError as exc:
             self._logger.warning("aqueue: could not check %d outcomes (%s)", len(missing), exc)

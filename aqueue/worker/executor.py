@@ -16,97 +16,48 @@ producer.py): entering and leaving a fresh anyio scope per job cost more than th
 
 from __future__ import annotations
 
+import functools
 import json
-import logging
 import math
-import re
 import time
-import traceback
-from collections.abc import Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import pydantic_core
 
+from ..backoff import DEFAULT_BACKOFF, Backoff
 from ..errors import Cancel, Discard, InvalidJobArgs, JobTimeout, ResultNotJSON, Snooze
-from ..jobs import JobContext, JobState, Outcome
-from ..options import Backoff
+from ..jobs import JobState, job_from_row
+from ..validate import has_json_nul
+from .attempt import Attempt
+from .runtime import Runtime
 
 if TYPE_CHECKING:
-    from ..app import App
     from ..db.database import Row
     from ..definition import JobDefinition
 
-__all__ = ["CompletedAttempt", "Executor", "RunningJob"]
-
-DEFAULT_BACKOFF = Backoff()
+__all__ = ["Executor", "RunningJob", "to_storable_json"]
 
 
 class RunningJob:
-    """A job this process is executing: its identity and how to cancel it."""
+    """A job this process is executing: its identity and how to cancel it.
 
-    __slots__ = ("attempt", "cancel_requested", "id", "scope")
+    ``interrupted`` is set by the job's producer when its shutdown grace is over, right
+    before it cancels its slots: the cancellation that follows hands the job back."""
+
+    __slots__ = ("attempt", "cancel_requested", "id", "interrupted", "scope")
 
     def __init__(self, job_id: int, attempt: int, scope: anyio.CancelScope) -> None:
         self.id = job_id
         self.attempt = attempt
         self.scope = scope
         self.cancel_requested = False
+        self.interrupted = False
 
     def request_cancel(self) -> None:
         self.cancel_requested = True
         self.scope.cancel()
-
-
-class CompletedAttempt:
-    """An attempt's outcome, waiting for the completer to write it."""
-
-    __slots__ = (
-        "committed",
-        "definition",
-        "delay",
-        "error_json",
-        "outcome",
-        "queue",
-        "result_json",
-        "row",
-        "state",
-    )
-
-    def __init__(
-        self,
-        row: Row,
-        definition: JobDefinition[Any, Any] | None,
-        state: JobState,
-        outcome: Outcome,
-        result_json: str | None,
-        error_json: str | None,
-        delay: float | None,
-    ) -> None:
-        self.row = row
-        self.definition = definition
-        self.state = state
-        self.outcome = outcome
-        self.result_json = result_json
-        self.error_json = error_json
-        self.delay = delay
-        self.queue: str = row["queue"]
-        #: The columns the outcome write changed (finalized_at, scheduled_at, attempt), set
-        #: by the completer once the write is committed.
-        self.committed: Row | None = None
-
-    @property
-    def job_id(self) -> int:
-        return int(self.row["id"])
-
-    @property
-    def attempt(self) -> int:
-        return int(self.row["attempt"])
-
-
-# A JSON ``\u0000`` escape (not an escaped backslash followed by "u0000"): jsonb rejects it.
-_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def to_storable_json(value: Any) -> str:
@@ -117,37 +68,17 @@ def to_storable_json(value: Any) -> str:
     of outcome writes.
     """
     text = pydantic_core.to_json(value, inf_nan_mode="null").decode()
-    if _JSON_NUL.search(text):
+    if has_json_nul(text):
         raise ValueError("it contains a NUL character (\\u0000), which PostgreSQL cannot store")
     return text
 
 
-def _storable_text(text: str) -> str:
-    # jsonb rejects NUL characters and lone surrogates (e.g. a surrogate-escaped file name
-    # in an OSError); an error message may hold either, so both are written out as escapes.
-    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def error_record(attempt: int, exc: BaseException) -> str:
-    return json.dumps(
-        {
-            "attempt": attempt,
-            "at": datetime.now(UTC).isoformat(),
-            "type": type(exc).__qualname__,
-            "message": _storable_text(str(exc)),
-            "traceback": _storable_text("".join(traceback.format_exception(exc))),
-        }
-    )
-
-
 class Executor:
-    def __init__(
-        self, app: App, submit: Callable[[CompletedAttempt], None], logger: logging.Logger
-    ) -> None:
-        self._app = app
+    def __init__(self, runtime: Runtime, submit: Callable[[Attempt], None]) -> None:
+        self._registry = runtime.registry
+        self._job_context = runtime.job_context
         self._submit = submit
-        self._logger = logger
-        self.stopping_hard = False
+        self._logger = runtime.logger
 
     async def run(self, row: Row, running: RunningJob) -> None:
         """Run one job inside its slot's cancel scope (``running.scope``).
@@ -156,15 +87,9 @@ class Executor:
         job's ``timeout``) is recorded and then re-raised, so the slot's scope absorbs it;
         a shutdown's cancellation hands the job back and propagates further.
         """
-        definition = self._app.registry.get(row["kind"])
-        attempt = running.attempt
+        definition = self._registry.get(row["kind"])
         scope = running.scope
         started = time.monotonic()
-        result: Any = None
-        result_json: str | None = None
-        error: BaseException | None = None
-        snooze: float | None = None
-        state = JobState.COMPLETED
         timeout: float | None = None
         try:
             if definition is None:
@@ -177,13 +102,7 @@ class Executor:
             if timeout:
                 scope.deadline = anyio.current_time() + timeout
             try:
-                if definition.schema.wants_context:
-                    ctx = JobContext(
-                        job=self._app.job_from_row(row), app=self._app, logger=self._logger
-                    )
-                    result = await definition.fn(ctx, **kwargs)
-                else:
-                    result = await definition.fn(**kwargs)
+                result = await self._call(row, definition, kwargs)
             finally:
                 if timeout:
                     scope.deadline = math.inf
@@ -192,126 +111,101 @@ class Executor:
             except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
                 # The job's side effects happened; retrying would repeat them for a
                 # value that can never be stored, so the job is discarded, not retried.
-                error = ResultNotJSON(
+                not_json = ResultNotJSON(
                     f"job returned a value that is not JSON-serialisable "
                     f"({type(result).__name__}): {exc}"
                 )
-                state, result = JobState.DISCARDED, None
+                attempt = Attempt.discarded(row, definition, not_json, _since(started))
+            else:
+                attempt = Attempt.completed(row, definition, result, result_json, _since(started))
         except Snooze as exc:
-            state, error, snooze = JobState.SCHEDULED, None, exc.seconds
-        except Discard as exc:
-            state, error = JobState.DISCARDED, exc
+            attempt = Attempt.snoozed(row, definition, exc.seconds, _since(started))
+        except (Discard, InvalidJobArgs) as exc:
+            # Bad stored arguments will not change by waiting; `app.retry` after a fix.
+            attempt = Attempt.discarded(row, definition, exc, _since(started))
         except Cancel as exc:
-            state, error = JobState.CANCELLED, exc
-        except InvalidJobArgs as exc:
-            # The stored arguments will not change by waiting; `app.retry` after a fix.
-            state, error = JobState.DISCARDED, exc
+            attempt = Attempt.cancelled(row, definition, exc, _since(started))
         except Exception as exc:
-            state, error = JobState.RETRYABLE, exc
+            attempt = self._failed(row, definition, exc, started)
         except anyio.get_cancelled_exc_class() as exc:
-            if self.stopping_hard:
-                self._finish(
-                    row, definition, JobState.AVAILABLE, None, None, None, exc, started, None
-                )
-                raise
-            if running.cancel_requested:
-                self._finish(
-                    row,
-                    definition,
-                    JobState.CANCELLED,
-                    None,
-                    None,
-                    Cancel("cancelled by app.cancel"),
-                    exc,
-                    started,
-                    None,
-                )
-                raise
-            if scope.cancel_called:
-                error = JobTimeout(f"job exceeded its timeout of {timeout or 0:g}s")
-                self._finish_failure(row, definition, attempt, error, started)
-                raise
-            # A CancelledError the job raised itself, not a cancellation: a failure.
-            state, error = JobState.RETRYABLE, exc
+            if running.interrupted:
+                self._done(Attempt.handed_back(row, definition, _since(started), error=exc))
+            elif running.cancel_requested:
+                reason = Cancel("cancelled by app.cancel")
+                self._done(Attempt.cancelled(row, definition, reason, _since(started), error=exc))
+            elif scope.cancel_called:
+                timed_out = JobTimeout(f"job exceeded its timeout of {timeout or 0:g}s")
+                self._done(self._failed(row, definition, timed_out, started))
+            else:
+                # A CancelledError the job raised itself, not a cancellation: a failure.
+                self._done(self._failed(row, definition, exc, started))
+                return
+            raise
+        self._done(attempt)
 
-        if state is JobState.RETRYABLE:
-            assert error is not None
-            self._finish_failure(row, definition, attempt, error, started)
-        else:
-            self._finish(row, definition, state, result, result_json, error, error, started, snooze)
+    async def _call(
+        self, row: Row, definition: JobDefinition[Any, Any], kwargs: dict[str, Any]
+    ) -> Any:
+        fn = definition.fn
+        wants_context = definition.schema.wants_context
+        middleware = self._registry.middleware
+        if not middleware:  # the common case: no Job record is built at all
+            if wants_context:
+                return await fn(self._job_context(job_from_row(row)), **kwargs)
+            return await fn(**kwargs)
+        job = job_from_row(row)
+
+        def call() -> Awaitable[Any]:
+            if wants_context:
+                return fn(self._job_context(job), **kwargs)
+            return fn(**kwargs)
+
+        # Outermost first: the first registered middleware sees the call first.
+        for layer in reversed(middleware):
+            call = functools.partial(layer, job, call)
+        return await call()
 
     def hand_back(self, row: Row) -> None:
         """A claimed job that never started (shutdown): back to ``available``, attempt
         refunded, like a job interrupted by shutdown."""
-        definition = self._app.registry.get(row["kind"])
-        self._finish(
-            row, definition, JobState.AVAILABLE, None, None, None, None, time.monotonic(), None
-        )
+        self._done(Attempt.handed_back(row, self._registry.get(row["kind"]), 0.0))
 
     def cancel_unstarted(self, row: Row) -> None:
         """A claimed job cancelled by ``app.cancel`` before a slot took it."""
-        cancel = Cancel("cancelled by app.cancel")
-        definition = self._app.registry.get(row["kind"])
-        self._finish(
-            row, definition, JobState.CANCELLED, None, None, cancel, cancel, time.monotonic(), None
-        )
+        definition = self._registry.get(row["kind"])
+        self._done(Attempt.cancelled(row, definition, Cancel("cancelled by app.cancel"), 0.0))
 
-    def _finish_failure(
+    def _failed(
         self,
         row: Row,
         definition: JobDefinition[Any, Any] | None,
-        attempt: int,
         error: BaseException,
         started: float,
-    ) -> None:
-        if attempt >= row["max_attempts"]:
-            self._finish(
-                row, definition, JobState.DISCARDED, None, None, error, error, started, None
-            )
-        else:
-            delay = self._backoff(row, definition).delay(attempt)
-            self._finish(
-                row, definition, JobState.RETRYABLE, None, None, error, error, started, delay
-            )
+    ) -> Attempt:
+        return Attempt.failed(row, definition, error, _since(started), _backoff(row, definition))
 
-    def _backoff(self, row: Row, definition: JobDefinition[Any, Any] | None) -> Backoff:
-        if row["retry"]:
-            return Backoff.from_json(json.loads(row["retry"]))
-        if definition is not None and definition.defaults.retry is not None:
-            return definition.defaults.retry
-        return DEFAULT_BACKOFF
-
-    def _finish(
-        self,
-        row: Row,
-        definition: JobDefinition[Any, Any] | None,
-        state: JobState,
-        result: Any,
-        result_json: str | None,
-        recorded: BaseException | None,
-        error: BaseException | None,
-        started: float,
-        delay: float | None,
-    ) -> None:
-        duration = time.monotonic() - started
-        if error is not None and state is not JobState.AVAILABLE:
+    def _done(self, attempt: Attempt) -> None:
+        error = attempt.outcome.error
+        if error is not None and attempt.outcome.state is not JobState.AVAILABLE:
             self._logger.info(
                 "aqueue: job %s (%s) attempt %s -> %s: %s: %s",
-                row["id"],
-                row["kind"],
-                row["attempt"],
-                state,
+                attempt.row["id"],
+                attempt.row["kind"],
+                attempt.row["attempt"],
+                attempt.state,
                 type(error).__name__,
                 error,
             )
-        outcome = Outcome(
-            state=state,
-            result=result,
-            error=error,
-            duration=duration,
-            snoozed_for=delay if state is JobState.SCHEDULED else None,
-        )
-        error_json = error_record(row["attempt"], recorded) if recorded is not None else None
-        self._submit(
-            CompletedAttempt(row, definition, state, outcome, result_json, error_json, delay)
-        )
+        self._submit(attempt)
+
+
+def _since(started: float) -> float:
+    return time.monotonic() - started
+
+
+def _backoff(row: Row, definition: JobDefinition[Any, Any] | None) -> Backoff:
+    if row["retry"]:
+        return Backoff.from_json(json.loads(row["retry"]))
+    if definition is not None and definition.defaults.retry is not None:
+        return definition.defaults.retry
+    return DEFAULT_BACKOFF

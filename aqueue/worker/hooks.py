@@ -8,6 +8,7 @@ are cancelled.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -15,13 +16,38 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..definition import AfterProcessHook
-from ..jobs import Job, Outcome
+from ..jobs import Job, JobState, Outcome, job_from_row
+from ..registry import Registry
+from .attempt import Attempt
 
 __all__ = ["HookRunner"]
 
 
+def job_after(attempt: Attempt) -> Job:
+    """The job as it is once ``attempt``'s outcome is committed, without a re-read: the
+    claimed row overlaid with the outcome and the columns the write changed."""
+    job = job_from_row(
+        attempt.row,
+        state=attempt.state,
+        result=attempt.outcome.result,
+        error_json=attempt.error_json,
+    )
+    committed = attempt.committed
+    if committed is None:
+        return job
+    return dataclasses.replace(
+        job,
+        attempt=committed["attempt"],
+        scheduled_at=committed["scheduled_at"],
+        finalized_at=committed["finalized_at"],
+    )
+
+
 class HookRunner:
-    def __init__(self, *, concurrency: int, grace: float, logger: logging.Logger) -> None:
+    def __init__(
+        self, registry: Registry, *, concurrency: int, grace: float, logger: logging.Logger
+    ) -> None:
+        self._registry = registry
         self._limit = anyio.Semaphore(concurrency)
         self._grace = grace
         self._logger = logger
@@ -30,6 +56,17 @@ class HookRunner:
         self._in_flight = 0
         self._idle = anyio.Event()
         self._idle.set()
+
+    def committed(self, attempts: Sequence[Attempt]) -> None:
+        """Run the hooks of attempts whose outcome was just committed (once per attempt).
+
+        A job handed back (shutdown) had no attempt that counts: no hooks."""
+        for attempt in attempts:
+            if attempt.state is JobState.AVAILABLE:
+                continue
+            hooks = self._registry.hooks_for(attempt.definition)
+            if hooks:
+                self.dispatch(hooks, job_after(attempt), attempt.outcome)
 
     def dispatch(self, hooks: Sequence[AfterProcessHook], job: Job, outcome: Outcome) -> None:
         if self._tg is None:

@@ -22,8 +22,8 @@ from anyio.abc import TaskStatus
 
 from ..cluster import LEADER_LEASE
 from ..db.database import Database
+from ..db.notifier import Notifier
 from .lease import LeaseKeeper, Tenure
-from .notifier import Notifier
 
 __all__ = ["Duty", "Leader"]
 

@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from ..bounds import RELEASE_TIMEOUT
+
 if TYPE_CHECKING:
     from ..db.database import Database
-    from .notifier import Notifier
+    from ..db.notifier import Notifier
 
 __all__ = ["LeaseKeeper", "Tenure"]
 
@@ -121,7 +123,7 @@ class LeaseKeeper:
             await self._release()
 
     async def _release(self) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+        with anyio.CancelScope(shield=True), anyio.move_on_after(RELEASE_TIMEOUT):
             try:
                 await self._db.release_lease(self.name, self.holder, self._info_json())
             except Exception as exc:

@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskStatus
 
+from ..bounds import NODE_DELETE_TIMEOUT
 from ..db.database import Database
 
 __all__ = ["Node", "NodeConfig"]
@@ -122,7 +123,7 @@ class Node:
                     )
         finally:
             await self._drop_connection()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(NODE_DELETE_TIMEOUT):
                 try:
                     await self._db.delete_node(self.id)
                 except Exception as exc:

@@ -90,7 +90,6 @@ class Producer:
         self._idle.set()
         self._stopping = False
         self._next_due = math.inf
-        self.claimed = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -216,12 +215,13 @@ class Producer:
                     self._busy,
                     self._shutdown_timeout,
                 )
-                self._executor.stopping_hard = True
+                # Hand the jobs back, not fail them: the cancellation is ours, not theirs.
+                for running in self.running.values():
+                    running.interrupted = True
             jobs.cancel_scope.cancel()
 
     def _hand_off(self, rows: Sequence[Row], handoff: asyncio.Queue[Row]) -> None:
         self._busy += len(rows)
-        self.claimed += len(rows)
         if rows:
             self._idle = asyncio.Event() if self._idle.is_set() else self._idle
         for row in rows:

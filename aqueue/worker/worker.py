@@ -12,101 +12,81 @@ cancel watcher) are cancelled and the node row deleted.
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
 
 from ..cluster import config_digest
-from ..errors import ConfigurationError
+from ..db.notifier import Notifier
 from ..jobs import JobState
-from ..options import validate_name
+from ..validate import validate_queues
+from .attempt import Attempt
 from .completer import Completer
-from .executor import CompletedAttempt, Executor
+from .executor import Executor
 from .hooks import HookRunner
 from .leader import Leader
 from .maintenance import Maintenance
 from .node import Node, NodeConfig
-from .notifier import Notifier
-from .periodic import Periodic
-from .persistent import PersistentSupervisor
 from .producer import Producer
-
-if TYPE_CHECKING:
-    from ..app import App
+from .runtime import HasRuntime, Runtime
+from .scheduler import PeriodicScheduler
+from .supervisor import PersistentSupervisor
 
 __all__ = ["Worker"]
 
-
-def validate_queues(queues: Mapping[str, int], *, allow_empty: bool = False) -> dict[str, int]:
-    if not isinstance(queues, Mapping) or (not queues and not allow_empty):
-        raise ConfigurationError(
-            "queues: give at least one queue, e.g. {'default': 10} (a worker without queues "
-            "needs persistent workers or periodic jobs to run)"
-        )
-    checked: dict[str, int] = {}
-    for name, concurrency in queues.items():
-        validate_name("queues", name)
-        if (
-            not isinstance(concurrency, int)
-            or isinstance(concurrency, bool)
-            or not (1 <= concurrency <= 10_000)
-        ):
-            raise ConfigurationError(
-                f"queues[{name!r}]: concurrency must be an integer from 1 to 10000, "
-                f"got {concurrency!r}"
-            )
-        checked[name] = concurrency
-    return checked
+#: How many after_process hooks run at once; the rest wait their turn.
+HOOK_CONCURRENCY = 100
 
 
 class Worker:
     """Made by ``app.worker(...)`` / ``app.run_worker(...)``; ``await worker.stop()`` ends it."""
 
-    def __init__(self, app: App, queues: Mapping[str, int]) -> None:
-        self.app = app
-        registry = app.registry
+    def __init__(self, source: Runtime | HasRuntime, queues: Mapping[str, int]) -> None:
+        runtime = source if isinstance(source, Runtime) else source.runtime
+        self._runtime = runtime
+        registry = runtime.registry
         self.queues = validate_queues(
             queues, allow_empty=bool(registry.persistent or registry.periodic)
         )
         self.node_id = uuid.uuid4().hex
-        settings = app.settings
-        self._logger = app.logger
+        settings = runtime.settings
+        self._logger = runtime.logger
         config = registry.node_config()
         self.node = Node(
-            app.db,
+            runtime.db,
             self.node_id,
             NodeConfig(dict(self.queues), registry.kinds(), config, config_digest(config)),
             heartbeat_interval=settings.heartbeat_interval,
             ttl=settings.node_ttl,
             logger=self._logger,
         )
-        self.maintenance = Maintenance(app.db, settings, self._logger)
-        self.periodic = Periodic(app, registry.periodic)
+        self.maintenance = Maintenance(runtime.db, settings, self._logger)
+        self.periodic = PeriodicScheduler(runtime, registry.periodic)
         self.leader: Leader | None = None
         self.persistent: list[PersistentSupervisor] = []
         self._coordination = anyio.CancelScope()
         self._completer = Completer(
-            app.db,
+            runtime.db,
             batch_size=settings.completer_batch,
             on_committed=self._committed,
             logger=self._logger,
         )
-        self._executor = Executor(app, self._completer.submit, self._logger)
+        self._executor = Executor(runtime, self._completer.submit)
         self._hooks = HookRunner(
-            concurrency=100, grace=settings.shutdown_timeout, logger=self._logger
+            registry,
+            concurrency=HOOK_CONCURRENCY,
+            grace=settings.shutdown_timeout,
+            logger=self._logger,
         )
         self.producers = {
             queue: Producer(
                 queue,
                 concurrency,
-                db=app.db,
-                kinds=app.registry.kinds,
-                full_rows=app.registry.needs_full_rows,
+                db=runtime.db,
+                kinds=registry.kinds,
+                full_rows=registry.needs_full_rows,
                 node_id=self.node_id,
                 alive=self.node.alive,
                 executor=self._executor,
@@ -121,10 +101,6 @@ class Worker:
         self._stop_event = anyio.Event()
         self._stop_requested = False
         self._started = False
-
-    @property
-    def logger(self) -> logging.Logger:
-        return self._logger
 
     @property
     def running_jobs(self) -> int:
@@ -152,12 +128,13 @@ class Worker:
         if self._started:
             raise RuntimeError("a Worker runs once; create a new one with app.worker(...)")
         self._started = True
-        notifier = await self.app.notifier()
+        notifier = await self._runtime.notifier()
         try:
             async with anyio.create_task_group() as services:
                 await services.start(notifier.supervise)
                 await services.start(self.node.run)
                 await services.start(self._coordinate, notifier)
+                services.start_soon(self._watch_cancels)
                 async with anyio.create_task_group() as tail:
                     await tail.start(self._hooks.run)
                     await tail.start(self._complete_then_close_hooks)
@@ -166,8 +143,8 @@ class Worker:
                             for producer in self.producers.values():
                                 producers.start_soon(self._run_producer, producer, notifier)
                             if not self.producers:
+                                # Nothing claims, but the block must last until stop().
                                 producers.start_soon(self._stop_event.wait)
-                            services.start_soon(self._watch_cancels)
                             self._logger.info(
                                 "aqueue: worker %s started: queues %s",
                                 self.node_id[:8],
@@ -183,18 +160,18 @@ class Worker:
     async def _coordinate(
         self, notifier: Notifier, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        settings = self.app.settings
+        runtime = self._runtime
         self.leader = Leader(
-            self.app.db,
+            runtime.db,
             notifier,
             self.node_id,
-            ttl=settings.leader_ttl,
+            ttl=runtime.settings.leader_ttl,
             duties=[self.maintenance.run, self.periodic.run],
             logger=self._logger,
         )
         self.persistent = [
-            PersistentSupervisor(self.app, notifier, definition, replica, self.node_id)
-            for definition in self.app.registry.persistent.values()
+            PersistentSupervisor(runtime, notifier, definition, replica, self.node_id)
+            for definition in runtime.registry.persistent.values()
             for replica in range(definition.replicas)
         ]
         started = False
@@ -215,7 +192,7 @@ class Worker:
         await self._completer.run(task_status=task_status)
         self._hooks.close()
 
-    async def _run_producer(self, producer: Producer, notifier: Any) -> None:
+    async def _run_producer(self, producer: Producer, notifier: Notifier) -> None:
         with notifier.queue_subscription(producer.queue, producer.wake):
             await producer.run()
 
@@ -227,43 +204,25 @@ class Worker:
     async def _watch_cancels(self) -> None:
         # Covers cancel notifications missed while the LISTEN connection was down.
         while True:
-            await anyio.sleep(self.app.settings.poll_interval * 5)
+            await anyio.sleep(self._runtime.settings.poll_interval * 5)
             running = [
                 job_id for p in self.producers.values() for job_id in (*p.running, *p.waiting)
             ]
             if not running:
                 continue
             try:
-                flagged = await self.app.db.cancel_requested(running)
+                flagged = await self._runtime.db.cancel_requested(running)
             except Exception as exc:  # the next round checks again
                 self._logger.warning("aqueue: cancel check failed: %s", exc)
                 continue
             for job_id in flagged:
                 self._cancel_job(job_id)
 
-    def _committed(self, items: list[CompletedAttempt]) -> None:
-        poll = self.app.settings.poll_interval
-        for item in items:
-            if item.state in (JobState.SCHEDULED, JobState.RETRYABLE, JobState.AVAILABLE):
-                producer = self.producers.get(item.queue)
-                if producer is not None and (item.delay or 0.0) < poll:
-                    producer.wake_at(item.delay or 0.0)
-            if item.state is JobState.AVAILABLE:
-                continue  # interrupted by shutdown: the attempt did not count, no hooks
-            hooks = self.app.hooks_for(item.definition)
-            if hooks:
-                job = self.app.job_from_row(
-                    item.row,
-                    state=item.state,
-                    result=item.outcome.result,
-                    error_json=item.error_json,
-                )
-                if item.committed is not None:
-                    # The claimed row predates the outcome; take what the write changed.
-                    job = dataclasses.replace(
-                        job,
-                        attempt=item.committed["attempt"],
-                        scheduled_at=item.committed["scheduled_at"],
-                        finalized_at=item.committed["finalized_at"],
-                    )
-                self._hooks.dispatch(hooks, job, item.outcome)
+    def _committed(self, attempts: list[Attempt]) -> None:
+        poll = self._runtime.settings.poll_interval
+        for attempt in attempts:
+            if attempt.state in (JobState.SCHEDULED, JobState.RETRYABLE, JobState.AVAILABLE):
+                producer = self.producers.get(attempt.queue)
+                if producer is not None and (attempt.delay or 0.0) < poll:
+                    producer.wake_at(attempt.delay or 0.0)
+        self._hooks.committed(attempts)

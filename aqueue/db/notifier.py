@@ -18,8 +18,8 @@ from collections.abc import Callable, Iterator
 import anyio
 from anyio.abc import TaskStatus
 
-from ..db.listener import Listener
 from ..errors import DatabaseError
+from .listener import Listener
 
 __all__ = ["Notifier"]
 

@@ -1,0 +1,205 @@
+-- Inserting, reading and steering single jobs.
+-- Statements start with "-- name: NAME"; placeholders are described in queries.py.
+
+-- fragment: job_input
+-- The columns of db.params.InsertColumns, one array each, unnested in input order.
+unnest(:kind::text[], :queue::text[], :args::text[], :priority::smallint[],
+       :max_attempts::smallint[], :scheduled_at::timestamptz[], :delay::float8[],
+       :tags::text[], :meta::text[], :timeout::float8[], :retry::text[]
+
+-- fragment: job_values
+-- A new job's state and stored columns from one input row `i` (with `i.at`, when due).
+(CASE WHEN i.at > now() THEN 'scheduled' ELSE 'available' END)::{schema}.job_state,
+i.args::jsonb, i.priority, i.max_attempts, i.at,
+CASE WHEN i.tags = '[]' THEN '{}'::text[]
+     ELSE ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)) END,
+i.meta::jsonb, i.timeout, i.retry::jsonb
+
+-- name: insert_jobs
+-- One statement for one job or thousands: arrays in, rows out, in input order.
+INSERT INTO {schema}.jobs
+    (kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout, retry)
+SELECT i.kind, i.queue, {@job_values}
+FROM (
+    SELECT u.*, coalesce(u.sched, now() + make_interval(secs => u.delay), now()) AS at
+    FROM {@job_input})
+        WITH ORDINALITY
+        AS u(kind, queue, args, priority, max_attempts, sched, delay, tags, meta, timeout, retry, ord)
+    ORDER BY u.ord
+) AS i
+RETURNING id, state::text AS state, scheduled_at, created_at;
+
+-- name: insert_unique_jobs
+-- insert_jobs for a batch holding unique jobs: the same arrays plus each job's unique key
+-- (NULL for a job that is not unique), period in seconds and states. A job whose key is
+-- held by another job (see jobs_unique_idx) is skipped: its output row has a NULL id and
+-- the key it wanted, and the enqueuing code then reads the holder (unique_holders).
+-- DO NOTHING rather than DO UPDATE: DO UPDATE would lock the holder until the enqueuing
+-- transaction ends, and a caller's long transaction would then stall the worker writing
+-- that job's outcome. Ids are drawn up front so that every input row finds its output row.
+-- The enqueuing code sends at most one row per key, sorted by key, so that concurrent
+-- batches sharing keys wait on each other in one order instead of deadlocking.
+WITH input AS MATERIALIZED (
+    SELECT u.*,
+           coalesce(u.sched, now() + make_interval(secs => u.delay), now()) AS at,
+           CASE WHEN u.ukey IS NULL OR u.uperiod IS NULL THEN u.ukey
+                -- The period bucket comes from the database clock: one clock for every node.
+                ELSE u.ukey || ':' || floor(extract(epoch FROM now()) / u.uperiod)::bigint::text
+           END AS unique_key,
+           nextval(pg_get_serial_sequence('{schema}.jobs', 'id')) AS new_id
+    FROM {@job_input},
+                :unique_key::text[], :unique_period::float8[], :unique_states::text[])
+        WITH ORDINALITY
+        AS u(kind, queue, args, priority, max_attempts, sched, delay, tags, meta, timeout, retry,
+             ukey, uperiod, ustates, ord)
+), written AS (
+    INSERT INTO {schema}.jobs AS j
+        (id, kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout,
+         retry, unique_key, unique_states)
+    OVERRIDING SYSTEM VALUE
+    SELECT i.new_id, i.kind, i.queue, {@job_values}, i.unique_key,
+           string_to_array(i.ustates, ',')::{schema}.job_state[]
+    FROM input AS i
+    ORDER BY i.ord
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state = ANY (unique_states)
+    DO NOTHING
+    RETURNING {job_columns:j}, j.unique_key
+)
+-- An equality join (hashable, unlike an OR): a written row is matched by its key, or by
+-- its id when it has none. Keys are hex digests, never '#' followed by digits.
+SELECT w.*, i.unique_key AS wanted_key
+FROM input AS i
+LEFT JOIN written AS w
+  ON coalesce(w.unique_key, '#' || w.id) = coalesce(i.unique_key, '#' || i.new_id)
+ORDER BY i.ord;
+
+-- name: notify_available
+-- Wakes the workers of these queues (once per distinct queue). Run in the inserting
+-- transaction when it is the caller's, so the wake-up is delivered only at its commit.
+SELECT count(pg_notify({channel}, 'i:' || q.queue)) AS notified
+FROM (SELECT DISTINCT unnest($1::text[]) AS queue) AS q;
+
+-- name: unique_holders
+-- The jobs holding these unique keys now.
+SELECT {job_columns}, unique_key
+FROM {schema}.jobs
+WHERE unique_key = ANY ($1::text[]) AND unique_key IS NOT NULL AND state = ANY (unique_states);
+
+-- name: get_job
+SELECT {job_columns} FROM {schema}.jobs WHERE id = $1;
+
+-- name: list_jobs
+SELECT {job_columns}
+FROM {schema}.jobs
+WHERE ($1::text IS NULL OR state = $1::{schema}.job_state)
+  AND ($2::text IS NULL OR queue = $2)
+  AND ($3::text IS NULL OR kind = $3)
+ORDER BY id
+LIMIT $4;
+
+-- name: cancel_job
+-- A waiting job is cancelled here and now; a running one is flagged and its node is told
+-- through NOTIFY, and the node records the cancellation when the job stops.
+WITH old AS (
+    SELECT id, state FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+), changed AS (
+    UPDATE {schema}.jobs AS j
+    SET state = CASE WHEN old.state = 'running' THEN j.state ELSE 'cancelled' END,
+        finalized_at = CASE WHEN old.state = 'running' THEN NULL ELSE now() END,
+        cancel_requested_at = now(),
+        errors = CASE WHEN old.state = 'running' THEN j.errors
+                      ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                          'attempt', j.attempt, 'at', now(), 'type', 'Cancelled',
+                          'message', $2::text, 'traceback', NULL)) END
+    FROM old
+    WHERE j.id = old.id AND old.state NOT IN ('completed', 'cancelled', 'discarded')
+    RETURNING j.id, old.state
+), notified AS (
+    SELECT pg_notify({channel}, CASE WHEN state = 'running' THEN 'c:' ELSE 'f:' END || id)
+    FROM changed
+)
+SELECT old.state::text AS state, (SELECT count(*) FROM changed) AS changed,
+       (SELECT count(*) FROM notified) AS notified
+FROM old;
+
+-- name: retry_job
+WITH old AS (
+    SELECT id, state, queue FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+), changed AS (
+    UPDATE {schema}.jobs AS j
+    SET state = 'available',
+        scheduled_at = now(),
+        finalized_at = NULL,
+        cancel_requested_at = NULL,
+        max_attempts = greatest(j.max_attempts, least(j.attempt + 1, 32767))
+    FROM old
+    WHERE j.id = old.id AND old.state IN ('scheduled', 'retryable', 'discarded', 'cancelled')
+    RETURNING j.id, j.queue
+), notified AS (
+    SELECT pg_notify({channel}, 'i:' || queue) FROM changed
+)
+SELECT old.state::text AS state, (SELECT count(*) FROM changed) AS changed,
+       (SELECT count(*) FROM notified) AS notified
+FROM old;
+
+-- name: retry_unique_conflict
+-- The job holding the unique key that the job $1 would take back if it were retried.
+SELECT other.id
+FROM {schema}.jobs AS mine
+JOIN {schema}.jobs AS other
+  ON other.unique_key = mine.unique_key AND other.id <> mine.id
+ AND other.state = ANY (other.unique_states)
+WHERE mine.id = $1
+LIMIT 1;
+
+-- name: delete_job
+WITH old AS (
+    SELECT id, state FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+), deleted AS (
+    DELETE FROM {schema}.jobs AS j USING old
+    WHERE j.id = old.id AND old.state <> 'running'
+    RETURNING j.id
+)
+SELECT old.state::text AS state, (SELECT count(*) FROM deleted) AS changed FROM old;
+
+-- name: rename_kind_batch
+-- Moves up to $4 waiting jobs of kind $1 with ids above $3 to kind $2, in id order. Rows
+-- are locked (waiting for a claim in flight to commit, then re-checked), so a job that was
+-- claimed meanwhile is running and stays as it is. Wakes the queues of the moved jobs for
+-- the workers that know the new kind.
+WITH picked AS (
+    SELECT id FROM {schema}.jobs
+    WHERE kind = $1 AND state IN ('scheduled', 'available', 'retryable') AND id > $3
+    ORDER BY id
+    LIMIT $4
+    FOR UPDATE
+), moved AS (
+    UPDATE {schema}.jobs AS j
+    SET kind = $2
+    FROM picked
+    WHERE j.id = picked.id
+    RETURNING j.id, j.queue
+), woken AS (
+    SELECT pg_notify({channel}, 'i:' || q.queue)
+    FROM (SELECT DISTINCT queue FROM moved) AS q
+)
+SELECT (SELECT count(*) FROM moved) AS moved, (SELECT max(id) FROM moved) AS last_id,
+       (SELECT count(*) FROM woken) AS notified;
+
+-- name: kind_state_counts
+SELECT state::text AS state, count(*) AS jobs
+FROM {schema}.jobs
+WHERE kind = $1
+GROUP BY state;
+
+-- name: prune_jobs
+-- Finished jobs older than the retention period, oldest first, a bounded batch per call.
+WITH old AS (
+    SELECT id FROM {schema}.jobs
+    WHERE state IN ('completed', 'cancelled', 'discarded')
+      AND finalized_at < now() - make_interval(secs => $1)
+    ORDER BY finalized_at
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM {schema}.jobs AS j USING old WHERE j.id = old.id;

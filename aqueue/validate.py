@@ -1,0 +1,143 @@
+"""Checks shared by every input aqueue takes: names, smallints, seconds, JSON, queues.
+
+Each raises ``InvalidOption`` (a ``ValueError``) naming the field, before anything
+reaches PostgreSQL; ``validate_registered_name`` and ``validate_queues`` raise
+``ConfigurationError`` because they check what a program declares, not what it sends.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+
+import pydantic_core
+
+from .bounds import CONCURRENCY_MAX, NAME_MAX, SMALLINT_MAX
+from .errors import ConfigurationError, InvalidOption
+
+__all__ = [
+    "has_json_nul",
+    "is_number",
+    "json_nul_problems",
+    "json_text",
+    "seconds",
+    "smallint",
+    "validate_name",
+    "validate_queues",
+    "validate_registered_name",
+]
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def validate_name(field: str, value: object) -> str:
+    if not isinstance(value, str) or not value or not value.strip():
+        raise InvalidOption(field, f"must be a non-empty string, got {value!r}")
+    if len(value) > NAME_MAX:
+        raise InvalidOption(field, f"must be at most {NAME_MAX} characters, got {len(value)}")
+    if "\x00" in value:
+        raise InvalidOption(field, "must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            # A lone surrogate (e.g. from a bad decode): no UTF-8 text, so no PostgreSQL text.
+            raise InvalidOption(
+                field, f"must be valid Unicode text (no lone surrogates), got {value!r}"
+            ) from None
+    return value
+
+
+def validate_registered_name(field: str, value: object) -> str:
+    """``validate_name`` for names given at registration: a ConfigurationError."""
+    try:
+        return validate_name(field, value)
+    except InvalidOption as exc:
+        raise ConfigurationError(str(exc)) from None
+
+
+def smallint(field: str, value: object, low: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidOption(field, f"must be an integer, got {value!r}")
+    if not low <= value <= SMALLINT_MAX:
+        raise InvalidOption(field, f"must be between {low} and {SMALLINT_MAX}, got {value}")
+    return value
+
+
+def seconds(field: str, value: float | timedelta | None, *, allow_zero: bool) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if not is_number(value) or not math.isfinite(value):
+        raise InvalidOption(field, f"must be a finite number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidOption(field, f"must be {bound} seconds, got {value}")
+    return float(value)
+
+
+# A JSON "\u0000" escape (not an escaped backslash followed by "u0000"): jsonb rejects it.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_NUL_PROBLEM = "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+
+
+def has_json_nul(text: str) -> bool:
+    """Whether JSON text holds a NUL character, which PostgreSQL's jsonb cannot store."""
+    return _JSON_NUL.search(text) is not None
+
+
+def json_nul_problems(text: str, whole: str) -> list[tuple[str, str]]:
+    """(top-level key, problem) for each part of a JSON object holding a NUL character;
+    ``whole`` names the value when no key is to blame."""
+    if not has_json_nul(text):
+        return []
+    data = json.loads(text)
+    keys = [
+        key.replace("\x00", "\\x00")
+        for key, value in (data.items() if isinstance(data, dict) else ())
+        if "\x00" in key or has_json_nul(json.dumps(value))
+    ]
+    return [(key, _NUL_PROBLEM) for key in keys] or [(whole, _NUL_PROBLEM)]
+
+
+def json_text(field: str, value: object) -> str:
+    """``value`` as JSON text jsonb accepts, or ``InvalidOption`` naming ``field``."""
+    try:
+        text = pydantic_core.to_json(value).decode()
+    except pydantic_core.PydanticSerializationError as exc:
+        raise InvalidOption(field, f"must be JSON-serialisable: {exc}") from None
+    problems = json_nul_problems(text, field)
+    if problems:
+        key, problem = problems[0]
+        raise InvalidOption(field, problem if key == field else f"key {key!r} {problem}")
+    return text
+
+
+def validate_queues(queues: Mapping[str, int], *, allow_empty: bool = False) -> dict[str, int]:
+    """A worker's ``{queue: concurrency}``, checked."""
+    if not isinstance(queues, Mapping) or (not queues and not allow_empty):
+        raise ConfigurationError(
+            "queues: give at least one queue, e.g. {'default': 10} (a worker without queues "
+            "needs persistent workers or periodic jobs to run)"
+        )
+    checked: dict[str, int] = {}
+    for name, concurrency in queues.items():
+        validate_name("queues", name)
+        if (
+            not isinstance(concurrency, int)
+            or isinstance(concurrency, bool)
+            or not (1 <= concurrency <= CONCURRENCY_MAX)
+        ):
+            raise ConfigurationError(
+                f"queues[{name!r}]: concurrency must be an integer from 1 to "
+                f"{CONCURRENCY_MAX}, "
+                f"got {concurrency!r}"
+            )
+        checked[name] = concurrency
+    return checked
