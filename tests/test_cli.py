@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +18,8 @@ import anyio
 import pytest
 
 import aqueue
+from aqueue.cli import main
+from aqueue.cli.target import parse_queues
 from aqueue.testing import unique_schema
 
 AQUEUE = [sys.executable, "-m", "aqueue.cli"]
@@ -69,6 +73,28 @@ def test_migrate_applies_once(aqueue_database_url: str) -> None:
     assert "0001_init.sql" in first.stdout
     second = run_cli("migrate", "--url", aqueue_database_url, "--schema", schema)
     assert second.returncode == 0 and "up to date" in second.stdout
+
+
+def test_migrate_with_an_app_module_uses_its_schema(
+    tmp_path: Path, aqueue_database_url: str
+) -> None:
+    (tmp_path / "cli_jobs_migrate.py").write_text(WORKER_MODULE)
+    env = {
+        "AQUEUE_DATABASE_URL": aqueue_database_url,
+        "AQ_SCHEMA": unique_schema(),
+        "PYTHONPATH": str(tmp_path),
+    }
+    first = run_cli("migrate", "--app", "cli_jobs_migrate:app", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "0001_init.sql" in first.stdout
+    again = run_cli("migrate", "--app", "cli_jobs_migrate:app", env=env)
+    assert again.returncode == 0 and "up to date" in again.stdout
+    # The same rule, and the same words, as the admin commands' --app.
+    mixed = run_cli("migrate", "--app", "cli_jobs_migrate:app", "--schema", "x", env=env)
+    assert mixed.returncode == 1
+    assert mixed.stderr.splitlines() == [
+        "aqueue: error: --schema goes with --url; an --app brings its own schema"
+    ]
 
 
 def test_unreachable_database_is_one_clear_line() -> None:
@@ -219,3 +245,43 @@ async def test_cluster_shows_nodes_leader_and_json(
             assert [n["id"] for n in status["nodes"]] == [worker.node_id]
             assert status["nodes"][0]["queues"] == {"default": 1}
             assert [lease["name"] for lease in status["leases"]] == ["leader"]
+
+
+def test_parse_queues_reads_name_equals_concurrency() -> None:
+    assert parse_queues([]) == {"default": 10}
+    assert parse_queues(["mail"]) == {"mail": 10}
+    # The concurrency follows the last "=": a queue name may itself contain one.
+    assert parse_queues(["a=b=5", "mail=2", "mail=3"]) == {"a=b": 5, "mail": 3}
+    # Each call gets its own mapping: a caller changing it cannot change the default.
+    parse_queues([])["extra"] = 1
+    assert parse_queues([]) == {"default": 10}
+
+
+def test_console_script_and_python_m_run_the_same_main() -> None:
+    [script] = importlib.metadata.entry_points(group="console_scripts", name="aqueue")
+    assert script.load() is main
+    result = run_cli("--help")  # python -m aqueue.cli, through aqueue/cli/__main__.py
+    assert result.returncode == 0 and result.stdout.startswith("usage: aqueue ")
+
+
+def test_cli_loads_the_embedded_server_only_for_demo_and_dev() -> None:
+    code = (
+        "import sys, aqueue.cli; "
+        "print(sorted(m for m in ('aqueue.embedded', 'aqueue.demo') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_only_the_cli_installs_signal_handlers() -> None:
+    # STYLE: library code never installs signal handlers; the `aqueue` command does.
+    package = Path(aqueue.__file__).parent
+    installs = re.compile(r"open_signal_receiver|add_signal_handler|signal\.signal\(")
+    found = {
+        str(path.relative_to(package))
+        for path in package.rglob("*.py")
+        if installs.search(path.read_text())
+    }
+    assert found == {"cli/commands.py"}

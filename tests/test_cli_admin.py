@@ -16,6 +16,7 @@ import pytest
 
 import aqueue
 from aqueue.cli import main
+from aqueue.cli.exits import NOT_FOUND
 from aqueue.testing import unique_schema
 
 T = TypeVar("T")
@@ -237,6 +238,13 @@ def test_admin_commands_with_an_app_module(
     assert status == 0
     assert [j.kind for j in cli.with_app(lambda app: app.list_jobs())] == ["mail.send"]
     assert main(["queues", "list", "--app", f"{module}:app", "--schema", "x"]) == 1
+
+
+def test_not_found_means_exactly_no_such_job_queue_or_kind() -> None:
+    # Not LookupError as a whole: a KeyError from a bug must not exit 3 as if the user had
+    # mistyped an id. Each of the three is exercised above through a real command.
+    assert set(NOT_FOUND) == {aqueue.UnknownQueue, aqueue.UnknownJobKind, aqueue.JobNotFound}
+    assert all(issubclass(exc, LookupError) for exc in NOT_FOUND)
 
 
 @pytest.mark.parametrize(

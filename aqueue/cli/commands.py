@@ -1,0 +1,162 @@
+"""The top-level commands: ``worker``, ``cluster``, ``migrate``, ``demo``, ``dev``.
+
+``worker`` and ``dev`` run until SIGTERM or SIGINT. They are the only code in aqueue that
+listens for signals: a library must leave that to the program that embeds it, and the
+``aqueue`` command is such a program.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+from typing import Any
+
+import anyio
+
+from ..app import App
+from ..errors import AqueueError
+from ..worker.worker import validate_queues
+from . import format
+from .exits import EXIT_OK
+from .target import add_json_option, app_from_args, load_app, parse_queues, target_options
+
+__all__ = ["add_commands"]
+
+_APP_HELP = "where the App lives, e.g. myapp.jobs:app"
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``worker``, ``cluster``, ``migrate``, ``demo`` and ``dev`` to the parser."""
+    p = sub.add_parser(
+        "worker",
+        help="run a worker for an App until SIGTERM/SIGINT",
+        description="Run a worker for MODULE:APP until SIGTERM or Ctrl-C, "
+        "then shut down gracefully (shutdown_timeout).",
+    )
+    p.add_argument("app", metavar="MODULE:APP", help=_APP_HELP)
+    p.add_argument(
+        "-q",
+        "--queue",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="a queue and its concurrency; repeat for more (default: default=10)",
+    )
+    p.add_argument(
+        "--no-queues",
+        action="store_true",
+        help="claim no jobs: run only persistent workers and leader duties",
+    )
+    p.add_argument("--migrate", action="store_true", help="apply migrations before starting")
+    p.set_defaults(handler=_worker)
+
+    p = sub.add_parser(
+        "cluster",
+        help="show worker nodes, the leader, leases and configuration drift",
+        description="Show the cluster as the database sees it: worker nodes and their "
+        "heartbeats, the leader, persistent-worker leases, configuration drift.",
+    )
+    p.add_argument("app", metavar="MODULE:APP", help=_APP_HELP)
+    add_json_option(p)
+    p.set_defaults(handler=_cluster)
+
+    p = sub.add_parser(
+        "migrate",
+        parents=[target_options()],
+        help="create or upgrade aqueue's tables",
+        description="Create or upgrade aqueue's schema; safe to run concurrently.",
+    )
+    p.set_defaults(handler=_migrate)
+
+    p = sub.add_parser(
+        "demo",
+        help="enqueue and run jobs on a throwaway PostgreSQL",
+        description="Start a throwaway PostgreSQL, enqueue a mix of jobs "
+        "(one retries, one has a hook), run them, print what "
+        "happened.",
+    )
+    p.add_argument("--jobs", type=int, default=2000, help="bulk jobs to drain (default 2000)")
+    p.set_defaults(handler=_demo)
+
+    p = sub.add_parser(
+        "dev",
+        help="run a throwaway PostgreSQL until Ctrl-C",
+        description="Start a throwaway PostgreSQL, migrate the schema, print "
+        "its URL, and run until Ctrl-C.",
+    )
+    p.add_argument("--schema", default="aqueue", help="schema to migrate (default: aqueue)")
+    p.set_defaults(handler=_dev)
+
+
+async def _until_signal(scope: anyio.CancelScope, logger: logging.Logger) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.warning(
+                "aqueue: received %s, shutting down gracefully", signal.Signals(signum).name
+            )
+            # Cancelling reaches run_worker as a stop request: it stops claiming and lets
+            # running jobs finish within shutdown_timeout (App._run_shielded).
+            scope.cancel()
+            return
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    if args.no_queues and args.queue:
+        raise AqueueError("--no-queues and -q exclude each other")
+    # With --no-queues the worker runs persistent workers and leader duties only.
+    queues = {} if args.no_queues else validate_queues(parse_queues(args.queue))
+    async with app:
+        if args.migrate:
+            await app.migrate()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_until_signal, tg.cancel_scope, app.logger)
+            await app.run_worker(queues)
+    return EXIT_OK
+
+
+async def _cluster(args: argparse.Namespace) -> int:
+    app = load_app(args.app)
+    async with app:
+        status = await app.cluster_status()
+    print(format.cluster_json(status) if args.json else format.cluster_text(status))
+    return EXIT_OK
+
+
+async def _migrate(args: argparse.Namespace) -> int:
+    app = app_from_args(args)
+    async with app:
+        applied = await app.migrate()
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return EXIT_OK
+
+
+async def _dev(args: argparse.Namespace) -> int:
+    # Imported here, as in `demo`: only these two start a throwaway server, so the other
+    # commands never load the embedded-server module.
+    from ..embedded import EmbeddedPostgres
+
+    server = EmbeddedPostgres()
+    await anyio.to_thread.run_sync(server.start)
+    try:
+        app = App(server.url, schema=args.schema)
+        async with app:
+            await app.migrate()
+        print(f"PostgreSQL {server.version} running: {server.source_description}")
+        print(f"AQUEUE_DATABASE_URL={server.url}")
+        print("schema migrated; press Ctrl-C to stop and delete it", flush=True)
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                break
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
+    print("stopped")
+    return EXIT_OK
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    # Imported here: only `demo` needs its example jobs and the server they run on.
+    from ..demo import run_demo
+
+    return await run_demo(jobs=args.jobs)
