@@ -90,7 +90,7 @@ class App:
         )
         self._enqueuer = Enqueuer(self.db, self.registry)
         self._jobs = JobAdmin(self.db, self.notifier, poll_interval=self.settings.poll_interval)
-        self._control = Control(
+        self.control = Control(
             self.db, self.registry, poll_interval=self.settings.poll_interval, logger=self.logger
         )
         self._notifier: Notifier | None = None
@@ -384,20 +384,20 @@ class App:
         Returns False if it was paused already. ``UnknownQueue`` for a queue no job, setting
         or live worker names, unless ``allow_unknown`` (to pause a queue before first use).
         """
-        return await self._control.pause_queue(name, allow_unknown=allow_unknown)
+        return await self.control.pause_queue(name, allow_unknown=allow_unknown)
 
     async def resume_queue(self, name: str) -> bool:
         """Let queue ``name`` be claimed again and wake its workers; False if not paused."""
-        return await self._control.resume_queue(name)
+        return await self.control.resume_queue(name)
 
     async def queue_stats(self, name: str | None = None) -> dict[str, QueueStats]:
         """Counts per state, oldest due age, running per node and jobs no live worker can
         run, by queue name (only queue ``name`` when given)."""
-        return await self._control.queue_stats(name)
+        return await self.control.queue_stats(name)
 
     async def drain(self, queue: str, timeout: float | None = None) -> None:
         """Wait until ``queue`` has nothing waiting or running; ``TimeoutError`` otherwise."""
-        await self._control.drain(queue, timeout)
+        await self.control.drain(queue, timeout)
 
     async def obliterate_queue(self, name: str, force: bool = False) -> int:
         """Delete every job of queue ``name``; returns how many.
@@ -405,7 +405,7 @@ class App:
         Raises ``JobStateError`` while jobs of the queue run, unless ``force`` (which
         deletes them too and cancels their runs).
         """
-        return await self._control.obliterate_queue(name, force=force)
+        return await self.control.obliterate_queue(name, force=force)
 
     async def rename_kind(
         self, old: str, new: str, *, allow_unknown: bool = False, batch_size: int = 1000
@@ -414,7 +414,7 @@ class App:
 
         Running jobs are left alone; safe while workers run. Returns the jobs moved.
         """
-        report = await self._control.rename_kind(
+        report = await self.control.rename_kind(
             old, new, allow_unknown=allow_unknown, batch_size=batch_size
         )
         return report.moved

@@ -102,8 +102,6 @@ def build_settings(schema: str, options: SettingsOptions) -> Settings:
     unknown = options.keys() - _SETTING_NAMES
     if unknown:
         raise TypeError(f"App() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
-    # The schema is checked first and on its own, for a message naming the rule.
-    validate_schema_name(schema)
     values: dict[str, object] = dict(options)
     retention = values.get("retention")
     if isinstance(retention, timedelta):

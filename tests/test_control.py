@@ -112,7 +112,7 @@ async def test_rename_kind_moves_waiting_jobs_and_leaves_running_ones(
             finished = await worker_app.enqueue("old_kind", {"n": 5}, queue="other")
             await worker_app.cancel(finished.id)
             # Small batches: the walk over ids must still move everything.
-            report = await aqueue.control.rename_kind(admin, "old_kind", "new_kind", batch_size=2)
+            report = await admin.control.rename_kind("old_kind", "new_kind", batch_size=2)
             assert report.moved == 4 and report.running == 1
             for job in [*waiting, retryable]:
                 moved = await admin.get_job(job.id)
@@ -434,7 +434,7 @@ async def test_obliterate_without_running_jobs_in_batches(app: aqueue.App) -> No
 
     await app.enqueue_many([old.build(n=i) for i in range(25)])
     await app.pause_queue("old")
-    deleted = await aqueue.control.obliterate_queue(app, "old", batch_size=10)
+    deleted = await app.control.obliterate_queue("old", batch_size=10)
     assert deleted == 25
     assert await app.list_jobs() == []
     # The pause is a setting of its own and stays.

@@ -16,7 +16,7 @@ import pytest
 
 import aqueue
 from aqueue.jobs import JobState
-from aqueue.options import MAX_SCHEDULE_IN
+from aqueue.bounds import MAX_DELAY as MAX_SCHEDULE_IN
 
 
 async def _count(app: aqueue.App) -> int:

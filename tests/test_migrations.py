@@ -21,7 +21,7 @@ ALL_MIGRATIONS = [name for _, name, _ in load_migrations("x")]
 
 async def _applied_versions(app: aqueue.App) -> list[int]:
     async with app.db.pool.acquire() as conn:
-        return [row["version"] for row in await conn.fetch(app.db.q.applied_migrations)]
+        return [row["version"] for row in await conn.fetch(app.db.q.applied_migrations.sql)]
 
 
 def test_migrations_are_numbered_without_gaps() -> None:
@@ -202,7 +202,7 @@ async def test_empty_schema_raises_schema_not_migrated(
     app = make_app()
     async with app:
         async with app.db.pool.acquire() as conn:
-            await conn.execute(app.db.q.create_schema)
+            await conn.execute(app.db.q.create_schema.sql)
         await _assert_not_migrated(app)
         # And migrating fixes it.
         assert await app.migrate() == ALL_MIGRATIONS

@@ -11,7 +11,7 @@ import pytest
 
 import aqueue
 from aqueue.worker.lease import Tenure
-from aqueue.worker.periodic import CronSchedule
+from aqueue.schedule import CronSchedule
 from aqueue.worker.worker import Worker
 from tests.support import CLUSTER, eventually, schema_of
 

@@ -23,7 +23,6 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .. import control
 from ..app import App
 from ..errors import AqueueError, JobNotFound, JobStateError
 from ..jobs import Job, JobState
@@ -168,8 +167,7 @@ async def _jobs_delete(app: App, args: argparse.Namespace) -> int:
 
 
 async def _jobs_rename_kind(app: App, args: argparse.Namespace) -> int:
-    report = await control.rename_kind(
-        app,
+    report = await app.control.rename_kind(
         args.old,
         args.new,
         allow_unknown=args.allow_unknown,

@@ -16,7 +16,7 @@ import anyio
 
 from ..app import App
 from ..errors import AqueueError
-from ..worker.worker import validate_queues
+from ..validate import validate_queues
 from . import format
 from .exits import EXIT_OK
 from .target import add_json_option, app_from_args, load_app, parse_queues, target_options

@@ -16,7 +16,7 @@ import asyncpg
 
 from ..bounds import DISCONNECT_TIMEOUT
 from ..errors import AppNotOpen, DatabaseError, SchemaNotMigrated
-from .queries import Queries
+from .queries import Queries, Statement
 
 __all__ = ["Connector", "Row", "describe_url"]
 
@@ -135,16 +135,24 @@ class Connector:
                 f"PostgreSQL at {describe_url(self.url)} failed a statement [{exc.sqlstate}]: {exc}"
             ) from exc
 
-    async def _fetch(self, sql: str, *args: Any, conn: Any = None) -> list[asyncpg.Record]:
+    async def _fetch(
+        self, statement: Statement, *args: Any, conn: Any = None
+    ) -> list[asyncpg.Record]:
         async with self._errors():
             target = conn if conn is not None else self.pool
-            rows: list[asyncpg.Record] = await target.fetch(sql, *args)
+            rows: list[asyncpg.Record] = await target.fetch(statement.sql, *args)
             return rows
 
-    async def _fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
+    async def _fetchrow(self, statement: Statement, *args: Any) -> asyncpg.Record | None:
         async with self._errors():
-            row: asyncpg.Record | None = await self.pool.fetchrow(sql, *args)
+            row: asyncpg.Record | None = await self.pool.fetchrow(statement.sql, *args)
             return row
+
+    async def _execute(self, statement: Statement, *args: Any) -> str:
+        """Runs a statement for its effect; returns the command status (``DELETE 3``)."""
+        async with self._errors():
+            status: str = await self.pool.execute(statement.sql, *args)
+            return status
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:

@@ -115,8 +115,7 @@ class Database(Connector):
         return bool(row and row["idle"])
 
     async def drop_schema(self) -> None:
-        async with self._errors():
-            await self.pool.execute(self.q.drop_schema)
+        await self._execute(self.q.drop_schema)
 
     async def delete_job(self, job_id: int) -> Row | None:
         return await self._fetchrow(self.q.delete_job, job_id)
@@ -187,8 +186,7 @@ class Database(Connector):
         await self._fetch(self.q.delete_expired_nodes, older_than)
 
     async def prune_jobs(self, older_than: float, limit: int) -> int:
-        async with self._errors():
-            status: str = await self.pool.execute(self.q.prune_jobs, older_than, limit)
+        status = await self._execute(self.q.prune_jobs, older_than, limit)
         return int(status.rsplit(" ", 1)[-1])
 
     async def prune_periodic_runs(self, older_than: float) -> None:
@@ -255,8 +253,7 @@ class Database(Connector):
         return row
 
     async def forget_queue(self, queue: str) -> None:
-        async with self._errors():
-            await self.pool.execute(self.q.forget_queue, queue)
+        await self._execute(self.q.forget_queue, queue)
 
     async def queue_stats(self, queue: str | None) -> list[Row]:
         return await self._fetch(self.q.queue_stats, queue)

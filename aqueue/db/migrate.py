@@ -18,13 +18,13 @@ async def migrate(conn: Any, q: Queries) -> list[str]:
     """Bring the schema of ``q`` up to date on ``conn``; returns the file names applied."""
     applied_now: list[str] = []
     async with conn.transaction():
-        await conn.execute(q.migration_lock, q.schema)
-        await conn.execute(q.create_schema)
-        await conn.execute(q.create_migrations_table)
-        done = {row["version"] for row in await conn.fetch(q.applied_migrations)}
+        await conn.execute(q.migration_lock.sql, q.schema)
+        await conn.execute(q.create_schema.sql)
+        await conn.execute(q.create_migrations_table.sql)
+        done = {row["version"] for row in await conn.fetch(q.applied_migrations.sql)}
         for version, name, sql in load_migrations(q.schema):
             if version not in done:
                 await conn.execute(sql)
-                await conn.execute(q.record_migration, version, name)
+                await conn.execute(q.record_migration.sql, version, name)
                 applied_now.append(name)
     return applied_now

@@ -68,16 +68,18 @@ def channel_for(schema: str) -> str:
     return "aqueue_" + hashlib.md5(schema.encode(), usedforsecurity=False).hexdigest()[:16]
 
 
-class Statement(str):
-    """A rendered statement (usable wherever SQL text is) and its named parameters."""
+class Statement:
+    """A rendered statement and the names of its parameters (empty when it uses ``$n``)."""
 
-    __slots__ = ("params",)
-    params: tuple[str, ...]
+    __slots__ = ("name", "params", "sql")
 
-    def __new__(cls, sql: str, params: tuple[str, ...] = ()) -> Statement:
-        statement = super().__new__(cls, sql)
-        statement.params = params
-        return statement
+    def __init__(self, name: str, sql: str, params: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.sql = sql
+        self.params = params
+
+    def __repr__(self) -> str:
+        return f"<Statement {self.name} {self.params}>"
 
     def bind(self, values: object) -> list[Any]:
         """The positional arguments for this statement, read off ``values`` by name."""
@@ -122,7 +124,7 @@ def _named(name: str, sql: str) -> Statement:
     converted = _NAMED_RE.sub(number, sql)
     if order and re.search(r"\$\d", sql):
         raise ValueError(f"statement {name!r} mixes named (:x) and numbered ($n) parameters")
-    return Statement(converted, tuple(order))
+    return Statement(name, converted, tuple(order))
 
 
 def _read(name: str) -> str:
@@ -149,18 +151,20 @@ class Queries:
         for kind, name, body in blocks:
             if kind == "fragment":
                 fragments[name] = _COMMENT_LINE_RE.sub("", body).strip()
-        self.by_name: dict[str, Statement] = {}
+        self.statements: dict[str, Statement] = {}
         for kind, name, body in blocks:
             if kind != "name":
                 continue
-            if name in self.by_name:
+            if name in self.statements:
                 raise ValueError(f"statement {name!r} is defined twice in aqueue/db/sql")
             sql = _COMMENT_LINE_RE.sub("", _render(body, schema, fragments)).strip().rstrip(";")
-            self.by_name[name] = _named(name, sql)
+            self.statements[name] = _named(name, sql)
+        #: The SQL text of every statement, by name.
+        self.by_name = {name: statement.sql for name, statement in self.statements.items()}
 
     def __getattr__(self, name: str) -> Statement:
         try:
-            return self.by_name[name]
+            return self.statements[name]
         except KeyError:
             raise AttributeError(f"no statement named {name!r} in aqueue/db/sql") from None
 
