@@ -15,8 +15,8 @@ import pydantic
 import pytest
 
 import aqueue
-from aqueue.jobs import JobState
 from aqueue.bounds import MAX_DELAY as MAX_SCHEDULE_IN
+from aqueue.jobs import JobState
 
 
 async def _count(app: aqueue.App) -> int:

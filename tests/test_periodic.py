@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 
 import aqueue
-from aqueue.worker.lease import Tenure
 from aqueue.schedule import CronSchedule
+from aqueue.worker.lease import Tenure
 from aqueue.worker.worker import Worker
 from tests.support import CLUSTER, eventually, schema_of
 
