@@ -83,7 +83,8 @@ async def explain_claim(url: str, limit: int) -> dict[str, Any]:
     try:
         from aqueue.db.queries import Queries
 
-        sql = Queries("aqueue").claim
+        statement = Queries("aqueue").claim
+        sql = statement.sql
         conn = await asyncpg.connect(url)
         try:
             tx = conn.transaction()
@@ -91,10 +92,7 @@ async def explain_claim(url: str, limit: int) -> dict[str, Any]:
             try:
                 raw = await conn.fetchval(
                     f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}",
-                    "default",
-                    limit,
-                    ["noop"],
-                    "explain",
+                    *statement.args(queue="default", limit=limit, kinds=["noop"], node_id="x"),
                 )
             finally:
                 await tx.rollback()
