@@ -22,7 +22,14 @@ import re
 from importlib import resources
 from typing import Any
 
-__all__ = ["Queries", "Statement", "channel_for", "load_migrations", "quote_ident"]
+__all__ = [
+    "Queries",
+    "Statement",
+    "channel_for",
+    "load_migrations",
+    "load_schema",
+    "quote_ident",
+]
 
 _MARKER_RE = re.compile(r"^-- (name|fragment): (\w+)\s*$", re.MULTILINE)
 _JOB_COLUMNS = (
@@ -167,6 +174,11 @@ class Queries:
             return self.statements[name]
         except KeyError:
             raise AttributeError(f"no statement named {name!r} in aqueue/db/sql") from None
+
+
+def load_schema(schema: str) -> str:
+    """``schema.sql`` rendered for ``schema``: the current schema in one piece."""
+    return _render(_read("schema.sql"), schema)
 
 
 def load_migrations(schema: str) -> list[tuple[int, str, str]]:
