@@ -160,8 +160,12 @@ class App:
 
         The options (``aqueue.options.JobOptions``) are the job's defaults; each enqueue
         can override them with ``.options(...)``."""
-        if defaults.keys() - JobOptions.__optional_keys__:
-            Options.create(**defaults)  # raises the TypeError naming the unknown option
+        unknown = defaults.keys() - JobOptions.__optional_keys__
+        if unknown:
+            raise TypeError(
+                f"job() got unexpected option(s) {', '.join(sorted(unknown))}; job defaults "
+                f"are name, aliases, {', '.join(sorted(JobOptions.__optional_keys__))}"
+            )
         job_defaults = Options.create(**defaults)
         if isinstance(aliases, str):
             raise ConfigurationError("aliases: must be a list of kind names, not a string")

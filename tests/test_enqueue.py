@@ -740,3 +740,19 @@ async def test_args_must_be_a_mapping(app: aqueue.App) -> None:
             await app.enqueue("unknown", args, allow_unknown=True)  # type: ignore[arg-type]
     assert (await app.enqueue("t")).args == {}
     assert await _count(app) == 1
+
+
+async def test_an_unknown_option_is_a_type_error_naming_it(app: aqueue.App) -> None:
+    @app.job
+    async def some(n: int) -> None: ...
+
+    with pytest.raises(TypeError, match="priorty"):
+        some.options(priorty=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="priorty"):
+        await app.enqueue("some", {"n": 1}, priorty=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="schedule_in"):
+
+        @app.job(schedule_in=5)  # type: ignore[call-overload]
+        async def other() -> None: ...
+
+    assert await app.list_jobs() == []
