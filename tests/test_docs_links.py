@@ -1,4 +1,5 @@
-"""Relative links in README.md and docs/ resolve: to a file, and for ``#anchor`` to a heading.
+"""Relative links in README.md, CHANGELOG.md and docs/ lead to a file, and ``#anchor`` to a
+heading.
 
 No database and no network: this reads Markdown files. Links with a scheme (``https:``,
 ``mailto:``) are not checked. Code blocks and inline code are skipped, so examples that
@@ -16,7 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-PAGES = sorted([ROOT / "README.md", *DOCS.rglob("*.md")])
+PAGES = sorted([ROOT / "README.md", ROOT / "CHANGELOG.md", *DOCS.rglob("*.md")])
 
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _INLINE_CODE = re.compile(r"(`+)(.+?)\1")
