@@ -67,15 +67,32 @@ def _anchors(path: Path) -> frozenset[str]:
     return frozenset(anchors)
 
 
+def _paragraphs(path: Path) -> list[tuple[int, str]]:
+    """(first line number, text) of each run of prose lines, joined: link text may wrap."""
+    paragraphs: list[tuple[int, str]] = []
+    start, previous = 0, -1
+    parts: list[str] = []
+    for number, line in [*_prose_lines(path), (-1, "")]:
+        if line.strip() and number == previous + 1 and parts:
+            parts.append(line.strip())
+        else:
+            if parts:
+                paragraphs.append((start, " ".join(parts)))
+            start, parts = number, [line.strip()] if line.strip() else []
+        previous = number
+    return paragraphs
+
+
 def _links(path: Path) -> list[tuple[int, str]]:
     links: list[tuple[int, str]] = []
     for number, line in _prose_lines(path):
-        # Inline code may hold link-like text; a code span used as link text stays a link.
-        prose = _INLINE_CODE.sub(lambda m: "x" * len(m.group(2)), line)
-        links.extend((number, m["target"]) for m in _INLINE_LINK.finditer(prose))
-        definition = _REFERENCE_DEF.match(prose)
+        definition = _REFERENCE_DEF.match(line)
         if definition:
             links.append((number, definition["target"]))
+    for number, paragraph in _paragraphs(path):
+        # Inline code may hold link-like text; a code span used as link text stays a link.
+        prose = _INLINE_CODE.sub(lambda m: "x" * len(m.group(2)), paragraph)
+        links.extend((number, m["target"]) for m in _INLINE_LINK.finditer(prose))
     return links
 
 
@@ -102,7 +119,7 @@ def _problem(page: Path, target: str) -> str | None:
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_relative_links_resolve(page: Path) -> None:
     broken = [
-        f"{page.relative_to(ROOT)}:{number}: ({target}) {problem}"
+        f"{page.relative_to(ROOT)}, paragraph at line {number}: ({target}) {problem}"
         for number, target in _links(page)
         if (problem := _problem(page, target)) is not None
     ]
