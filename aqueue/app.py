@@ -66,7 +66,7 @@ class App:
 
     ``url`` is a ``postgresql://`` URL; ``None`` reads ``AQUEUE_DATABASE_URL``. Settings
     (all keyword-only, validated here; ``config.Settings`` holds their defaults and
-    bounds) are documented in docs/configuration.md.
+    bounds) are documented in docs/reference/configuration.md.
     """
 
     def __init__(

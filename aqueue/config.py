@@ -1,4 +1,5 @@
-"""App settings, validated once at construction; defaults documented in docs/configuration.md."""
+"""App settings, validated once at construction; their defaults are documented in
+docs/reference/configuration.md."""
 
 from __future__ import annotations
 

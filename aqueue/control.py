@@ -1,6 +1,6 @@
 """Queue and kind control: pause, resume, drain, obliterate, statistics and kind renames.
 
-These are the operations a deploy leans on (docs/deploys.md), and each is safe while
+These are the operations a deploy leans on (docs/howto/deploys.md), and each is safe while
 workers run on any number of nodes:
 
 - **Pause** is a row in the ``queues`` table that every claim statement checks (one

@@ -1,6 +1,6 @@
 """The records users see: job states, the ``Job`` row, an ``Outcome``, the job's context.
 
-State diagram (``docs/states.md`` draws it in full)::
+State diagram (``docs/explanation/states.md`` draws it in full)::
 
     enqueue ─┬─> available ──────┐
              └─> scheduled ──(due)┤
