@@ -97,6 +97,11 @@ class ArgsSchema:
         setattr(typed_dict, "__pydantic_config__", config)  # noqa: B010 - not a TypedDict key
         try:
             self._adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(typed_dict)
+            # The compiled validator and serializer, called directly: the TypeAdapter's
+            # own methods add about a microsecond per call, once per job enqueued.
+            self._validate = self._adapter.validator.validate_python
+            self._to_json = self._adapter.serializer.to_json
+            self._validate_json = self._adapter.validator.validate_json
         except pydantic.PydanticUserError as exc:
             raise ConfigurationError(f"job {kind!r}: unsupported parameter type: {exc}") from None
         except pydantic.errors.PydanticSchemaGenerationError as exc:
@@ -127,8 +132,8 @@ class ArgsSchema:
                 self.kind, [("args", f"must be a mapping, got {type(kwargs).__name__}")]
             )
         try:
-            validated = self._adapter.validate_python(kwargs)
-            text = self._adapter.dump_json(validated).decode()
+            validated = self._validate(kwargs)
+            text = self._to_json(validated).decode()
         except pydantic.ValidationError as exc:
             raise InvalidJobArgs(self.kind, _describe(exc)) from None
         except pydantic_core.PydanticSerializationError as exc:
@@ -140,7 +145,7 @@ class ArgsSchema:
 
     def load(self, text: str) -> dict[str, Any]:
         try:
-            loaded: dict[str, Any] = self._adapter.validate_json(text)
+            loaded: dict[str, Any] = self._validate_json(text)
             return loaded
         except pydantic.ValidationError as exc:
             raise InvalidJobArgs(self.kind, _describe(exc)) from None

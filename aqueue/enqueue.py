@@ -28,7 +28,7 @@ from .db.database import Database, Row
 from .db.params import InsertColumns
 from .definition import JobRequest, dump_unvalidated
 from .errors import DatabaseError, InvalidOption
-from .jobs import Job, JobState, job_from_row
+from .jobs import Job, JobState, job_from_row, new_job
 from .options import Options
 from .registry import Registry
 from .unique import Unique
@@ -90,23 +90,24 @@ class ResolvedOptions:
 
     def job(self, row: Row, request: JobRequest) -> Job:
         """The Job just inserted, from what we sent plus what the database chose."""
-        return Job(
-            id=row["id"],
-            kind=request.kind,
-            queue=self.queue,
-            state=_STATES[row["state"]],
-            args=pydantic_core.from_json(request.args_json),
-            priority=self.priority,
-            attempt=0,
-            max_attempts=self.max_attempts,
-            scheduled_at=row["scheduled_at"],
-            created_at=row["created_at"],
-            attempted_at=None,
-            finalized_at=None,
-            errors=[],
-            result=None,
-            tags=list(self.tags),
-            meta=dict(self.meta),
+        return new_job(
+            row["id"],
+            request.kind,
+            self.queue,
+            _STATES[row["state"]],
+            pydantic_core.from_json(request.args_json),
+            self.priority,
+            0,
+            self.max_attempts,
+            row["scheduled_at"],
+            row["created_at"],
+            None,
+            None,
+            [],
+            None,
+            # Copies: jobs of one batch share their options, never their lists.
+            list(self.tags) if self.tags else [],
+            dict(self.meta) if self.meta else {},
         )
 
 
@@ -158,18 +159,24 @@ class Enqueuer:
         return await self.insert(requests, conn)
 
     async def insert(self, requests: Sequence[JobRequest], conn: Any) -> list[Job]:
-        resolved: dict[tuple[str, int], ResolvedOptions] = {}
+        # Each distinct (kind, options) pair is resolved once and sent once, as an option
+        # group (see db.params.InsertColumns).
+        resolved: dict[tuple[str, int], tuple[ResolvedOptions, int]] = {}
         per_job: list[ResolvedOptions] = []
         columns = InsertColumns()
+        kinds, args, groups = columns.kind, columns.args, columns.group
         unique = False
         for request in requests:
             key = (request.kind, id(request.options))
-            opts = resolved.get(key)
-            if opts is None:
-                opts = resolved[key] = self._resolve(request)
+            found = resolved.get(key)
+            if found is None:
+                opts = self._resolve(request)
+                found = resolved[key] = (opts, _add_group(columns, opts))
                 unique = unique or opts.unique is not None
-            per_job.append(opts)
-            _append(columns, request, opts)
+            per_job.append(found[0])
+            kinds.append(request.kind)
+            args.append(request.args_json)
+            groups.append(found[1])
         if unique:
             return await self._insert_unique(columns, requests, per_job, conn)
         inserted = await self._db.insert_jobs(columns, conn=conn)
@@ -199,6 +206,10 @@ class Enqueuer:
         right after the insert; if the holder let go of the key in between, the job is
         inserted again.
         """
+        keys: list[str | None] = [None] * len(columns)
+        periods: list[float | None] = [None] * len(columns)
+        states: list[str | None] = [None] * len(columns)
+        columns.unique_key, columns.unique_period, columns.unique_states = keys, periods, states
         first_for: dict[tuple[str, float | None], int] = {}
         duplicate_of: dict[int, int] = {}
         todo: list[tuple[str, int]] = []  # (key or "", index), sorted before each round
@@ -213,9 +224,9 @@ class Enqueuer:
             if first != index:
                 duplicate_of[index] = first
                 continue
-            columns.unique_key[index] = key
-            columns.unique_period[index] = unique.period_seconds
-            columns.unique_states[index] = unique.states_csv()
+            keys[index] = key
+            periods[index] = unique.period_seconds
+            states[index] = unique.states_csv()
             todo.append((key, index))
         todo.sort()
         jobs: dict[int, Job] = {}
@@ -251,10 +262,9 @@ class Enqueuer:
         return [jobs[index] for index in range(len(requests))]
 
 
-def _append(columns: InsertColumns, request: JobRequest, opts: ResolvedOptions) -> None:
-    columns.kind.append(request.kind)
+def _add_group(columns: InsertColumns, opts: ResolvedOptions) -> int:
+    """Adds an option group; returns its 1-based index."""
     columns.queue.append(opts.queue)
-    columns.args.append(request.args_json)
     columns.priority.append(opts.priority)
     columns.max_attempts.append(opts.max_attempts)
     columns.scheduled_at.append(opts.scheduled_at)
@@ -263,6 +273,4 @@ def _append(columns: InsertColumns, request: JobRequest, opts: ResolvedOptions) 
     columns.meta.append(opts.meta_json)
     columns.timeout.append(opts.timeout)
     columns.retry.append(opts.retry_json)
-    columns.unique_key.append(None)
-    columns.unique_period.append(None)
-    columns.unique_states.append(None)
+    return len(columns.queue)

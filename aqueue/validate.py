@@ -89,7 +89,8 @@ _NUL_PROBLEM = "contains a NUL character (\\u0000), which PostgreSQL cannot stor
 
 def has_json_nul(text: str) -> bool:
     """Whether JSON text holds a NUL character, which PostgreSQL's jsonb cannot store."""
-    return _JSON_NUL.search(text) is not None
+    # The substring test first: it is far cheaper than the regex, and almost always false.
+    return "\\u0000" in text and _JSON_NUL.search(text) is not None
 
 
 def json_nul_problems(text: str, whole: str) -> list[tuple[str, str]]:

@@ -6,7 +6,7 @@ in ``sql/*.sql``, one file per table or concern; ``queries.py`` loads it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -45,11 +45,12 @@ class Database(Connector):
         """
         statement = self.q.insert_unique_jobs if unique else self.q.insert_jobs
         inserted = await self._fetch(statement, *statement.bind(columns), conn=conn)
-        due = {
-            queue
-            for queue, job in zip(columns.queue, inserted, strict=True)
-            if job["state"] == "available"
-        }
+        firsts: Iterable[int]
+        if unique:  # a job whose key was held comes back without a state
+            firsts = range(len(inserted))
+        else:  # every job of an option group has the group's due time, so its state
+            firsts = dict(zip(reversed(columns.group), reversed(range(len(inserted))))).values()
+        due = {columns.queue_of(i) for i in firsts if inserted[i]["state"] == "available"}
         if due:
             await self._fetch(self.q.notify_available, list(due), conn=conn)
         return inserted

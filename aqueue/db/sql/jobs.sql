@@ -1,32 +1,37 @@
 -- Inserting, reading and steering single jobs.
 -- Statements start with "-- name: NAME"; placeholders are described in queries.py.
 
--- fragment: job_input
--- The columns of db.params.InsertColumns, one array each, unnested in input order.
-unnest(:kind::text[], :queue::text[], :args::text[], :priority::smallint[],
-       :max_attempts::smallint[], :scheduled_at::timestamptz[], :delay::float8[],
-       :tags::text[], :meta::text[], :timeout::float8[], :retry::text[]
+-- fragment: option_groups
+-- The distinct option sets of one enqueue call (see db.params.InsertColumns), with their
+-- tags and meta parsed and their due time computed once per group, not once per job.
+groups AS MATERIALIZED (
+    SELECT g.ord, g.queue, g.priority, g.max_attempts, g.timeout, g.retry::jsonb AS retry,
+           g.meta::jsonb AS meta,
+           CASE WHEN g.tags = '[]' THEN '{}'::text[]
+                ELSE ARRAY(SELECT jsonb_array_elements_text(g.tags::jsonb)) END AS tags,
+           coalesce(g.sched, now() + make_interval(secs => g.delay), now()) AS at
+    FROM unnest(:queue::text[], :priority::smallint[], :max_attempts::smallint[],
+                :scheduled_at::timestamptz[], :delay::float8[], :tags::text[], :meta::text[],
+                :timeout::float8[], :retry::text[])
+        WITH ORDINALITY
+        AS g(queue, priority, max_attempts, sched, delay, tags, meta, timeout, retry, ord)
+)
 
 -- fragment: job_values
--- A new job's state and stored columns from one input row `i` (with `i.at`, when due).
-(CASE WHEN i.at > now() THEN 'scheduled' ELSE 'available' END)::{schema}.job_state,
-i.args::jsonb, i.priority, i.max_attempts, i.at,
-CASE WHEN i.tags = '[]' THEN '{}'::text[]
-     ELSE ARRAY(SELECT jsonb_array_elements_text(i.tags::jsonb)) END,
-i.meta::jsonb, i.timeout, i.retry::jsonb
+-- A new job's columns from its input row `r` and its option group `g`.
+r.kind, g.queue,
+(CASE WHEN g.at > now() THEN 'scheduled' ELSE 'available' END)::{schema}.job_state,
+r.args::jsonb, g.priority, g.max_attempts, g.at, g.tags, g.meta, g.timeout, g.retry
 
 -- name: insert_jobs
 -- One statement for one job or thousands: arrays in, rows out, in input order.
+WITH {@option_groups}
 INSERT INTO {schema}.jobs
     (kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout, retry)
-SELECT i.kind, i.queue, {@job_values}
-FROM (
-    SELECT u.*, coalesce(u.sched, now() + make_interval(secs => u.delay), now()) AS at
-    FROM {@job_input})
-        WITH ORDINALITY
-        AS u(kind, queue, args, priority, max_attempts, sched, delay, tags, meta, timeout, retry, ord)
-    ORDER BY u.ord
-) AS i
+SELECT {@job_values}
+FROM unnest(:kind::text[], :args::text[], :group::int[]) WITH ORDINALITY AS r(kind, args, grp, ord)
+JOIN groups AS g ON g.ord = r.grp
+ORDER BY r.ord
 RETURNING id, state::text AS state, scheduled_at, created_at;
 
 -- name: insert_unique_jobs
@@ -39,28 +44,26 @@ RETURNING id, state::text AS state, scheduled_at, created_at;
 -- that job's outcome. Ids are drawn up front so that every input row finds its output row.
 -- The enqueuing code sends at most one row per key, sorted by key, so that concurrent
 -- batches sharing keys wait on each other in one order instead of deadlocking.
-WITH input AS MATERIALIZED (
+WITH {@option_groups}, input AS MATERIALIZED (
     SELECT u.*,
-           coalesce(u.sched, now() + make_interval(secs => u.delay), now()) AS at,
            CASE WHEN u.ukey IS NULL OR u.uperiod IS NULL THEN u.ukey
                 -- The period bucket comes from the database clock: one clock for every node.
                 ELSE u.ukey || ':' || floor(extract(epoch FROM now()) / u.uperiod)::bigint::text
            END AS unique_key,
            nextval(pg_get_serial_sequence('{schema}.jobs', 'id')) AS new_id
-    FROM {@job_input},
-                :unique_key::text[], :unique_period::float8[], :unique_states::text[])
-        WITH ORDINALITY
-        AS u(kind, queue, args, priority, max_attempts, sched, delay, tags, meta, timeout, retry,
-             ukey, uperiod, ustates, ord)
+    FROM unnest(:kind::text[], :args::text[], :group::int[], :unique_key::text[],
+                :unique_period::float8[], :unique_states::text[])
+        WITH ORDINALITY AS u(kind, args, grp, ukey, uperiod, ustates, ord)
 ), written AS (
     INSERT INTO {schema}.jobs AS j
         (id, kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout,
          retry, unique_key, unique_states)
     OVERRIDING SYSTEM VALUE
-    SELECT i.new_id, i.kind, i.queue, {@job_values}, i.unique_key,
-           string_to_array(i.ustates, ',')::{schema}.job_state[]
-    FROM input AS i
-    ORDER BY i.ord
+    SELECT r.new_id, {@job_values}, r.unique_key,
+           string_to_array(r.ustates, ',')::{schema}.job_state[]
+    FROM input AS r
+    JOIN groups AS g ON g.ord = r.grp
+    ORDER BY r.ord
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state = ANY (unique_states)
     DO NOTHING
     RETURNING {job_columns:j}, j.unique_key
