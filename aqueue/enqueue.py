@@ -164,17 +164,16 @@ class Enqueuer:
         resolved: dict[tuple[str, int], tuple[ResolvedOptions, int]] = {}
         per_job: list[ResolvedOptions] = []
         columns = InsertColumns()
-        kinds, args, groups = columns.kind, columns.args, columns.group
+        args, groups = columns.args, columns.group
         unique = False
         for request in requests:
             key = (request.kind, id(request.options))
             found = resolved.get(key)
             if found is None:
                 opts = self._resolve(request)
-                found = resolved[key] = (opts, _add_group(columns, opts))
+                found = resolved[key] = (opts, _add_group(columns, request.kind, opts))
                 unique = unique or opts.unique is not None
             per_job.append(found[0])
-            kinds.append(request.kind)
             args.append(request.args_json)
             groups.append(found[1])
         if unique:
@@ -262,8 +261,9 @@ class Enqueuer:
         return [jobs[index] for index in range(len(requests))]
 
 
-def _add_group(columns: InsertColumns, opts: ResolvedOptions) -> int:
+def _add_group(columns: InsertColumns, kind: str, opts: ResolvedOptions) -> int:
     """Adds an option group; returns its 1-based index."""
+    columns.kind.append(kind)
     columns.queue.append(opts.queue)
     columns.priority.append(opts.priority)
     columns.max_attempts.append(opts.max_attempts)

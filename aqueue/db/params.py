@@ -22,11 +22,10 @@ class InsertColumns:
 
     A batch usually shares a handful of option sets, so each distinct one is sent once,
     as a *group*, and every job names its group: 1,000 jobs with the same options cost
-    three arrays of 1,000 and nine of one, and PostgreSQL parses their tags and meta once.
+    two arrays of 1,000 and ten of one, and PostgreSQL parses their tags and meta once.
     """
 
     # -- per job
-    kind: list[str] = field(default_factory=list)
     #: Arguments as JSON text.
     args: list[str] = field(default_factory=list)
     #: The job's option group: a 1-based index into the group columns below.
@@ -36,7 +35,8 @@ class InsertColumns:
     unique_period: list[float | None] = field(default_factory=list)
     #: The states that hold the key, comma-separated.
     unique_states: list[str | None] = field(default_factory=list)
-    # -- per option group
+    # -- per option group (one kind and its options)
+    kind: list[str] = field(default_factory=list)
     queue: list[str] = field(default_factory=list)
     priority: list[int] = field(default_factory=list)
     max_attempts: list[int] = field(default_factory=list)
@@ -51,7 +51,7 @@ class InsertColumns:
     retry: list[str | None] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.kind)
+        return len(self.args)
 
     def queue_of(self, index: int) -> str:
         return self.queue[self.group[index] - 1]
@@ -67,7 +67,7 @@ class InsertColumns:
         return InsertColumns(**picked)
 
 
-_PER_JOB = frozenset({"kind", "args", "group", "unique_key", "unique_period", "unique_states"})
+_PER_JOB = frozenset({"args", "group", "unique_key", "unique_period", "unique_states"})
 
 
 @dataclass(slots=True)

@@ -5,21 +5,21 @@
 -- The distinct option sets of one enqueue call (see db.params.InsertColumns), with their
 -- tags and meta parsed and their due time computed once per group, not once per job.
 groups AS MATERIALIZED (
-    SELECT g.ord, g.queue, g.priority, g.max_attempts, g.timeout, g.retry::jsonb AS retry,
+    SELECT g.ord, g.kind, g.queue, g.priority, g.max_attempts, g.timeout, g.retry::jsonb AS retry,
            g.meta::jsonb AS meta,
            CASE WHEN g.tags = '[]' THEN '{}'::text[]
                 ELSE ARRAY(SELECT jsonb_array_elements_text(g.tags::jsonb)) END AS tags,
            coalesce(g.sched, now() + make_interval(secs => g.delay), now()) AS at
-    FROM unnest(:queue::text[], :priority::smallint[], :max_attempts::smallint[],
+    FROM unnest(:kind::text[], :queue::text[], :priority::smallint[], :max_attempts::smallint[],
                 :scheduled_at::timestamptz[], :delay::float8[], :tags::text[], :meta::text[],
                 :timeout::float8[], :retry::text[])
         WITH ORDINALITY
-        AS g(queue, priority, max_attempts, sched, delay, tags, meta, timeout, retry, ord)
+        AS g(kind, queue, priority, max_attempts, sched, delay, tags, meta, timeout, retry, ord)
 )
 
 -- fragment: job_values
 -- A new job's columns from its input row `r` and its option group `g`.
-r.kind, g.queue,
+g.kind, g.queue,
 (CASE WHEN g.at > now() THEN 'scheduled' ELSE 'available' END)::{schema}.job_state,
 r.args::jsonb, g.priority, g.max_attempts, g.at, g.tags, g.meta, g.timeout, g.retry
 
@@ -29,7 +29,7 @@ WITH {@option_groups}
 INSERT INTO {schema}.jobs
     (kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout, retry)
 SELECT {@job_values}
-FROM unnest(:kind::text[], :args::text[], :group::int[]) WITH ORDINALITY AS r(kind, args, grp, ord)
+FROM unnest(:args::text[], :group::int[]) WITH ORDINALITY AS r(args, grp, ord)
 JOIN groups AS g ON g.ord = r.grp
 ORDER BY r.ord
 RETURNING id, state::text AS state, scheduled_at, created_at;
@@ -51,9 +51,9 @@ WITH {@option_groups}, input AS MATERIALIZED (
                 ELSE u.ukey || ':' || floor(extract(epoch FROM now()) / u.uperiod)::bigint::text
            END AS unique_key,
            nextval(pg_get_serial_sequence('{schema}.jobs', 'id')) AS new_id
-    FROM unnest(:kind::text[], :args::text[], :group::int[], :unique_key::text[],
-                :unique_period::float8[], :unique_states::text[])
-        WITH ORDINALITY AS u(kind, args, grp, ukey, uperiod, ustates, ord)
+    FROM unnest(:args::text[], :group::int[], :unique_key::text[], :unique_period::float8[],
+                :unique_states::text[])
+        WITH ORDINALITY AS u(args, grp, ukey, uperiod, ustates, ord)
 ), written AS (
     INSERT INTO {schema}.jobs AS j
         (id, kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout,
