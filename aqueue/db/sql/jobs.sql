@@ -21,7 +21,7 @@ groups AS MATERIALIZED (
 -- A new job's columns from its input row `r` and its option group `g`.
 g.kind, g.queue,
 (CASE WHEN g.at > now() THEN 'scheduled' ELSE 'available' END)::{schema}.job_state,
-r.args::jsonb, g.priority, g.max_attempts, g.at, g.tags, g.meta, g.timeout, g.retry
+r.args, g.priority, g.max_attempts, g.at, g.tags, g.meta, g.timeout, g.retry
 
 -- name: insert_jobs
 -- One statement for one job or thousands: arrays in, rows out, in input order.
@@ -29,7 +29,8 @@ WITH {@option_groups}
 INSERT INTO {schema}.jobs
     (kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout, retry)
 SELECT {@job_values}
-FROM unnest(:args::text[], :group::int[]) WITH ORDINALITY AS r(args, grp, ord)
+FROM (SELECT (e->>0)::int AS grp, e->1 AS args, ord
+      FROM jsonb_array_elements(:jobs::text::jsonb) WITH ORDINALITY AS x(e, ord)) AS r
 JOIN groups AS g ON g.ord = r.grp
 ORDER BY r.ord
 RETURNING id, state::text AS state, scheduled_at, created_at;
@@ -45,15 +46,14 @@ RETURNING id, state::text AS state, scheduled_at, created_at;
 -- The enqueuing code sends at most one row per key, sorted by key, so that concurrent
 -- batches sharing keys wait on each other in one order instead of deadlocking.
 WITH {@option_groups}, input AS MATERIALIZED (
-    SELECT u.*,
-           CASE WHEN u.ukey IS NULL OR u.uperiod IS NULL THEN u.ukey
+    SELECT u.ord, (u.e->>0)::int AS grp, u.e->1 AS args, u.e->>4 AS ustates,
+           CASE WHEN u.e->>2 IS NULL OR u.e->>3 IS NULL THEN u.e->>2
                 -- The period bucket comes from the database clock: one clock for every node.
-                ELSE u.ukey || ':' || floor(extract(epoch FROM now()) / u.uperiod)::bigint::text
+                ELSE (u.e->>2) || ':'
+                     || floor(extract(epoch FROM now()) / (u.e->>3)::float8)::bigint::text
            END AS unique_key,
            nextval(pg_get_serial_sequence('{schema}.jobs', 'id')) AS new_id
-    FROM unnest(:args::text[], :group::int[], :unique_key::text[], :unique_period::float8[],
-                :unique_states::text[])
-        WITH ORDINALITY AS u(args, grp, ukey, uperiod, ustates, ord)
+    FROM jsonb_array_elements(:jobs::text::jsonb) WITH ORDINALITY AS u(e, ord)
 ), written AS (
     INSERT INTO {schema}.jobs AS j
         (id, kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout,

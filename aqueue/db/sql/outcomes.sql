@@ -6,16 +6,16 @@
 -- late write cannot resurrect a job rescued or re-claimed meanwhile. States 'available'
 -- (interrupted by shutdown) and 'scheduled' (snoozed) give the attempt back.
 WITH o AS (
-    SELECT *
-    FROM unnest(:id::bigint[], :attempt::smallint[], :state::text[], :result::text[],
-                :error::text[], :delay::float8[])
-        AS o(id, attempt, state, result, error, delay)
+    SELECT (e->>0)::bigint AS id, (e->>1)::smallint AS attempt, e->>2 AS state,
+           e->3 AS result, nullif(e->4, 'null') AS error, (e->>5)::float8 AS delay
+    FROM jsonb_array_elements(:outcomes::text::jsonb) AS e
 ), done AS (
     UPDATE {schema}.jobs AS j
     SET state = o.state::{schema}.job_state,
-        result = o.result::jsonb,
+        -- Only a completed attempt has a result (a JSON null when it returned None).
+        result = CASE WHEN o.state = 'completed' THEN o.result END,
         errors = CASE WHEN o.error IS NULL THEN j.errors
-                      ELSE j.errors || jsonb_build_array(o.error::jsonb) END,
+                      ELSE j.errors || jsonb_build_array(o.error) END,
         finalized_at = CASE WHEN o.state IN ('completed', 'cancelled', 'discarded')
                             THEN now() END,
         scheduled_at = CASE WHEN o.delay IS NULL THEN j.scheduled_at
