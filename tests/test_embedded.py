@@ -20,13 +20,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from aqueue.embedded import (
-    EmbeddedPostgres,
-    EmbeddedPostgresError,
-    _pgserver_bindir,
-    _pid_alive,
-    find_system_binaries,
-)
+from aqueue.embedded import EmbeddedPostgres, EmbeddedPostgresError, find_system_binaries
+from aqueue.embedded.discovery import pgserver_bindir, system_bindir
+from aqueue.embedded.process import pid_alive
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -142,7 +138,7 @@ def test_start_query_stop() -> None:
     assert pg.pid is None
     assert not root.exists()
     # stop() waits for the postmaster, which takes its backends down with it.
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
 
 
 @requires_system
@@ -178,7 +174,7 @@ def test_context_manager() -> None:
         assert root is not None and pid is not None
         assert fetchval(pg.url, "SELECT 1") == 1
     assert not root.exists()
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
 
 
 @requires_system
@@ -232,7 +228,7 @@ def test_restart_keeps_url_and_data(pg: EmbeddedPostgres) -> None:
     pg.restart()
     assert pg.url == url
     assert pg.pid != old_pid
-    assert old_pid is not None and not _pid_alive(old_pid)
+    assert old_pid is not None and not pid_alive(old_pid)
     assert fetchval(url, "SELECT sum(x) FROM kept") == 3
 
 
@@ -242,7 +238,7 @@ def test_restart_after_server_was_killed(pg: EmbeddedPostgres) -> None:
     url, pid = pg.url, pg.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not _pid_alive(pid), what="killed postmaster to exit")
+    wait_until(lambda: not pid_alive(pid), what="killed postmaster to exit")
     pg.restart()
     assert pg.url == url
     assert fetchval(url, "SELECT 1") == 1
@@ -256,7 +252,7 @@ def test_start_relaunches_a_dead_server_on_the_same_directory(pg: EmbeddedPostgr
     execute(url, "CHECKPOINT")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not _pid_alive(pid), what="killed postmaster to exit")
+    wait_until(lambda: not pid_alive(pid), what="killed postmaster to exit")
     pg.start()
     assert pg.url == url
     assert fetchval(url, "SELECT x FROM kept") == 5
@@ -314,7 +310,7 @@ def test_server_outlives_the_thread_that_started_it() -> None:
         task = Path(f"/proc/self/task/{native_id[0]}")
         wait_until(lambda: not task.exists(), what="starter thread to exit")
         pid = pg.pid
-        assert pid is not None and _pid_alive(pid)
+        assert pid is not None and pid_alive(pid)
         assert fetchval(pg.url, "SELECT 1") == 1
     finally:
         pg.stop()
@@ -350,7 +346,7 @@ def test_killed_parent_does_not_leak_the_server() -> None:
         pid, root = int(pid_text), Path(root_text)
         backends = children_of(pid)
         assert backends, "expected postgres auxiliary processes"
-        assert _pid_alive(pid)
+        assert pid_alive(pid)
     finally:
         proc.kill()
         proc.wait()
@@ -358,7 +354,7 @@ def test_killed_parent_does_not_leak_the_server() -> None:
         proc.stdin.close()
         proc.stdout.close()
     wait_until(
-        lambda: not any(_pid_alive(p) for p in [pid, *backends]),
+        lambda: not any(pid_alive(p) for p in [pid, *backends]),
         what="postgres processes of the killed parent to exit",
     )
     # The directory is left behind; the next start sweeps it since nobody owns it.
@@ -370,7 +366,7 @@ def test_killed_parent_does_not_leak_the_server() -> None:
 # ---------------------------------------------------------------------- pgserver source
 
 
-@pytest.mark.skipif(_pgserver_bindir() is None, reason="pgserver is not installed")
+@pytest.mark.skipif(pgserver_bindir() is None, reason="pgserver is not installed")
 def test_pgserver_source() -> None:
     with EmbeddedPostgres(source="pgserver", settings={"work_mem": "9MB"}) as pg:
         assert "bundled pgserver" in pg.source_description
@@ -419,6 +415,4 @@ def test_pg_config_without_server_is_not_enough(tmp_path: Path) -> None:
     pg_config = tmp_path / "pg_config"
     pg_config.write_text(f"#!/bin/sh\necho {fake_bindir}\n")
     pg_config.chmod(0o755)
-    from aqueue.embedded import _find_system_binaries
-
-    assert _find_system_binaries(str(tmp_path), ()) is None
+    assert system_bindir(str(tmp_path), ()) is None

@@ -1,0 +1,264 @@
+"""Child-process plumbing for the throwaway server: who it runs as, how it dies with us,
+and sweeping the folders of runs that died without cleaning up.
+
+The server must never outlive the Python process that started it: a killed test run must
+not leave servers behind. On Linux the kernel does that for us (a parent-death signal set
+in the child between fork and exec); everywhere, ``stop()`` and an atexit hook do it, and
+the next start removes any folder a dead run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import functools
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..errors import EmbeddedPostgresError
+
+__all__ = [
+    "DEATH_SIGNAL",
+    "DIR_PREFIX",
+    "OWNER_FILE",
+    "Account",
+    "Spawner",
+    "account_kwargs",
+    "cleanup_stale_dirs",
+    "die_with_parent",
+    "get_spawner",
+    "pid_alive",
+    "server_account",
+    "terminate",
+    "tmp_base",
+]
+
+_T = TypeVar("_T")
+
+DIR_PREFIX = "aqpg-"
+OWNER_FILE = "owner.pid"
+_STOP_TIMEOUT = 10.0
+# A directory without an owner file is either being created right now or was left by a
+# run that died within microseconds of creating it; only the latter is old.
+_UNOWNED_GRACE = 60.0
+
+_PR_SET_PDEATHSIG = 1
+# SIGQUIT makes the postmaster do an immediate shutdown: it takes its backends down with
+# it and releases shared memory and the socket. SIGKILL would leave a SysV segment behind.
+DEATH_SIGNAL = signal.SIGQUIT
+
+
+# ------------------------------------------------------------------------- accounts
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+
+
+def server_account() -> Account | None:
+    """The unprivileged account to run initdb/postgres as, if we are root (they refuse root)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    import pwd
+
+    for name in ("postgres", "nobody"):
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return Account(name, entry.pw_uid, entry.pw_gid)
+    raise EmbeddedPostgresError(
+        "PostgreSQL refuses to run as root and there is no 'postgres' or 'nobody' account "
+        "to run it as; create one (e.g. `useradd --system postgres`) or run as a normal user."
+    )
+
+
+def account_kwargs(account: Account | None) -> dict[str, Any]:
+    """``subprocess`` arguments that run the child as ``account`` (nothing when None)."""
+    if account is None:
+        return {}
+    # Root's supplementary groups must not leak into the server.
+    return {"user": account.uid, "group": account.gid, "extra_groups": []}
+
+
+# ------------------------------------------------------------- dying with the parent
+
+
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int] + [ctypes.c_ulong] * 4  # type: ignore[attr-defined]
+    prctl.restype = ctypes.c_int  # type: ignore[attr-defined]
+    return prctl
+
+
+def die_with_parent(sig: int) -> Callable[[], None] | None:
+    """A preexec_fn asking the kernel to signal the child when this process dies.
+
+    subprocess runs preexec_fn after switching uid/gid, which matters: a credential change
+    clears the parent-death signal. Linux only; elsewhere the atexit handler and the
+    stale-directory sweep are all we have.
+    """
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        # The parent may have died between fork and prctl; then no signal would ever come.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+class Spawner:
+    """Starts the server processes from one thread that lives as long as the process.
+
+    The parent-death signal fires when the *thread* that forked the child exits, not the
+    process. Without this, ``await asyncio.to_thread(pg.start)`` would kill the server as
+    soon as the executor retires its worker thread.
+    """
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="aqueue-pg-spawner", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            fn, future = self._jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+
+    def call(self, fn: Callable[[], _T]) -> _T:
+        future: Future[_T] = Future()
+        self._jobs.put((fn, future))
+        return future.result()
+
+
+_spawner: Spawner | None = None
+_spawner_lock = threading.Lock()
+
+
+def get_spawner() -> Spawner:
+    global _spawner
+    with _spawner_lock:
+        # A forked child inherits the object but not the thread.
+        if _spawner is None or _spawner.pid != os.getpid():
+            _spawner = Spawner()
+        return _spawner
+
+
+def terminate(proc: subprocess.Popen[bytes]) -> None:
+    """Fast shutdown (SIGINT: disconnect clients), SIGKILL after a bound; then reap."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
+# ------------------------------------------------------------------ stale folders
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (zombies count as dead)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    # An orphaned server that nobody reaps stays a zombie; it is dead for our purposes.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return not Path("/proc/self").exists()
+    except OSError:
+        return True
+    fields = stat.rpartition(")")[2].split()
+    return not fields or fields[0] != "Z"
+
+
+def tmp_base() -> Path:
+    """Where server folders go."""
+    # Not tempfile.gettempdir(): TMPDIR is often long (macOS, pytest) and the socket
+    # path must stay short.
+    tmp = Path("/tmp")
+    return tmp if tmp.is_dir() else Path(tempfile.gettempdir())
+
+
+def _dir_in_use(directory: Path) -> bool:
+    """Whether a /tmp/aqpg-* directory may still belong to a live run. Errs on 'yes'."""
+    try:
+        owner_text = (directory / OWNER_FILE).read_text()
+    except FileNotFoundError:
+        owner_text = None
+    except OSError:
+        return True
+    if owner_text is None:
+        try:
+            if time.time() - directory.stat().st_mtime < _UNOWNED_GRACE:
+                return True
+        except OSError:
+            return True
+    else:
+        try:
+            owner_pid = int(owner_text.split()[0])
+        except (ValueError, IndexError):
+            return True
+        if pid_alive(owner_pid):
+            return True
+    try:
+        pid_line = (directory / "data" / "postmaster.pid").read_text().split("\n", 1)[0]
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        return pid_alive(int(pid_line))
+    except ValueError:
+        return True
+
+
+def cleanup_stale_dirs(base: Path) -> None:
+    """Remove the server folders of runs that are gone (their owner and server both dead)."""
+    for directory in base.glob(DIR_PREFIX + "*"):
+        try:
+            if directory.is_symlink() or not directory.is_dir() or _dir_in_use(directory):
+                continue
+        except OSError:
+            continue
+        # Another run may be sweeping the same directory concurrently.
+        shutil.rmtree(directory, ignore_errors=True)
