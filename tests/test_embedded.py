@@ -91,6 +91,10 @@ def process_uid(pid: int) -> int:
     raise AssertionError("no Uid line")
 
 
+def spawner_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "aqueue-pg-spawner"]
+
+
 @pytest.fixture
 def pg() -> Iterator[EmbeddedPostgres]:
     if find_system_binaries() is None:
@@ -285,10 +289,12 @@ def test_durable_keeps_postgres_defaults() -> None:
 @requires_system
 def test_failed_start_reports_server_log_and_cleans_up() -> None:
     before = set(Path("/tmp").glob("aqpg-*"))
+    threads_before = spawner_threads()
     pg = EmbeddedPostgres(source="system", settings={"no_such_setting": "1"})
     with pytest.raises(EmbeddedPostgresError, match="no_such_setting"):
         pg.start()
     assert pg.socket_dir is None
+    assert spawner_threads() == threads_before
     assert not [d for d in set(Path("/tmp").glob("aqpg-*")) - before if created_by_us(d)]
 
 
@@ -314,6 +320,31 @@ def test_server_outlives_the_thread_that_started_it() -> None:
         assert fetchval(pg.url, "SELECT 1") == 1
     finally:
         pg.stop()
+
+
+@requires_system
+def test_spawner_thread_lives_from_start_to_stop() -> None:
+    # The thread that forks the server is the instance's, not the module's: none before
+    # start(), one per running server, none left after stop().
+    before = spawner_threads()
+    first = EmbeddedPostgres(source="system")
+    second = EmbeddedPostgres(source="system")
+    first.start()
+    try:
+        second.start()
+        try:
+            assert len(spawner_threads()) == len(before) + 2
+            first.stop()
+            assert len(spawner_threads()) == len(before) + 1
+            # The thread that forked `second` is not the one that just exited.
+            pid = second.pid
+            assert pid is not None and pid_alive(pid)
+            assert fetchval(second.url, "SELECT 1") == 1
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+    assert spawner_threads() == before
 
 
 @requires_system

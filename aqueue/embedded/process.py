@@ -38,7 +38,6 @@ __all__ = [
     "account_kwargs",
     "cleanup_stale_dirs",
     "die_with_parent",
-    "get_spawner",
     "pid_alive",
     "server_account",
     "terminate",
@@ -46,6 +45,7 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+_Job = tuple[Callable[[], Any], Future[Any]]
 
 DIR_PREFIX = "aqpg-"
 OWNER_FILE = "owner.pid"
@@ -134,45 +134,72 @@ def die_with_parent(sig: int) -> Callable[[], None] | None:
 
 
 class Spawner:
-    """Starts the server processes from one thread that lives as long as the process.
+    """A thread that forks the server, owned by one ``EmbeddedPostgres`` from ``start()``
+    to ``stop()``.
 
-    The parent-death signal fires when the *thread* that forked the child exits, not the
-    process. Without this, ``await asyncio.to_thread(pg.start)`` would kill the server as
-    soon as the executor retires its worker thread.
+    The parent-death signal fires when the *thread* that forked the child exits, not when
+    the process does. Forking from whatever thread calls ``start()`` would tie the server's
+    life to that thread: ``await asyncio.to_thread(pg.start)`` would lose the server as
+    soon as the executor retires its worker. So every fork of the postmaster happens on
+    this thread, which ends only in ``stop()``, after the server has been reaped.
+
+    The thread is a daemon on purpose: at interpreter exit Python joins non-daemon threads
+    *before* it runs atexit hooks, and the hook that stops the server (and then this
+    thread) would never run.
     """
 
     def __init__(self) -> None:
-        self.pid = os.getpid()
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
-        threading.Thread(target=self._serve, name="aqueue-pg-spawner", daemon=True).start()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
 
-    def _serve(self) -> None:
-        while True:
-            fn, future = self._jobs.get()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(fn())
-            except BaseException as exc:
-                future.set_exception(exc)
+    @property
+    def running(self) -> bool:
+        # A forked child inherits this object but not the thread.
+        return self._thread is not None and self._pid == os.getpid() and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the thread; no-op while it runs."""
+        if self.running:
+            return
+        self._pid = os.getpid()
+        # A fresh queue: one inherited through fork may hold a job of the parent's.
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(
+            target=self._serve, args=(self._jobs,), name="aqueue-pg-spawner", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """End the thread. Idempotent, and safe on a spawner that never started.
+
+        Call it only once the children it forked are gone: its exit sends them the
+        parent-death signal.
+        """
+        thread, self._thread = self._thread, None
+        if thread is None or self._pid != os.getpid():
+            return
+        self._jobs.put(None)
+        thread.join(_STOP_TIMEOUT)
 
     def call(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` on the spawner thread and return its result (or raise its error)."""
+        if not self.running:
+            raise RuntimeError("the spawner thread is not running")
         future: Future[_T] = Future()
         self._jobs.put((fn, future))
         return future.result()
 
-
-_spawner: Spawner | None = None
-_spawner_lock = threading.Lock()
-
-
-def get_spawner() -> Spawner:
-    global _spawner
-    with _spawner_lock:
-        # A forked child inherits the object but not the thread.
-        if _spawner is None or _spawner.pid != os.getpid():
-            _spawner = Spawner()
-        return _spawner
+    @staticmethod
+    def _serve(jobs: queue.SimpleQueue[_Job | None]) -> None:
+        while (job := jobs.get()) is not None:
+            fn, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller, which re-raises it
+                future.set_exception(exc)
 
 
 def terminate(proc: subprocess.Popen[bytes]) -> None:

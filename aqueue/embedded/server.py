@@ -30,10 +30,10 @@ from .process import (
     DIR_PREFIX,
     OWNER_FILE,
     Account,
+    Spawner,
     account_kwargs,
     cleanup_stale_dirs,
     die_with_parent,
-    get_spawner,
     server_account,
     terminate,
     tmp_base,
@@ -132,6 +132,9 @@ class EmbeddedPostgres:
         self._account: Account | None = None
         self._root: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        # Runs from start() to stop(): the postmaster dies when the thread that forked it
+        # exits (see Spawner).
+        self._spawner = Spawner()
         self._owner_pid = os.getpid()
         self._url: str | None = None
 
@@ -207,12 +210,15 @@ class EmbeddedPostgres:
                 # A forked child must not stop its parent's server or delete its files.
                 self._proc = None
                 self._root = None
+                self._spawner.stop()  # only forgets the parent's thread
                 return
             proc, root = self._proc, self._root
             self._proc = None
             self._root = None
             if proc is not None:
                 terminate(proc)
+            # Only now: the spawner's exit would signal a server still running.
+            self._spawner.stop()
             if root is not None:
                 shutil.rmtree(root, ignore_errors=True)
 
@@ -288,6 +294,7 @@ class EmbeddedPostgres:
             self._launch(after_crash=False)
         except BaseException:
             self._root = None
+            self._spawner.stop()
             shutil.rmtree(root, ignore_errors=True)
             raise
         atexit.register(self._stop_at_exit)
@@ -355,6 +362,7 @@ class EmbeddedPostgres:
     def _launch(self, *, after_crash: bool) -> None:
         """Start postgres on the existing data directory and wait until it accepts connections."""
         assert self._root is not None
+        self._spawner.start()
         cmd = self._server_command()
         log_path = self._root / _LOG_FILE
         deadline = time.monotonic() + _START_TIMEOUT
@@ -410,7 +418,7 @@ class EmbeddedPostgres:
                 )
 
         try:
-            return get_spawner().call(popen)
+            return self._spawner.call(popen)
         except OSError as exc:
             raise EmbeddedPostgresError(
                 f"cannot start {cmd[0]}: {exc}{self._permission_hint()}"
