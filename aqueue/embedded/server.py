@@ -7,6 +7,7 @@ owner file so a later run can tell a dead run's folder from a live one's.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import os
@@ -17,12 +18,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
+from ..db import server_admin
 from ..errors import EmbeddedPostgresError
 from .discovery import Binaries, Source, resolve_binaries
 from .process import (
@@ -40,6 +42,8 @@ from .process import (
 )
 
 __all__ = ["EmbeddedPostgres"]
+
+_T = TypeVar("_T")
 
 _SUPERUSER = "postgres"
 # Socket-only servers never collide on the port: each one has its own socket directory.
@@ -64,10 +68,6 @@ _BASE_SETTINGS = {
 }
 
 
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 def _log_tail(path: Path, lines: int = 30) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -76,17 +76,15 @@ def _log_tail(path: Path, lines: int = 30) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _run_coroutine_in_thread(fn: Callable[[], Any]) -> Any:
+def _run_coroutine_in_thread(fn: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
     """Run ``asyncio.run(fn())`` on a fresh thread, so it also works inside a running loop."""
-    import asyncio
-
-    result: list[Any] = []
+    result: list[_T] = []
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
             result.append(asyncio.run(fn()))
-        except BaseException as exc:
+        except BaseException as exc:  # handed to the calling thread, which re-raises it
             errors.append(exc)
 
     thread = threading.Thread(target=target, name="aqueue-pg-sql")
@@ -235,11 +233,16 @@ class EmbeddedPostgres:
             self._launch(after_crash=True)
 
     def create_database(self, name: str, template: str | None = None) -> str:
-        """Create a database (optionally from a template) and return its URL."""
-        sql = f"CREATE DATABASE {_quote_ident(name)}"
-        if template is not None:
-            sql += f" TEMPLATE {_quote_ident(template)}"
-        self._execute(sql)
+        """Create a database (optionally from a template) and return its URL.
+
+        Blocking, and safe to call from inside a running event loop (async fixtures do).
+        """
+        url = self.url
+        _run_coroutine_in_thread(
+            lambda: server_admin.create_database(
+                url, name, template, connect_timeout=_START_TIMEOUT
+            )
+        )
         return self._url_for(name)
 
     def __repr__(self) -> str:
@@ -254,20 +257,6 @@ class EmbeddedPostgres:
             f"postgresql://{_SUPERUSER}@/{quote(database, safe='')}"
             f"?host={quote(str(self._root), safe='/')}&port={_PORT}"
         )
-
-    def _execute(self, sql: str) -> None:
-        import asyncpg
-
-        url = self.url
-
-        async def run() -> None:
-            conn = await asyncpg.connect(url, timeout=_START_TIMEOUT)
-            try:
-                await conn.execute(sql)
-            finally:
-                await conn.close()
-
-        _run_coroutine_in_thread(run)
 
     def _stop_at_exit(self) -> None:
         with contextlib.suppress(Exception):
