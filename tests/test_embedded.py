@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -22,73 +22,21 @@ import pytest
 
 from aqueue.embedded import EmbeddedPostgres, EmbeddedPostgresError, find_system_binaries
 from aqueue.embedded.discovery import pgserver_bindir, system_bindir
-from aqueue.embedded.process import pid_alive
+from aqueue.embedded.process import pid_alive, server_account
+from tests.embedded_support import (
+    children_of,
+    created_by_us,
+    execute,
+    fetchval,
+    process_uid,
+    wait_until,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 requires_system = pytest.mark.skipif(
     find_system_binaries() is None, reason="no system PostgreSQL server binaries"
 )
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-
-
-def fetchval(url: str, sql: str) -> object:
-    async def run() -> object:
-        conn = await asyncpg.connect(url)
-        try:
-            return await conn.fetchval(sql)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-def execute(url: str, sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-def children_of(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            kids.append(int(entry.name))
-    return kids
-
-
-def created_by_us(directory: Path) -> bool:
-    try:
-        return (directory / "owner.pid").read_text().strip() == str(os.getpid())
-    except OSError:  # gone, or another user's (concurrent runs share /tmp)
-        return False
-
-
-def process_uid(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Uid:"):
-            return int(line.split()[1])
-    raise AssertionError("no Uid line")
 
 
 def spawner_threads() -> list[threading.Thread]:
@@ -409,6 +357,93 @@ def test_pgserver_source() -> None:
         assert fetchval(url, "SELECT current_database()") == "pgs"
         root = pg.socket_dir
     assert root is not None and not root.exists()
+
+
+# ------------------------------------------------------- as root, binaries out of reach
+
+
+def private_folder(tmp_path: Path) -> Path:
+    """A 0700 folder, like root's home or a ``mktemp -d`` clone."""
+    folder = tmp_path / "private"
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o700)
+    return folder
+
+
+def run_as_server_account(exe: Path) -> None:
+    account = server_account()
+    assert account is not None
+    subprocess.run(
+        [str(exe), "--version"],
+        capture_output=True,
+        check=True,
+        user=account.uid,
+        group=account.gid,
+        extra_groups=[],
+    )
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another account")
+@pytest.mark.skipif(pgserver_bindir() is None, reason="pgserver is not installed")
+def test_pgserver_in_a_private_folder_runs_from_a_root_owned_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bug: a fresh clone in a 0700 folder put pgserver's binaries where the
+    # 'postgres'/'nobody' account cannot go, and initdb failed with EACCES.
+    installed = pgserver_bindir()
+    assert installed is not None
+    site = private_folder(tmp_path)
+    for folder in (installed.parents[1], installed.parents[2] / "pgserver.libs"):
+        if folder.is_dir():
+            shutil.copytree(folder, site / folder.name, copy_function=link_or_copy)
+    folders = [site, *site.parents]
+    modes = [p.stat().st_mode for p in folders]
+    monkeypatch.syspath_prepend(str(site))
+    bindir = pgserver_bindir()
+    assert bindir == site / "pgserver" / "pginstall" / "bin"
+    with pytest.raises(PermissionError):
+        run_as_server_account(bindir / "initdb")
+
+    with EmbeddedPostgres(source="pgserver") as pg:
+        assert fetchval(pg.url, "SELECT 1") == 1
+        pid = pg.pid
+        assert pid is not None and process_uid(pid) != 0
+        exe = Path(os.readlink(f"/proc/{pid}/exe"))
+        assert site not in exe.parents
+        copy = exe.parents[3]
+        assert copy.parent == Path("/tmp") and copy.name.startswith("aqueue-pgserver-")
+        assert f"copied to {copy}" in pg.source_description
+        for path in [copy, *copy.rglob("*")]:
+            st = path.lstat()
+            assert st.st_uid == 0 and not st.st_mode & 0o022, path
+        url = pg.create_database("private")
+        assert fetchval(url, "SELECT current_database()") == "private"
+    # The user's folders are as they were.
+    assert [p.stat().st_mode for p in folders] == modes
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another account")
+@requires_system
+def test_system_binaries_out_of_the_accounts_reach_fail_clearly(tmp_path: Path) -> None:
+    # Only pgserver's bundle is copied: a server built into a private folder is the
+    # user's to fix, and the error must say what to do before anything is created.
+    system = find_system_binaries()
+    assert system is not None
+    bindir = private_folder(tmp_path)
+    for exe in ("postgres", "initdb"):
+        shutil.copy2(system / exe, bindir / exe)
+    before = set(Path("/tmp").glob("aqpg-*"))
+    pg = EmbeddedPostgres(source="system", _search_path=str(bindir))
+    with pytest.raises(EmbeddedPostgresError, match=r"cannot run .*initdb.*every folder above"):
+        pg.start()
+    assert not [d for d in set(Path("/tmp").glob("aqpg-*")) - before if created_by_us(d)]
 
 
 # ------------------------------------------------------------------ nothing available

@@ -16,6 +16,8 @@ pass server settings.
 The package, one concept per module:
 
 * ``discovery``: finding server binaries (system, pgserver);
+* ``binary_cache``: as root, a root-owned copy of pgserver's bundle for the server's
+  account, when that account cannot reach the virtualenv;
 * ``process``: the child processes (accounts, parent-death signal, stale-folder sweep);
 * ``server``: ``EmbeddedPostgres`` itself.
 

@@ -1,6 +1,8 @@
 """Finding PostgreSQL server binaries: an installed server ("system") or pgserver's bundle.
 
 Only read-only probing happens here: looking at files and running ``postgres --version``.
+Whether the account the server runs as can reach what was found is ``binary_cache``'s
+question: it depends on who starts the server, not on where the binaries live.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class Binaries:
     bindir: Path
     version: str
     description: str
+    # Set for pgserver's bundle: the package folder and its version (None if its metadata
+    # is missing). Running as root, binary_cache may run a copy of that folder instead.
+    pgserver_dir: Path | None = None
+    pgserver_version: str | None = None
 
 
 def find_system_binaries() -> Path | None:
@@ -164,11 +170,15 @@ def resolve_binaries(source: Source, search_path: str | None) -> Binaries:
     if bindir is not None:
         version = server_version(bindir)
         try:
-            pgserver_version = importlib.metadata.version("pgserver")
+            pgserver_version: str | None = importlib.metadata.version("pgserver")
         except importlib.metadata.PackageNotFoundError:
-            pgserver_version = "unknown version"
+            pgserver_version = None
         return Binaries(
-            bindir, version, f"PostgreSQL {version} (bundled pgserver {pgserver_version})"
+            bindir,
+            version,
+            f"PostgreSQL {version} (bundled pgserver {pgserver_version or 'unknown version'})",
+            pgserver_dir=bindir.parent.parent,
+            pgserver_version=pgserver_version,
         )
     if source == "pgserver":
         raise EmbeddedPostgresError(

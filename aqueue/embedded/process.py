@@ -36,6 +36,7 @@ __all__ = [
     "Account",
     "Spawner",
     "account_kwargs",
+    "cannot_run_as",
     "cleanup_stale_dirs",
     "die_with_parent",
     "pid_alive",
@@ -94,6 +95,28 @@ def account_kwargs(account: Account | None) -> dict[str, Any]:
         return {}
     # Root's supplementary groups must not leak into the server.
     return {"user": account.uid, "group": account.gid, "extra_groups": []}
+
+
+def cannot_run_as(account: Account, exe: Path) -> str | None:
+    """Why ``exe --version`` fails when run as ``account``, or None when it works.
+
+    Asking the account itself, rather than reading mode bits of every folder above
+    ``exe``, also honours ACLs, noexec mounts and the shared libraries ``exe`` loads.
+    """
+    try:
+        result = subprocess.run(
+            [str(exe), "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            **account_kwargs(account),
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return str(exc)
+    if result.returncode != 0:
+        return (result.stderr or result.stdout).strip() or f"exit code {result.returncode}"
+    return None
 
 
 # ------------------------------------------------------------- dying with the parent

@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from ..db import server_admin
 from ..errors import EmbeddedPostgresError
+from .binary_cache import runnable_binaries
 from .discovery import Binaries, Source, resolve_binaries
 from .process import (
     DEATH_SIGNAL,
@@ -107,6 +108,10 @@ class EmbeddedPostgres:
 
     When the Python process dies (even by SIGKILL, on Linux) the server dies with it; the
     directory it leaves behind is removed by the next ``start()`` of any instance.
+
+    As root, the server runs as the ``postgres`` account (or ``nobody``). When that account
+    cannot reach pgserver's bundle (a virtualenv below a 0700 folder), it runs a root-owned
+    copy of it under ``/tmp`` instead (``binary_cache``); the user's folders are left alone.
     """
 
     def __init__(
@@ -267,6 +272,8 @@ class EmbeddedPostgres:
         cleanup_stale_dirs(base)
         binaries = resolve_binaries(self._source, self._search_path)
         account = server_account()
+        # As root the server runs as `account`, which may not reach the binaries.
+        binaries = runnable_binaries(binaries, account, base)
         root = Path(tempfile.mkdtemp(prefix=DIR_PREFIX, dir=base))
         try:
             (root / OWNER_FILE).write_text(f"{os.getpid()}\n")
