@@ -72,8 +72,8 @@ _BUILD_RE = re.compile(r"\.build-(\d+)-[^/]*$")
 _NAMES = 8
 # C headers are for building extensions; bytecode belongs to a Python package we never
 # import from the copy.
-_SKIP_DIRS = {Path("pginstall/include")}
-_SKIP_NAMES = {"__pycache__"}
+_SKIP_DIRS = frozenset({Path("pginstall/include")})
+_SKIP_NAMES = frozenset({"__pycache__"})
 
 
 def runnable_binaries(binaries: Binaries, account: Account | None, base: Path) -> Binaries:
@@ -115,8 +115,11 @@ def bundle_copy(package_dir: Path, version: str | None, base: Path) -> Path:
     """A trusted copy of pgserver's package folder (and its ``.libs``) under ``base``,
     made if there is none; returns the folder holding both. Must run as root."""
     _check_base(base)
-    files = _bundle_files(package_dir)
-    expected = {rel: src.stat().st_size for rel, src in files.items()}
+    try:
+        files = _bundle_files(package_dir)
+        expected = {rel: src.stat().st_size for rel, src in files.items()}
+    except OSError as exc:
+        raise EmbeddedPostgresError(f"cannot read pgserver's bundle: {exc}") from exc
     digest = hashlib.sha256(json.dumps(sorted(expected.items())).encode()).hexdigest()[:12]
     stem = _PREFIX + re.sub(r"[^A-Za-z0-9.]+", "_", version or "unknown") + "-" + digest
     _sweep_builds(base)
@@ -156,7 +159,8 @@ def _bundle_files(package_dir: Path) -> dict[str, Path]:
         sources[libs.name] = libs
     files: dict[str, Path] = {}
     for dest, src in sources.items():
-        for dirpath, dirnames, filenames in os.walk(src):
+        # An unreadable folder must fail the copy, not silently shrink it.
+        for dirpath, dirnames, filenames in os.walk(src, onerror=_raise):
             here = Path(dirpath)
             rel = here.relative_to(src)
             # Linked folders are not followed: a link to a parent would never end.
@@ -174,6 +178,10 @@ def _bundle_files(package_dir: Path) -> dict[str, Path]:
     if not files:
         raise EmbeddedPostgresError(f"no files to copy in {package_dir}")
     return files
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
 
 
 def _publish(files: dict[str, Path], final: Path) -> None:
