@@ -104,10 +104,6 @@ def _with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
-def _quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 class Server:
     """One PostgreSQL server for a whole benchmark run.
 
@@ -172,20 +168,25 @@ class Server:
     async def create_database(self, label: str) -> str:
         """A fresh, empty database; returns its URL. Names are unique per call so that runs
         against a shared ``--url`` server never collide."""
+        # Lazily, like every aqueue import here: _use_aqueue_source() must run first.
+        from aqueue.db.queries import quote_ident
+
         name = f"aqb_{label}_{uuid.uuid4().hex[:8]}"[:63]
         conn = await asyncpg.connect(self.admin_url)
         try:
-            await conn.execute(f"CREATE DATABASE {_quote_ident(name)}")
+            await conn.execute(f"CREATE DATABASE {quote_ident(name)}")
         finally:
             await conn.close()
         return _with_database(self.admin_url, name)
 
     async def drop_database(self, url: str) -> None:
+        from aqueue.db.queries import quote_ident
+
         name = urlsplit(url).path.lstrip("/")
         conn = await asyncpg.connect(self.admin_url)
         try:
             # FORCE: a worker that failed to shut down must not keep the database alive.
-            await conn.execute(f"DROP DATABASE IF EXISTS {_quote_ident(name)} WITH (FORCE)")
+            await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(name)} WITH (FORCE)")
         finally:
             await conn.close()
 

@@ -8,24 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from aqueue.embedded import (
-    EmbeddedPostgres,
-    EmbeddedPostgresError,
-    _pgserver_bindir,
-    _pid_alive,
-    find_system_binaries,
+from aqueue.embedded import EmbeddedPostgres, EmbeddedPostgresError, find_system_binaries
+from aqueue.embedded.discovery import pgserver_bindir, system_bindir
+from aqueue.embedded.process import pid_alive, server_account
+from tests.embedded_support import (
+    children_of,
+    created_by_us,
+    execute,
+    fetchval,
+    process_uid,
+    wait_until,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -35,64 +39,8 @@ requires_system = pytest.mark.skipif(
 )
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
-
-
-def fetchval(url: str, sql: str) -> object:
-    async def run() -> object:
-        conn = await asyncpg.connect(url)
-        try:
-            return await conn.fetchval(sql)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
-def execute(url: str, sql: str) -> None:
-    async def run() -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-def children_of(pid: int) -> list[int]:
-    kids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) == pid:
-            kids.append(int(entry.name))
-    return kids
-
-
-def created_by_us(directory: Path) -> bool:
-    try:
-        return (directory / "owner.pid").read_text().strip() == str(os.getpid())
-    except OSError:  # gone, or another user's (concurrent runs share /tmp)
-        return False
-
-
-def process_uid(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Uid:"):
-            return int(line.split()[1])
-    raise AssertionError("no Uid line")
+def spawner_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "aqueue-pg-spawner"]
 
 
 @pytest.fixture
@@ -142,7 +90,7 @@ def test_start_query_stop() -> None:
     assert pg.pid is None
     assert not root.exists()
     # stop() waits for the postmaster, which takes its backends down with it.
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
 
 
 @requires_system
@@ -178,7 +126,7 @@ def test_context_manager() -> None:
         assert root is not None and pid is not None
         assert fetchval(pg.url, "SELECT 1") == 1
     assert not root.exists()
-    assert not _pid_alive(pid)
+    assert not pid_alive(pid)
 
 
 @requires_system
@@ -232,7 +180,7 @@ def test_restart_keeps_url_and_data(pg: EmbeddedPostgres) -> None:
     pg.restart()
     assert pg.url == url
     assert pg.pid != old_pid
-    assert old_pid is not None and not _pid_alive(old_pid)
+    assert old_pid is not None and not pid_alive(old_pid)
     assert fetchval(url, "SELECT sum(x) FROM kept") == 3
 
 
@@ -242,7 +190,7 @@ def test_restart_after_server_was_killed(pg: EmbeddedPostgres) -> None:
     url, pid = pg.url, pg.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not _pid_alive(pid), what="killed postmaster to exit")
+    wait_until(lambda: not pid_alive(pid), what="killed postmaster to exit")
     pg.restart()
     assert pg.url == url
     assert fetchval(url, "SELECT 1") == 1
@@ -256,7 +204,7 @@ def test_start_relaunches_a_dead_server_on_the_same_directory(pg: EmbeddedPostgr
     execute(url, "CHECKPOINT")
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: not _pid_alive(pid), what="killed postmaster to exit")
+    wait_until(lambda: not pid_alive(pid), what="killed postmaster to exit")
     pg.start()
     assert pg.url == url
     assert fetchval(url, "SELECT x FROM kept") == 5
@@ -289,10 +237,12 @@ def test_durable_keeps_postgres_defaults() -> None:
 @requires_system
 def test_failed_start_reports_server_log_and_cleans_up() -> None:
     before = set(Path("/tmp").glob("aqpg-*"))
+    threads_before = spawner_threads()
     pg = EmbeddedPostgres(source="system", settings={"no_such_setting": "1"})
     with pytest.raises(EmbeddedPostgresError, match="no_such_setting"):
         pg.start()
     assert pg.socket_dir is None
+    assert spawner_threads() == threads_before
     assert not [d for d in set(Path("/tmp").glob("aqpg-*")) - before if created_by_us(d)]
 
 
@@ -314,10 +264,35 @@ def test_server_outlives_the_thread_that_started_it() -> None:
         task = Path(f"/proc/self/task/{native_id[0]}")
         wait_until(lambda: not task.exists(), what="starter thread to exit")
         pid = pg.pid
-        assert pid is not None and _pid_alive(pid)
+        assert pid is not None and pid_alive(pid)
         assert fetchval(pg.url, "SELECT 1") == 1
     finally:
         pg.stop()
+
+
+@requires_system
+def test_spawner_thread_lives_from_start_to_stop() -> None:
+    # The thread that forks the server is the instance's, not the module's: none before
+    # start(), one per running server, none left after stop().
+    before = spawner_threads()
+    first = EmbeddedPostgres(source="system")
+    second = EmbeddedPostgres(source="system")
+    first.start()
+    try:
+        second.start()
+        try:
+            assert len(spawner_threads()) == len(before) + 2
+            first.stop()
+            assert len(spawner_threads()) == len(before) + 1
+            # The thread that forked `second` is not the one that just exited.
+            pid = second.pid
+            assert pid is not None and pid_alive(pid)
+            assert fetchval(second.url, "SELECT 1") == 1
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+    assert spawner_threads() == before
 
 
 @requires_system
@@ -350,7 +325,7 @@ def test_killed_parent_does_not_leak_the_server() -> None:
         pid, root = int(pid_text), Path(root_text)
         backends = children_of(pid)
         assert backends, "expected postgres auxiliary processes"
-        assert _pid_alive(pid)
+        assert pid_alive(pid)
     finally:
         proc.kill()
         proc.wait()
@@ -358,7 +333,7 @@ def test_killed_parent_does_not_leak_the_server() -> None:
         proc.stdin.close()
         proc.stdout.close()
     wait_until(
-        lambda: not any(_pid_alive(p) for p in [pid, *backends]),
+        lambda: not any(pid_alive(p) for p in [pid, *backends]),
         what="postgres processes of the killed parent to exit",
     )
     # The directory is left behind; the next start sweeps it since nobody owns it.
@@ -370,7 +345,7 @@ def test_killed_parent_does_not_leak_the_server() -> None:
 # ---------------------------------------------------------------------- pgserver source
 
 
-@pytest.mark.skipif(_pgserver_bindir() is None, reason="pgserver is not installed")
+@pytest.mark.skipif(pgserver_bindir() is None, reason="pgserver is not installed")
 def test_pgserver_source() -> None:
     with EmbeddedPostgres(source="pgserver", settings={"work_mem": "9MB"}) as pg:
         assert "bundled pgserver" in pg.source_description
@@ -382,6 +357,93 @@ def test_pgserver_source() -> None:
         assert fetchval(url, "SELECT current_database()") == "pgs"
         root = pg.socket_dir
     assert root is not None and not root.exists()
+
+
+# ------------------------------------------------------- as root, binaries out of reach
+
+
+def private_folder(tmp_path: Path) -> Path:
+    """A 0700 folder, like root's home or a ``mktemp -d`` clone."""
+    folder = tmp_path / "private"
+    folder.mkdir(mode=0o700)
+    folder.chmod(0o700)
+    return folder
+
+
+def run_as_server_account(exe: Path) -> None:
+    account = server_account()
+    assert account is not None
+    subprocess.run(
+        [str(exe), "--version"],
+        capture_output=True,
+        check=True,
+        user=account.uid,
+        group=account.gid,
+        extra_groups=[],
+    )
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another account")
+@pytest.mark.skipif(pgserver_bindir() is None, reason="pgserver is not installed")
+def test_pgserver_in_a_private_folder_runs_from_a_root_owned_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bug: a fresh clone in a 0700 folder put pgserver's binaries where the
+    # 'postgres'/'nobody' account cannot go, and initdb failed with EACCES.
+    installed = pgserver_bindir()
+    assert installed is not None
+    site = private_folder(tmp_path)
+    for folder in (installed.parents[1], installed.parents[2] / "pgserver.libs"):
+        if folder.is_dir():
+            shutil.copytree(folder, site / folder.name, copy_function=link_or_copy)
+    folders = [site, *site.parents]
+    modes = [p.stat().st_mode for p in folders]
+    monkeypatch.syspath_prepend(str(site))
+    bindir = pgserver_bindir()
+    assert bindir == site / "pgserver" / "pginstall" / "bin"
+    with pytest.raises(PermissionError):
+        run_as_server_account(bindir / "initdb")
+
+    with EmbeddedPostgres(source="pgserver") as pg:
+        assert fetchval(pg.url, "SELECT 1") == 1
+        pid = pg.pid
+        assert pid is not None and process_uid(pid) != 0
+        exe = Path(os.readlink(f"/proc/{pid}/exe"))
+        assert site not in exe.parents
+        copy = exe.parents[3]
+        assert copy.parent == Path("/tmp") and copy.name.startswith("aqueue-pgserver-")
+        assert f"copied to {copy}" in pg.source_description
+        for path in [copy, *copy.rglob("*")]:
+            st = path.lstat()
+            assert st.st_uid == 0 and not st.st_mode & 0o022, path
+        url = pg.create_database("private")
+        assert fetchval(url, "SELECT current_database()") == "private"
+    # The user's folders are as they were.
+    assert [p.stat().st_mode for p in folders] == modes
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs the server as another account")
+@requires_system
+def test_system_binaries_out_of_the_accounts_reach_fail_clearly(tmp_path: Path) -> None:
+    # Only pgserver's bundle is copied: a server built into a private folder is the
+    # user's to fix, and the error must say what to do before anything is created.
+    system = find_system_binaries()
+    assert system is not None
+    bindir = private_folder(tmp_path)
+    for exe in ("postgres", "initdb"):
+        shutil.copy2(system / exe, bindir / exe)
+    before = set(Path("/tmp").glob("aqpg-*"))
+    pg = EmbeddedPostgres(source="system", _search_path=str(bindir))
+    with pytest.raises(EmbeddedPostgresError, match=r"cannot run .*initdb.*every folder above"):
+        pg.start()
+    assert not [d for d in set(Path("/tmp").glob("aqpg-*")) - before if created_by_us(d)]
 
 
 # ------------------------------------------------------------------ nothing available
@@ -419,6 +481,4 @@ def test_pg_config_without_server_is_not_enough(tmp_path: Path) -> None:
     pg_config = tmp_path / "pg_config"
     pg_config.write_text(f"#!/bin/sh\necho {fake_bindir}\n")
     pg_config.chmod(0o755)
-    from aqueue.embedded import _find_system_binaries
-
-    assert _find_system_binaries(str(tmp_path), ()) is None
+    assert system_bindir(str(tmp_path), ()) is None
