@@ -49,7 +49,8 @@ class Database(Connector):
         if unique:  # a job whose key was held comes back without a state
             firsts = range(len(inserted))
         else:  # every job of an option group has the group's due time, so its state
-            firsts = dict(zip(reversed(columns.group), reversed(range(len(inserted))))).values()
+            last_first = zip(reversed(columns.group), reversed(range(len(inserted))), strict=True)
+            firsts = dict(last_first).values()
         due = {columns.queue_of(i) for i in firsts if inserted[i]["state"] == "available"}
         if due:
             await self._fetch(self.q.notify_available, list(due), conn=conn)
