@@ -24,7 +24,16 @@ from typing import Any, Protocol
 
 import pydantic_core
 
-__all__ = ["FINAL_STATES", "Job", "JobState", "Outcome", "RowLike", "job_from_row", "new_job"]
+__all__ = [
+    "FINAL_STATES",
+    "Job",
+    "JobState",
+    "Outcome",
+    "RowLike",
+    "job_from_row",
+    "new_job",
+    "new_outcome",
+]
 
 
 class JobState(enum.StrEnum):
@@ -150,6 +159,27 @@ def new_job(
     _set_meta(job, meta)
     _set_duplicate(job, duplicate)
     return job
+
+
+_outcome_setters = tuple(Outcome.__dict__[f.name].__set__ for f in dataclasses.fields(Outcome))
+
+
+def new_outcome(
+    state: JobState,
+    result: Any,
+    error: BaseException | None,
+    duration: float,
+    snoozed_for: float | None = None,
+) -> Outcome:
+    """``Outcome(...)`` by position, without a frozen ``__init__`` (see ``new_job``)."""
+    outcome: Outcome = object.__new__(Outcome)
+    set_state, set_result, set_error, set_duration, set_snoozed_for = _outcome_setters
+    set_state(outcome, state)
+    set_result(outcome, result)
+    set_error(outcome, error)
+    set_duration(outcome, duration)
+    set_snoozed_for(outcome, snoozed_for)
+    return outcome
 
 
 class RowLike(Protocol):

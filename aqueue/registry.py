@@ -90,6 +90,9 @@ class Registry:
             d.hooks or d.schema.wants_context for d in self._by_kind.values()
         )
 
+    def has_hooks(self) -> bool:
+        return bool(self.global_hooks) or any(d.hooks for d in self._by_kind.values())
+
     def hooks_for(self, definition: JobDefinition[Any, Any] | None) -> list[AfterProcessHook]:
         if definition is None or not definition.hooks:
             return self.global_hooks

@@ -15,7 +15,7 @@ import asyncpg
 from ..errors import DatabaseError, JobStateError
 from .connector import Connector, Row
 from .migrate import migrate
-from .params import InsertColumns, OutcomeColumns
+from .params import InsertColumns, Outcomes
 
 __all__ = ["Database", "Row"]
 
@@ -70,7 +70,7 @@ class Database(Connector):
         """Jobs running under ``node_id`` in ``queue`` other than ``held`` (full rows)."""
         return await self._fetch(self.q.adopt_claims, queue, node_id, list(held))
 
-    async def record_outcomes(self, outcomes: OutcomeColumns) -> list[Row]:
+    async def record_outcomes(self, outcomes: Outcomes) -> list[Row]:
         statement = self.q.record_outcomes
         return await self._fetch(statement, *statement.bind(outcomes))
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-__all__ = ["InsertColumns", "OutcomeColumns"]
+__all__ = ["InsertColumns", "Outcomes", "outcome_row"]
 
 
 @dataclass(slots=True)
@@ -102,40 +102,31 @@ class InsertColumns:
 _PER_JOB = frozenset({"args", "group", "unique_key", "unique_period", "unique_states"})
 
 
-@dataclass(slots=True)
-class OutcomeColumns:
-    """Attempt outcomes to write, column by column."""
+def outcome_row(
+    job_id: int,
+    attempt: int,
+    state: str,
+    result_json: str | None,
+    error_json: str | None,
+    delay: float | None,
+) -> str:
+    """One element of ``record_outcomes``'s document: ``[id, attempt, state, result, error,
+    delay]``, the result and error as the JSON they already are."""
+    return (
+        f'[{job_id},{attempt},"{state}",{result_json or "null"},{error_json or "null"},'
+        f"{_number(delay)}]"
+    )
 
-    id: list[int] = field(default_factory=list)
-    attempt: list[int] = field(default_factory=list)
-    state: list[str] = field(default_factory=list)
-    #: The result as JSON text (completed jobs).
-    result: list[str | None] = field(default_factory=list)
-    #: The error record as JSON text, appended to the job's errors.
-    error: list[str | None] = field(default_factory=list)
-    #: Seconds until the job is due again (retries, snoozes).
-    delay: list[float | None] = field(default_factory=list)
+
+@dataclass(slots=True)
+class Outcomes:
+    """Attempt outcomes to write, each made by ``outcome_row``."""
+
+    rows: list[str] = field(default_factory=list)
 
     @property
     def outcomes(self) -> str:
-        """``[[id, attempt, state, result, error, delay], ...]`` with JSON values inline."""
-        return (
-            "["
-            + ",".join(
-                f'[{job_id},{attempt},"{state}",{result or "null"},{error or "null"},'
-                f"{_number(delay)}]"
-                for job_id, attempt, state, result, error, delay in zip(
-                    self.id,
-                    self.attempt,
-                    self.state,
-                    self.result,
-                    self.error,
-                    self.delay,
-                    strict=True,
-                )
-            )
-            + "]"
-        )
+        return "[" + ",".join(self.rows) + "]"
 
 
 def _number(value: float | None) -> str:

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ..backoff import Backoff
-from ..jobs import JobState, Outcome
+from ..jobs import JobState, Outcome, new_outcome
 
 if TYPE_CHECKING:
     from ..db.database import Row
@@ -56,10 +56,12 @@ class Attempt:
     """One attempt's outcome, waiting for the completer to write it."""
 
     __slots__ = (
+        "attempt",
         "committed",
         "definition",
         "delay",
         "error_json",
+        "job_id",
         "outcome",
         "result_json",
         "row",
@@ -78,6 +80,8 @@ class Attempt:
         delay: float | None = None,
     ) -> None:
         self.row = row
+        self.job_id: int = row["id"]
+        self.attempt: int = row["attempt"]
         self.definition = definition
         self.state = state
         self.outcome = outcome
@@ -87,14 +91,6 @@ class Attempt:
         #: The columns the outcome write changed (finalized_at, scheduled_at, attempt), set
         #: by the completer once the write is committed.
         self.committed: Row | None = None
-
-    @property
-    def job_id(self) -> int:
-        return int(self.row["id"])
-
-    @property
-    def attempt(self) -> int:
-        return int(self.row["attempt"])
 
     @property
     def queue(self) -> str:
@@ -111,7 +107,7 @@ class Attempt:
         result_json: str,
         duration: float,
     ) -> Attempt:
-        outcome = Outcome(JobState.COMPLETED, result, None, duration)
+        outcome = new_outcome(JobState.COMPLETED, result, None, duration)
         return cls(row, definition, JobState.COMPLETED, outcome, result_json=result_json)
 
     @classmethod
@@ -127,7 +123,7 @@ class Attempt:
         attempt = row["attempt"]
         if attempt >= row["max_attempts"]:
             return cls.discarded(row, definition, error, duration)
-        outcome = Outcome(JobState.RETRYABLE, None, error, duration)
+        outcome = new_outcome(JobState.RETRYABLE, None, error, duration)
         return cls(
             row,
             definition,
@@ -145,7 +141,7 @@ class Attempt:
         error: BaseException,
         duration: float,
     ) -> Attempt:
-        outcome = Outcome(JobState.DISCARDED, None, error, duration)
+        outcome = new_outcome(JobState.DISCARDED, None, error, duration)
         return cls(row, definition, JobState.DISCARDED, outcome, recorded=error)
 
     @classmethod
@@ -156,7 +152,7 @@ class Attempt:
         seconds: float,
         duration: float,
     ) -> Attempt:
-        outcome = Outcome(JobState.SCHEDULED, None, None, duration, snoozed_for=seconds)
+        outcome = new_outcome(JobState.SCHEDULED, None, None, duration, seconds)
         return cls(row, definition, JobState.SCHEDULED, outcome, delay=seconds)
 
     @classmethod
@@ -171,7 +167,7 @@ class Attempt:
     ) -> Attempt:
         """``reason`` is recorded in ``Job.errors``; ``error`` (default: the reason) is
         what hooks see, e.g. the cancellation that stopped a running job."""
-        outcome = Outcome(JobState.CANCELLED, None, error or reason, duration)
+        outcome = new_outcome(JobState.CANCELLED, None, error or reason, duration)
         return cls(row, definition, JobState.CANCELLED, outcome, recorded=reason)
 
     @classmethod
@@ -184,5 +180,5 @@ class Attempt:
         error: BaseException | None = None,
     ) -> Attempt:
         """Back to ``available`` with the attempt refunded; nothing recorded, no hooks."""
-        outcome = Outcome(JobState.AVAILABLE, None, error, duration)
+        outcome = new_outcome(JobState.AVAILABLE, None, error, duration)
         return cls(row, definition, JobState.AVAILABLE, outcome)

@@ -22,7 +22,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..bounds import FLUSH_TIMEOUT
-from ..db.params import OutcomeColumns
+from ..db.params import Outcomes, outcome_row
 from ..errors import DatabaseError
 from .attempt import Attempt
 
@@ -92,14 +92,19 @@ class Completer:
                 self._writing = []
 
     async def _write(self, batch: list[Attempt]) -> None:
-        rows = OutcomeColumns()
-        for item in batch:
-            rows.id.append(item.job_id)
-            rows.attempt.append(item.attempt)
-            rows.state.append(item.state.value)
-            rows.result.append(item.result_json)
-            rows.error.append(item.error_json)
-            rows.delay.append(item.delay)
+        rows = Outcomes(
+            [
+                outcome_row(
+                    item.job_id,
+                    item.attempt,
+                    item.state.value,
+                    item.result_json,
+                    item.error_json,
+                    item.delay,
+                )
+                for item in batch
+            ]
+        )
         delay = 0.05
         unsure = False  # a try failed: it may have committed with its reply lost
         while True:

@@ -67,6 +67,8 @@ def to_storable_json(value: Any) -> str:
     strings holding NUL characters are refused, so a bad result never fails a whole batch
     of outcome writes.
     """
+    if value is None:  # what most jobs return
+        return "null"
     text = pydantic_core.to_json(value, inf_nan_mode="null").decode()
     if has_json_nul(text):
         raise ValueError("it contains a NUL character (\\u0000), which PostgreSQL cannot store")
@@ -80,8 +82,9 @@ class Executor:
         self._submit = submit
         self._logger = runtime.logger
 
-    async def run(self, row: Row, running: RunningJob) -> None:
-        """Run one job inside its slot's cancel scope (``running.scope``).
+    async def run(self, row: Row, running: RunningJob) -> float:
+        """Run one job inside its slot's cancel scope (``running.scope``); returns how long
+        the attempt took (seconds).
 
         A cancellation of that scope (``app.cancel``, or the deadline set here for the
         job's ``timeout``) is recorded and then re-raised, so the slot's scope absorbs it;
@@ -138,10 +141,12 @@ class Executor:
                 self._done(self._failed(row, definition, timed_out, started))
             else:
                 # A CancelledError the job raised itself, not a cancellation: a failure.
-                self._done(self._failed(row, definition, exc, started))
-                return
+                failed = self._failed(row, definition, exc, started)
+                self._done(failed)
+                return failed.outcome.duration
             raise
         self._done(attempt)
+        return attempt.outcome.duration
 
     async def _call(
         self, row: Row, definition: JobDefinition[Any, Any], kwargs: dict[str, Any]

@@ -61,6 +61,8 @@ class HookRunner:
         """Run the hooks of attempts whose outcome was just committed (once per attempt).
 
         A job handed back (shutdown) had no attempt that counts: no hooks."""
+        if not self._registry.has_hooks():
+            return
         for attempt in attempts:
             if attempt.state is JobState.AVAILABLE:
                 continue

@@ -263,14 +263,11 @@ class Producer:
                         continue
                     running = RunningJob(job_id, row["attempt"], scope)
                     self.running[job_id] = running
-                    started = time.monotonic()
                     try:
-                        await self._executor.run(row, running)
+                        took = await self._executor.run(row, running)
+                        avg = self._run_avg
+                        self._run_avg = took if avg is None else 0.8 * avg + 0.2 * took
                     finally:
-                        took = time.monotonic() - started
-                        self._run_avg = (
-                            took if self._run_avg is None else 0.8 * self._run_avg + 0.2 * took
-                        )
                         del self.running[job_id]
                         self._finished(job_id)
 
