@@ -22,13 +22,11 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pydantic_core
-
 from .db.database import Database, Row
 from .db.params import InsertColumns
 from .definition import JobRequest, dump_unvalidated
 from .errors import DatabaseError, InvalidOption
-from .jobs import Job, JobState, job_from_row, new_job
+from .jobs import Job, job_from_insert, job_from_row
 from .options import Options
 from .registry import Registry
 from .unique import Unique
@@ -45,7 +43,6 @@ __all__ = [
 DEFAULT_QUEUE = "default"
 DEFAULT_PRIORITY = 0
 DEFAULT_MAX_ATTEMPTS = 20
-_STATES = {state.value: state for state in JobState}
 # Insert-then-read rounds before a unique enqueue gives up: each extra round needs the
 # key's holder to leave its unique states between two statements, which is rare.
 _UNIQUE_ROUNDS = 5
@@ -90,24 +87,15 @@ class ResolvedOptions:
 
     def job(self, row: Row, request: JobRequest) -> Job:
         """The Job just inserted, from what we sent plus what the database chose."""
-        return new_job(
-            row["id"],
+        return job_from_insert(
+            row,
             request.kind,
             self.queue,
-            _STATES[row["state"]],
-            pydantic_core.from_json(request.args_json),
+            request.args_json,
             self.priority,
-            0,
             self.max_attempts,
-            row["scheduled_at"],
-            row["created_at"],
-            None,
-            None,
-            [],
-            None,
-            # Copies: jobs of one batch share their options, never their lists.
-            list(self.tags) if self.tags else [],
-            dict(self.meta) if self.meta else {},
+            self.tags,
+            self.meta,
         )
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "JobState",
     "Outcome",
     "RowLike",
+    "job_from_insert",
     "job_from_row",
     "new_job",
     "new_outcome",
@@ -230,4 +231,37 @@ def job_from_row(
         list(row["tags"]),
         _from_json(row["meta"]),
         duplicate,
+    )
+
+
+def job_from_insert(
+    row: RowLike,
+    kind: str,
+    queue: str,
+    args_json: str,
+    priority: int,
+    max_attempts: int,
+    tags: Sequence[str],
+    meta: Mapping[str, Any],
+) -> Job:
+    """The ``Job`` just inserted: what the enqueue sent, plus what the database chose
+    (``row``: id, state, scheduled_at, created_at). Saves reading the whole row back."""
+    return new_job(
+        row["id"],
+        kind,
+        queue,
+        _STATES[row["state"]],
+        _from_json(args_json),
+        priority,
+        0,
+        max_attempts,
+        row["scheduled_at"],
+        row["created_at"],
+        None,
+        None,
+        [],
+        None,
+        # Copies: jobs of one batch share their options, never their lists.
+        list(tags) if tags else [],
+        dict(meta) if meta else {},
     )

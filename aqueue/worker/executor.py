@@ -27,7 +27,15 @@ import anyio
 import pydantic_core
 
 from ..backoff import DEFAULT_BACKOFF, Backoff
-from ..errors import Cancel, Discard, InvalidJobArgs, JobTimeout, ResultNotJSON, Snooze
+from ..errors import (
+    Cancel,
+    Discard,
+    InvalidJobArgs,
+    JobTimeout,
+    ResultNotJSON,
+    Snooze,
+    UnknownJobKind,
+)
 from ..jobs import JobState, job_from_row
 from ..validate import has_json_nul
 from .attempt import Attempt
@@ -97,7 +105,7 @@ class Executor:
         try:
             if definition is None:
                 # Claims filter on known kinds, so this only happens if the registry changed.
-                raise LookupError(f"no job registered for kind {row['kind']!r}")
+                raise UnknownJobKind(row["kind"], self._registry.kinds())
             kwargs = definition.schema.load(row["args"])
             timeout = row["timeout"] or definition.defaults.timeout
             if running.cancel_requested:
