@@ -1,4 +1,5 @@
-"""Loads the named statements of ``queries.sql`` and migrations, with the schema injected.
+"""Loads the named statements of ``queries.sql`` (and the dashboard's read-only
+``browse.sql``) and migrations, with the schema injected.
 
 This is the one place a schema name enters SQL text: quoted as an identifier, after
 ``config.validate_schema_name`` has vetted it.
@@ -12,6 +13,8 @@ from importlib import resources
 
 __all__ = ["Queries", "channel_for", "load_migrations", "quote_ident"]
 
+#: Files of named statements; a name must be unique across all of them.
+STATEMENT_FILES = ("queries.sql", "browse.sql")
 _NAME_RE = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _JOB_COLUMNS = (
     "id",
@@ -66,17 +69,19 @@ class Queries:
     def __init__(self, schema: str) -> None:
         self.schema = schema
         self.channel = channel_for(schema)
-        source = _read("queries.sql")
-        parts = _NAME_RE.split(source)
         self.by_name: dict[str, str] = {}
-        for name, body in zip(parts[1::2], parts[2::2], strict=True):
-            self.by_name[name] = _render(body.strip().rstrip(";"), schema)
+        for file_name in STATEMENT_FILES:
+            parts = _NAME_RE.split(_read(file_name))
+            for name, body in zip(parts[1::2], parts[2::2], strict=True):
+                if name in self.by_name:
+                    raise ValueError(f"statement {name!r} is defined twice ({file_name})")
+                self.by_name[name] = _render(body.strip().rstrip(";"), schema)
 
     def __getattr__(self, name: str) -> str:
         try:
             return self.by_name[name]
         except KeyError:
-            raise AttributeError(f"no statement named {name!r} in queries.sql") from None
+            raise AttributeError(f"no statement named {name!r} in {STATEMENT_FILES}") from None
 
 
 def load_migrations(schema: str) -> list[tuple[int, str, str]]:
