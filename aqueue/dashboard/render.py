@@ -64,6 +64,16 @@ def duration(seconds: float | None) -> str:
     return f"{minutes // 60} h {minutes % 60} min"
 
 
+def moment(value: Any) -> datetime | None:
+    """A time stored as ISO text inside JSON (an error's ``at``), or None."""
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
 
@@ -94,7 +104,12 @@ class Renderer:
             lstrip_blocks=True,
         )
         env.filters.update(
-            ago=ago, clock=clock, duration=duration, pretty_json=pretty_json, compact=compact
+            ago=ago,
+            clock=clock,
+            duration=duration,
+            moment=moment,
+            pretty_json=pretty_json,
+            compact=compact,
         )
         return cls(env, base_path, read_only, live_interval, schema)
 
