@@ -4,16 +4,21 @@ Without ``--auth`` anyone who can reach the port can retry, cancel and delete jo
 server then listens on the loopback interface only and says so; binding another address
 needs an auth callable (``--auth MODULE:FUNC``). The App is opened around the server's
 lifetime, since there is no host application to do it.
+
+This module is part of the command line, the one place that handles signals: SIGINT and
+SIGTERM stop the server gracefully, then the App's pool is closed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import ipaddress
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -60,12 +65,11 @@ async def serve_async(
     base_path: str = "",
     log_level: str = "warning",
 ) -> None:
-    """Open ``app``, serve its dashboard until interrupted (uvicorn handles SIGINT/SIGTERM),
-    then close it."""
+    """Open ``app``, serve its dashboard until SIGINT or SIGTERM, then close it."""
     check_bind(host, auth)
     asgi = create_app(app, auth=auth, read_only=read_only, base_path=base_path)
     config = uvicorn.Config(asgi, host=host, port=port, log_level=log_level, lifespan="off")
-    server = uvicorn.Server(config)
+    server = _Server(config)
     where = f"http://{host}:{port}{base_path}/"
     if auth is None:
         print(f"aqueue dashboard: no auth configured, listening on {where} only (this machine)")
@@ -74,8 +78,28 @@ async def serve_async(
     if read_only:
         print("aqueue dashboard: read-only: actions are disabled")
     sys.stdout.flush()
-    async with app:
+    async with app, anyio.create_task_group() as tg:
+        tg.start_soon(_until_signal, server)
         await server.serve()
+        tg.cancel_scope.cancel()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server without its own signal handling: ``_until_signal`` stops it.
+
+    uvicorn's handlers re-raise the signal once the server has stopped, which would
+    interrupt closing the App's pool with a KeyboardInterrupt."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def _until_signal(server: uvicorn.Server) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            server.should_exit = True
+            return
 
 
 def serve(
