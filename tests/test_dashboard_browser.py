@@ -219,7 +219,8 @@ async def test_every_page_renders_with_real_data(app: aqueue.App, page: Any) -> 
         await set_sql(
             app,
             "UPDATE {schema}.jobs"
-            " SET errors = jsonb_set(errors, '{0,traceback}', to_jsonb($1::text)) WHERE id = $2",
+            " SET errors = jsonb_set(jsonb_set(errors, '{0,traceback}', to_jsonb($1::text)),"
+            " '{0,at}', to_jsonb(finalized_at)) WHERE id = $2",
             APP_TRACEBACK,
             failing.id,
         )

@@ -206,3 +206,13 @@ async def _poll(url: str) -> tuple[int, str]:
                 return await anyio.to_thread.run_sync(_get, url)
             except (ConnectionError, urllib.error.URLError):
                 await anyio.sleep(0.05)
+
+
+def test_the_core_package_does_not_import_the_dashboard() -> None:
+    code = (
+        "import sys, aqueue, aqueue.cli\n"
+        "print(sorted(m for m in ('starlette', 'jinja2', 'uvicorn') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
