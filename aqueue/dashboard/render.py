@@ -78,10 +78,6 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, ensure_ascii=False, default=str, sort_keys=True)
 
 
-def compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=str, sort_keys=True)
-
-
 @dataclasses.dataclass(frozen=True)
 class Renderer:
     """Renders pages for one dashboard: its templates, its mount path, its mode."""
@@ -109,7 +105,6 @@ class Renderer:
             duration=duration,
             moment=moment,
             pretty_json=pretty_json,
-            compact=compact,
         )
         return cls(env, base_path, read_only, live_interval, schema)
 

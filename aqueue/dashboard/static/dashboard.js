@@ -24,7 +24,7 @@
   function refresh() {
     if (paused || inFlight || document.visibilityState !== "visible") return schedule();
     inFlight = true;
-    fetch(window.location.href, { credentials: "same-origin", headers: { "X-Aqueue-Live": "1" } })
+    fetch(window.location.href, { credentials: "same-origin" })
       .then(function (response) {
         if (!response.ok) throw new Error(String(response.status));
         return response.text();
