@@ -24,6 +24,8 @@ from .target import add_json_option, app_from_args, load_app, parse_queues, targ
 __all__ = ["add_commands"]
 
 _APP_HELP = "where the App lives, e.g. myapp.jobs:app"
+# Kept here, not imported from aqueue.dashboard: that needs the optional extra.
+_LOOPBACK = "127.0.0.1"
 
 
 def add_commands(sub: Any) -> None:
@@ -88,6 +90,24 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--schema", default="aqueue", help="schema to migrate (default: aqueue)")
     p.set_defaults(handler=_dev)
 
+    p = sub.add_parser(
+        "dashboard",
+        help="serve the web dashboard of an App",
+        description="Serve the web dashboard of MODULE:APP with uvicorn until Ctrl-C. "
+        f"Without --auth it listens on {_LOOPBACK} only. Needs aqueue[dashboard].",
+    )
+    p.add_argument("app", metavar="MODULE:APP", help=_APP_HELP)
+    p.add_argument("--host", default=_LOOPBACK, help=f"address to listen on (default {_LOOPBACK})")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument(
+        "--auth",
+        metavar="MODULE:FUNC",
+        help="auth(request) -> bool, sync or async; required to listen beyond loopback",
+    )
+    p.add_argument("--read-only", action="store_true", help="show everything, allow no action")
+    p.add_argument("--base-path", default="", help="URL prefix added by a reverse proxy")
+    p.set_defaults(handler=_dashboard)
+
 
 async def _until_signal(scope: anyio.CancelScope, logger: logging.Logger) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -98,6 +118,40 @@ async def _until_signal(scope: anyio.CancelScope, logger: logging.Logger) -> Non
             # Cancelling reaches run_worker as a stop request: it stops claiming and lets
             # running jobs finish within shutdown_timeout (App._run_shielded).
             scope.cancel()
+            return
+
+
+async def _dashboard(args: argparse.Namespace) -> int:
+    try:
+        from ..dashboard.serve import load_object, serve_async
+    except ImportError as exc:
+        raise AqueueError(
+            f"the dashboard needs its extra: pip install 'aqueue[dashboard]' ({exc})"
+        ) from None
+    auth = load_object(args.auth, "--auth") if args.auth else None
+    if auth is not None and not callable(auth):
+        raise AqueueError(f"--auth: {args.auth!r} is not callable")
+    app = load_app(args.app)
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_until_signal_set, stop)
+        await serve_async(
+            app,
+            args.host,
+            args.port,
+            stop=stop,
+            auth=auth,
+            read_only=args.read_only,
+            base_path=args.base_path,
+        )
+        tg.cancel_scope.cancel()
+    return EXIT_OK
+
+
+async def _until_signal_set(event: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for _ in signals:
+            event.set()
             return
 
 

@@ -63,6 +63,7 @@ SQL_FILES = (
     "periodic.sql",
     "queues.sql",
     "migrations.sql",
+    "browse.sql",
 )
 
 
