@@ -32,7 +32,7 @@ from .definition import (
     JobRequest,
     require_coroutine_function,
 )
-from .enqueue import DEFAULT_QUEUE, Enqueuer
+from .enqueue import DEFAULT_WORKER_QUEUES, Enqueuer
 from .errors import ConfigurationError
 from .jobs import Job, JobState
 from .options import EnqueueOptions, JobOptions, Options
@@ -428,7 +428,7 @@ class App:
     @contextlib.asynccontextmanager
     async def worker(self, queues: Mapping[str, int] | None = None) -> AsyncIterator[Worker]:
         """Run a worker inside this block; leaving it shuts the worker down gracefully."""
-        worker = Worker(self.runtime, queues if queues is not None else {DEFAULT_QUEUE: 10})
+        worker = Worker(self.runtime, queues if queues is not None else DEFAULT_WORKER_QUEUES)
         # Fail fast with SchemaNotMigrated (or AppNotOpen) instead of a worker whose claims
         # fail and are retried forever.
         await self.db.queues_idle(list(worker.queues), self.registry.kinds())

@@ -26,6 +26,7 @@ _SCHEMA_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 class Settings(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
 
+    #: Checked by build_settings (validate_schema_name), which every App goes through.
     schema_name: str = "aqueue"
     #: Fallback polling when no notification arrives (seconds).
     poll_interval: float = pydantic.Field(1.0, gt=0, le=3600)
@@ -51,11 +52,6 @@ class Settings(pydantic.BaseModel):
     restart_delay_max: float = pydantic.Field(60.0, gt=0, le=86400)
     #: Most outcomes the completer writes in one statement.
     completer_batch: int = pydantic.Field(1000, ge=1, le=10000)
-
-    @pydantic.field_validator("schema_name")
-    @classmethod
-    def _schema(cls, value: str) -> str:
-        return validate_schema_name(value)
 
     @pydantic.model_validator(mode="after")
     def _ttl_vs_heartbeat(self) -> Settings:
@@ -103,6 +99,8 @@ def build_settings(schema: str, options: SettingsOptions) -> Settings:
     unknown = options.keys() - _SETTING_NAMES
     if unknown:
         raise TypeError(f"App() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    # Checked here, once, for a message that names the rule ("schema: ...").
+    validate_schema_name(schema)
     values: dict[str, object] = dict(options)
     retention = values.get("retention")
     if isinstance(retention, timedelta):

@@ -157,7 +157,7 @@ def dump_unvalidated(kind: str, args: object) -> str:
     if args is not None and not isinstance(args, Mapping):
         raise InvalidJobArgs(kind, [("args", "must be a mapping")])
     try:
-        text = pydantic_core.to_json(dict(args or {})).decode()
+        text = pydantic_core.to_json(dict(args or {}), inf_nan_mode="null").decode()
     except pydantic_core.PydanticSerializationError as exc:
         raise InvalidJobArgs(kind, [("args", f"not JSON-serialisable: {exc}")]) from None
     problems = json_nul_problems(text, "args")
@@ -171,11 +171,29 @@ def _describe(exc: pydantic.ValidationError) -> list[tuple[str, str]]:
 
 
 class JobRequest:
-    """A job built but not yet written: what ``enqueue_many`` takes."""
+    """A job built but not yet written: what ``enqueue_many`` takes. Make them with
+    ``job.build(...)`` or ``app.build(kind, args)``; built by hand, ``args_json`` is
+    checked to be one JSON object PostgreSQL can store."""
 
     __slots__ = ("args_json", "kind", "options")
 
     def __init__(self, kind: str, args_json: str, options: Options) -> None:
+        try:
+            parsed = pydantic_core.from_json(args_json) if isinstance(args_json, str) else None
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict) or json_nul_problems(args_json, "args"):
+            raise InvalidJobArgs(kind, [("args", "must be the JSON text of an object")])
+        self._set(kind, args_json, options)
+
+    @classmethod
+    def checked(cls, kind: str, args_json: str, options: Options) -> JobRequest:
+        """For aqueue's own builders, whose ``args_json`` was just produced and validated."""
+        request = cls.__new__(cls)
+        request._set(kind, args_json, options)
+        return request
+
+    def _set(self, kind: str, args_json: str, options: Options) -> None:
         self.kind = kind
         self.args_json = args_json
         self.options = options
@@ -199,7 +217,7 @@ class _Enqueuer(Generic[P, R]):
     def build(self, *args: P.args, **kwargs: P.kwargs) -> JobRequest:
         schema = self.definition.schema
         args_json = schema.dump(schema.bind(args, kwargs))
-        return JobRequest(self.definition.kind, args_json, self._options)
+        return JobRequest.checked(self.definition.kind, args_json, self._options)
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         request = self.build(*args, **kwargs)

@@ -8,9 +8,9 @@ Every way of enqueuing ends here: ``definition.enqueue(...)``, ``.options(...)``
 2. **Resolve**: the job's defaults merged with the request's options, every default
    applied (``ResolvedOptions``). A batch usually shares a handful of (kind, options)
    pairs, so each pair is resolved once per call.
-3. **Insert**: one statement for the whole batch, columns as arrays
-   (``db.params.InsertColumns``); a batch holding unique jobs takes the unique variant
-   (see ``aqueue/unique.py`` for how keys are enforced).
+3. **Insert**: one statement for the whole batch: option groups as small arrays, the
+   jobs as one JSON document (``db.params.InsertColumns``); a batch holding unique jobs
+   takes the unique variant (see ``aqueue/unique.py`` for how keys are enforced).
 4. **Notify**: the workers of each queue that got a due job are woken, inside the
    caller's transaction when it passed ``conn=`` (delivered at commit).
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 from .db.database import Database, Row
@@ -36,11 +37,14 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_PRIORITY",
     "DEFAULT_QUEUE",
+    "DEFAULT_WORKER_QUEUES",
     "Enqueuer",
     "ResolvedOptions",
 ]
 
 DEFAULT_QUEUE = "default"
+#: The queues a worker runs when it is given none.
+DEFAULT_WORKER_QUEUES: Mapping[str, int] = MappingProxyType({DEFAULT_QUEUE: 10})
 DEFAULT_PRIORITY = 0
 DEFAULT_MAX_ATTEMPTS = 20
 # Insert-then-read rounds before a unique enqueue gives up: each extra round needs the
@@ -122,8 +126,8 @@ class Enqueuer:
         if definition is None:
             if not allow_unknown:
                 self._registry.require(kind)
-            return JobRequest(kind, dump_unvalidated(kind, args), options)
-        return JobRequest(definition.kind, definition.schema.dump(args or {}), options)
+            return JobRequest.checked(kind, dump_unvalidated(kind, args), options)
+        return JobRequest.checked(definition.kind, definition.schema.dump(args or {}), options)
 
     async def enqueue_request(self, request: JobRequest) -> Job:
         return (await self.insert([request], request.options.conn))[0]

@@ -131,7 +131,20 @@ class JobStateError(AqueueError):
 
 
 class DatabaseError(AqueueError):
-    """PostgreSQL could not be reached or answered with an error aqueue cannot handle."""
+    """PostgreSQL could not be reached or answered with an error aqueue cannot handle.
+
+    ``sqlstate`` is the server's error code when it answered with one (None for a lost
+    connection)."""
+
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+    @property
+    def deterministic(self) -> bool:
+        """The statement itself is at fault (bad data, a size limit): retrying it as it is
+        would fail the same way."""
+        return self.sqlstate is not None and self.sqlstate[:2] in ("22", "54")
 
 
 class SchemaNotMigrated(DatabaseError):

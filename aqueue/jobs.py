@@ -10,8 +10,8 @@ State diagram (``docs/explanation/states.md`` draws it in full)::
                      └────────────┘ │ └──> discarded (Discard, or out of attempts)
                     snooze -> scheduled └──> cancelled (Cancel, app.cancel)
 
-``pending`` is reserved for jobs waiting on workflow dependencies. ``job_from_row`` is the
-one place a database row becomes a ``Job``.
+``pending`` is reserved for jobs waiting on workflow dependencies. ``job_from_row`` and
+``job_from_insert`` are the one place a database row becomes a ``Job``.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import anyio
 import pytest
 
 from .app import App
+from .enqueue import DEFAULT_WORKER_QUEUES
 
 __all__ = ["aqueue_database_url", "drop_schema", "run_until_idle", "unique_schema"]
 
@@ -53,7 +54,7 @@ async def run_until_idle(
     Jobs scheduled in the future, and jobs of a paused queue, are not waited for. Raises
     ``TimeoutError`` if the queues do not become idle within ``timeout`` seconds.
     """
-    queues = dict(queues or {"default": 10})
+    queues = dict(queues or DEFAULT_WORKER_QUEUES)
     with anyio.fail_after(timeout):
         async with app.worker(queues):
             kinds = app.registry.kinds()

@@ -110,7 +110,8 @@ def json_nul_problems(text: str, whole: str) -> list[tuple[str, str]]:
 def json_text(field: str, value: object) -> str:
     """``value`` as JSON text jsonb accepts, or ``InvalidOption`` naming ``field``."""
     try:
-        text = pydantic_core.to_json(value).decode()
+        # NaN and infinities are not JSON: null, as in arguments and results.
+        text = pydantic_core.to_json(value, inf_nan_mode="null").decode()
     except pydantic_core.PydanticSerializationError as exc:
         raise InvalidOption(field, f"must be JSON-serialisable: {exc}") from None
     problems = json_nul_problems(text, field)

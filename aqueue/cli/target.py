@@ -19,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from ..app import App
+from ..enqueue import DEFAULT_WORKER_QUEUES
 from ..errors import AqueueError
 
 __all__ = [
@@ -75,7 +76,7 @@ def parse_queues(values: Sequence[str]) -> dict[str, int]:
         except ValueError:
             raise AqueueError(f"-q {value!r}: expected NAME=CONCURRENCY, e.g. -q mail=5") from None
     # No -q at all: the documented default for `aqueue worker`.
-    return queues or {"default": 10}
+    return queues or dict(DEFAULT_WORKER_QUEUES)
 
 
 def target_options() -> argparse.ArgumentParser:

@@ -131,8 +131,9 @@ class Connector:
             # statement (57P01), a statement_timeout or lock_timeout (57014, 55P03), an
             # aborted caller transaction. Callers (producer, completer, enqueue) handle
             # DatabaseError; a raw asyncpg error would escape them and end the worker.
+            where = describe_url(self.url)
             raise DatabaseError(
-                f"PostgreSQL at {describe_url(self.url)} failed a statement [{exc.sqlstate}]: {exc}"
+                f"PostgreSQL at {where} failed a statement [{exc.sqlstate}]: {exc}", exc.sqlstate
             ) from exc
 
     async def _fetch(

@@ -94,7 +94,9 @@ class Database(Connector):
     async def list_jobs(
         self, state: str | None, queue: str | None, kind: str | None, limit: int
     ) -> list[Row]:
-        return await self._fetch(self.q.list_jobs, state, queue, kind, limit)
+        statement = self.q.list_jobs
+        args = statement.args(state=state, queue=queue, kind=kind, limit=limit)
+        return await self._fetch(statement, *args)
 
     async def cancel_job(self, job_id: int, reason: str) -> Row | None:
         return await self._fetchrow(self.q.cancel_job, job_id, reason)
@@ -137,18 +139,18 @@ class Database(Connector):
         conn: Any = None,
     ) -> bool:
         """Register or heartbeat a node; True when its row was missing or had expired."""
-        rows = await self._fetch(
-            self.q.upsert_node,
-            node_id,
-            host,
-            pid,
-            ttl,
-            queues_json,
-            list(kinds),
-            config_json,
-            digest,
-            conn=conn,
+        statement = self.q.upsert_node
+        args = statement.args(
+            id=node_id,
+            host=host,
+            pid=pid,
+            ttl=ttl,
+            queues=queues_json,
+            kinds=list(kinds),
+            config=config_json,
+            digest=digest,
         )
+        rows = await self._fetch(statement, *args, conn=conn)
         return bool(rows and rows[0]["lapsed"])
 
     async def delete_node(self, node_id: str) -> None:
@@ -167,7 +169,9 @@ class Database(Connector):
     ) -> int | None:
         """Take or renew (``renewing`` = its term) a lease; its term, or None when another
         holder has it."""
-        row = await self._fetchrow(self.q.acquire_lease, name, holder, ttl, info_json, renewing)
+        statement = self.q.acquire_lease
+        args = statement.args(name=name, holder=holder, ttl=ttl, info=info_json, renewing=renewing)
+        row = await self._fetchrow(statement, *args)
         return None if row is None else int(row["term"])
 
     async def lease_free(self, name: str) -> bool:
@@ -175,7 +179,10 @@ class Database(Connector):
         return bool(row and row["free"])
 
     async def release_lease(self, name: str, holder: str, info_json: str | None = None) -> bool:
-        row = await self._fetchrow(self.q.release_lease, name, holder, info_json)
+        statement = self.q.release_lease
+        row = await self._fetchrow(
+            statement, *statement.args(name=name, holder=holder, info=info_json)
+        )
         return bool(row and row["released"])
 
     async def list_leases(self) -> list[Row]:
@@ -217,7 +224,9 @@ class Database(Connector):
         return row["id"] if row is not None else None
 
     async def rename_kind_batch(self, old: str, new: str, after_id: int, limit: int) -> Row:
-        row = await self._fetchrow(self.q.rename_kind_batch, old, new, after_id, limit)
+        statement = self.q.rename_kind_batch
+        args = statement.args(old=old, new=new, after_id=after_id, limit=limit)
+        row = await self._fetchrow(statement, *args)
         assert row is not None  # an aggregate row always comes back
         return row
 
@@ -250,7 +259,10 @@ class Database(Connector):
         return int(row["jobs"]) if row is not None else 0
 
     async def obliterate_batch(self, queue: str, force: bool, limit: int) -> Row:
-        row = await self._fetchrow(self.q.obliterate_batch, queue, force, limit)
+        statement = self.q.obliterate_batch
+        row = await self._fetchrow(
+            statement, *statement.args(queue=queue, force=force, limit=limit)
+        )
         assert row is not None  # an aggregate row always comes back
         return row
 

@@ -14,6 +14,7 @@ and JSON that aqueue itself produced, so the document is joined as text.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -27,7 +28,8 @@ class InsertColumns:
 
     A batch usually shares a handful of option sets, so each distinct one is sent once,
     as a *group*, and every job names its group: 1,000 jobs with the same options cost
-    two arrays of 1,000 and ten of one, and PostgreSQL parses their tags and meta once.
+    one document of 1,000 small rows and ten one-element arrays, and PostgreSQL parses
+    their tags and meta once.
     """
 
     # -- per job
@@ -130,7 +132,12 @@ class Outcomes:
 
 
 def _number(value: float | None) -> str:
-    return "null" if value is None else repr(float(value))
+    if value is None:
+        return "null"
+    number = float(value)
+    if not math.isfinite(number):  # not JSON; callers validate delays, this is the guard
+        raise ValueError(f"not a finite number: {value!r}")
+    return repr(number)
 
 
 def _text(value: str | None) -> str:

@@ -52,8 +52,10 @@ _JOB_COLUMNS = (
 )
 _JOB_COLUMNS_RE = re.compile(r"\{job_columns(?::(\w+))?\}")
 _FRAGMENT_RE = re.compile(r"\{@(\w+)\}")
-# ":name", but not the second colon of a "::type" cast nor a colon inside a word.
-_NAMED_RE = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+# ":name", but not the second colon of a "::type" cast nor a colon inside a word; string
+# literals are matched first and left as they are ('i:' || queue, '{"a":1}').
+_NAMED_RE = re.compile(r"('(?:[^']|'')*')|(?<![:\w]):([a-z_][a-z0-9_]*)")
+_NUMBERED_RE = re.compile(r"\$\d")
 _COMMENT_LINE_RE = re.compile(r"^\s*--.*\n?", re.MULTILINE)
 SQL_FILES = (
     "jobs.sql",
@@ -120,17 +122,21 @@ def _render(text: str, schema: str, fragments: dict[str, str] | None = None) -> 
     )
 
 
-def _named(name: str, sql: str) -> Statement:
+def _named(name: str, sql: str, numbered: bool) -> Statement:
+    """``sql`` with its ``:name`` parameters numbered; ``numbered``: the source (before the
+    schema name, which may hold a ``$``, went in) also uses ``$n``."""
     order: list[str] = []
 
     def number(match: re.Match[str]) -> str:
-        param = match.group(1)
+        literal, param = match.groups()
+        if literal is not None:
+            return literal
         if param not in order:
             order.append(param)
         return f"${order.index(param) + 1}"
 
     converted = _NAMED_RE.sub(number, sql)
-    if order and re.search(r"\$\d", sql):
+    if order and numbered:
         raise ValueError(f"statement {name!r} mixes named (:x) and numbered ($n) parameters")
     return Statement(name, converted, tuple(order))
 
@@ -165,8 +171,10 @@ class Queries:
                 continue
             if name in self.statements:
                 raise ValueError(f"statement {name!r} is defined twice in aqueue/db/sql")
+            source = _FRAGMENT_RE.sub(lambda m: fragments.get(m.group(1), ""), body)
+            numbered = _NUMBERED_RE.search(_COMMENT_LINE_RE.sub("", source)) is not None
             sql = _COMMENT_LINE_RE.sub("", _render(body, schema, fragments)).strip().rstrip(";")
-            self.statements[name] = _named(name, sql)
+            self.statements[name] = _named(name, sql, numbered)
         #: The SQL text of every statement, by name.
         self.by_name = {name: statement.sql for name, statement in self.statements.items()}
 

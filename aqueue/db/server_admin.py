@@ -11,11 +11,10 @@ from __future__ import annotations
 import anyio
 import asyncpg
 
+from ..bounds import DISCONNECT_TIMEOUT
 from .queries import quote_ident
 
 __all__ = ["create_database"]
-
-_CLOSE_TIMEOUT = 5.0
 
 
 async def create_database(
@@ -34,7 +33,7 @@ async def create_database(
         await conn.execute(statement)
     finally:
         # Shielded and bounded: a cancelled caller must not leak the connection.
-        with anyio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+        with anyio.move_on_after(DISCONNECT_TIMEOUT, shield=True):
             await conn.close()
         if not conn.is_closed():
             conn.terminate()

@@ -171,10 +171,6 @@ class EmbeddedPostgres:
         """The temporary directory holding the socket, data and log; None when stopped."""
         return self._root
 
-    @property
-    def data_dir(self) -> Path | None:
-        return None if self._root is None else self._root / "data"
-
     def _require_binaries(self) -> Binaries:
         if self._binaries is None:
             raise EmbeddedPostgresError("the server has not been started")

@@ -24,12 +24,36 @@ from anyio.abc import TaskStatus
 from ..bounds import FLUSH_TIMEOUT
 from ..db.params import Outcomes, outcome_row
 from ..errors import DatabaseError
+from ..jobs import JobState
 from .attempt import Attempt
 
 if TYPE_CHECKING:
     from ..db.database import Database, Row
 
 __all__ = ["Completer"]
+
+#: The most outcome text one statement carries (PostgreSQL's jsonb values end at 256 MiB);
+#: a bigger batch is written as several statements.
+MAX_DOCUMENT = 64 * 1024 * 1024
+
+
+def _row(item: Attempt) -> str:
+    return outcome_row(
+        item.job_id, item.attempt, item.state.value, item.result_json, item.error_json, item.delay
+    )
+
+
+def _by_size(batch: list[Attempt]) -> list[list[Attempt]]:
+    parts: list[list[Attempt]] = [[]]
+    size = 0
+    for item in batch:
+        weight = len(item.result_json or "") + len(item.error_json or "")
+        if parts[-1] and size + weight > MAX_DOCUMENT:
+            parts.append([])
+            size = 0
+        parts[-1].append(item)
+        size += weight
+    return parts
 
 
 class Completer:
@@ -87,24 +111,13 @@ class Completer:
                 self._has_items = anyio.Event()
             self._writing = batch
             try:
-                await self._write(batch)
+                for part in _by_size(batch):
+                    await self._write(part)
             finally:
                 self._writing = []
 
     async def _write(self, batch: list[Attempt]) -> None:
-        rows = Outcomes(
-            [
-                outcome_row(
-                    item.job_id,
-                    item.attempt,
-                    item.state.value,
-                    item.result_json,
-                    item.error_json,
-                    item.delay,
-                )
-                for item in batch
-            ]
-        )
+        rows = Outcomes([_row(item) for item in batch])
         delay = 0.05
         unsure = False  # a try failed: it may have committed with its reply lost
         while True:
@@ -120,6 +133,11 @@ class Completer:
                 break
             except DatabaseError as exc:
                 self._write_scope = None
+                if exc.deterministic and not unsure:
+                    # The same statement would fail again, forever: find the outcome at
+                    # fault instead (halving), and store the job's failure in its place.
+                    await self._isolate(batch, exc)
+                    return
                 unsure = True
                 if anyio.current_time() >= self._flush_deadline:
                     self._logger.error(
@@ -147,6 +165,27 @@ class Completer:
                 len(batch) - len(committed),
             )
         self._on_committed(committed)
+
+    async def _isolate(self, batch: list[Attempt], exc: DatabaseError) -> None:
+        if len(batch) > 1:
+            middle = len(batch) // 2
+            await self._write(batch[:middle])
+            await self._write(batch[middle:])
+            return
+        [item] = batch
+        if item.state is JobState.DISCARDED and item.result_json is None:
+            self._logger.error(
+                "aqueue: job %s: even its failure could not be stored (%s); it stays running "
+                "until rescued as an orphan",
+                item.job_id,
+                exc,
+            )
+            return
+        self._logger.error(
+            "aqueue: job %s: its outcome could not be stored (%s); discarding it", item.job_id, exc
+        )
+        stored = DatabaseError(f"the attempt's outcome could not be stored: {exc}", exc.sqlstate)
+        await self._write([Attempt.discarded(item.row, item.definition, stored, 0.0)])
 
     async def _applied_earlier(
         self, batch: list[Attempt], applied: dict[int, Row]

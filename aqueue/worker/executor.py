@@ -16,6 +16,7 @@ producer.py): entering and leaving a fresh anyio scope per job cost more than th
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import math
@@ -90,9 +91,8 @@ class Executor:
         self._submit = submit
         self._logger = runtime.logger
 
-    async def run(self, row: Row, running: RunningJob) -> float:
-        """Run one job inside its slot's cancel scope (``running.scope``); returns how long
-        the attempt took (seconds).
+    async def run(self, row: Row, running: RunningJob) -> None:
+        """Run one job inside its slot's cancel scope (``running.scope``).
 
         A cancellation of that scope (``app.cancel``, or the deadline set here for the
         job's ``timeout``) is recorded and then re-raised, so the slot's scope absorbs it;
@@ -105,7 +105,7 @@ class Executor:
         try:
             if definition is None:
                 # Claims filter on known kinds, so this only happens if the registry changed.
-                raise UnknownJobKind(row["kind"], self._registry.kinds())
+                raise UnknownJobKind(row["kind"], hint="this worker has no job of that kind")
             kwargs = definition.schema.load(row["args"])
             timeout = row["timeout"] or definition.defaults.timeout
             if running.cancel_requested:
@@ -147,14 +147,16 @@ class Executor:
             elif scope.cancel_called:
                 timed_out = JobTimeout(f"job exceeded its timeout of {timeout or 0:g}s")
                 self._done(self._failed(row, definition, timed_out, started))
+            elif _being_cancelled():
+                # A cancellation from further out that no producer announced (its task
+                # group torn down by an error): the job did not fail, so it goes back.
+                self._done(Attempt.handed_back(row, definition, _since(started), error=exc))
             else:
                 # A CancelledError the job raised itself, not a cancellation: a failure.
-                failed = self._failed(row, definition, exc, started)
-                self._done(failed)
-                return failed.outcome.duration
+                self._done(self._failed(row, definition, exc, started))
+                return
             raise
         self._done(attempt)
-        return attempt.outcome.duration
 
     async def _call(
         self, row: Row, definition: JobDefinition[Any, Any], kwargs: dict[str, Any]
@@ -210,6 +212,11 @@ class Executor:
                 error,
             )
         self._submit(attempt)
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _since(started: float) -> float:

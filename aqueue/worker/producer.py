@@ -263,11 +263,15 @@ class Producer:
                         continue
                     running = RunningJob(job_id, row["attempt"], scope)
                     self.running[job_id] = running
+                    started = time.monotonic()
                     try:
-                        took = await self._executor.run(row, running)
+                        await self._executor.run(row, running)
+                    finally:
+                        # Every attempt counts, timed-out and cancelled ones too: they are
+                        # what make a queue's jobs long.
+                        took = time.monotonic() - started
                         avg = self._run_avg
                         self._run_avg = took if avg is None else 0.8 * avg + 0.2 * took
-                    finally:
                         del self.running[job_id]
                         self._finished(job_id)
 

@@ -4,9 +4,9 @@
 -- name: upsert_node
 -- Registers a worker process or refreshes its heartbeat. ``lapsed``: the row was missing
 -- or already expired (the node may have lost jobs to rescue); re-created either way.
-WITH old AS (SELECT expires_at FROM {schema}.nodes WHERE id = $1)
+WITH old AS (SELECT expires_at FROM {schema}.nodes WHERE id = :id)
 INSERT INTO {schema}.nodes AS n (id, host, pid, expires_at, queues, kinds, config, digest)
-VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5::jsonb, $6::text[], $7::jsonb, $8)
+VALUES (:id, :host, :pid, now() + make_interval(secs => :ttl), :queues::jsonb, :kinds::text[], :config::jsonb, :digest)
 ON CONFLICT (id) DO UPDATE
 SET heartbeat_at = now(), expires_at = EXCLUDED.expires_at
 RETURNING NOT EXISTS (SELECT 1 FROM old WHERE old.expires_at > now()) AS lapsed;
@@ -31,21 +31,21 @@ SELECT EXISTS (
 
 -- name: acquire_lease
 -- Takes the lease when it is free or expired, or renews it for its holder. A renewal
--- ($5 = the term being renewed) keeps the term; anything else is a new tenure and gets
+-- (:renewing = the term being renewed) keeps the term; anything else is a new tenure and gets
 -- term + 1, so the term can serve as a fencing token. A lease is released by expiring it,
 -- not by deleting the row, so terms never go backwards.
 INSERT INTO {schema}.leases AS l (name, holder, expires_at, info)
-VALUES ($1, $2, now() + make_interval(secs => $3), coalesce($4::jsonb, '{}'))
+VALUES (:name, :holder, now() + make_interval(secs => :ttl), coalesce(:info::jsonb, '{}'))
 ON CONFLICT (name) DO UPDATE
 SET holder = EXCLUDED.holder,
-    term = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now() AND l.term = $5
+    term = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now() AND l.term = :renewing
                 THEN l.term ELSE l.term + 1 END,
     acquired_at = CASE WHEN l.holder = EXCLUDED.holder AND l.expires_at > now()
-                            AND l.term = $5
+                            AND l.term = :renewing
                        THEN l.acquired_at ELSE now() END,
     renewed_at = now(),
     expires_at = EXCLUDED.expires_at,
-    info = coalesce($4::jsonb, l.info)
+    info = coalesce(:info::jsonb, l.info)
 WHERE l.expires_at <= now() OR l.holder = EXCLUDED.holder
 RETURNING term;
 
@@ -60,8 +60,8 @@ SELECT NOT EXISTS (
 -- Expires the lease now and tells the other nodes, which try to take it at once.
 WITH released AS (
     UPDATE {schema}.leases
-    SET expires_at = now(), renewed_at = now(), info = coalesce($3::jsonb, info)
-    WHERE name = $1 AND holder = $2 AND expires_at > now()
+    SET expires_at = now(), renewed_at = now(), info = coalesce(:info::jsonb, info)
+    WHERE name = :name AND holder = :holder AND expires_at > now()
     RETURNING name
 )
 SELECT count(pg_notify({channel}, 'l:' || name)) AS released FROM released;

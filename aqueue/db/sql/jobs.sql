@@ -24,7 +24,7 @@ g.kind, g.queue,
 r.args, g.priority, g.max_attempts, g.at, g.tags, g.meta, g.timeout, g.retry
 
 -- name: insert_jobs
--- One statement for one job or thousands: arrays in, rows out, in input order.
+-- One statement for one job or thousands: a document in, rows out, in input order.
 WITH {@option_groups}
 INSERT INTO {schema}.jobs
     (kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout, retry)
@@ -36,7 +36,7 @@ ORDER BY r.ord
 RETURNING id, state::text AS state, scheduled_at, created_at;
 
 -- name: insert_unique_jobs
--- insert_jobs for a batch holding unique jobs: the same arrays plus each job's unique key
+-- insert_jobs for a batch holding unique jobs: each job's row also carries its unique key
 -- (NULL for a job that is not unique), period in seconds and states. A job whose key is
 -- held by another job (see jobs_unique_idx) is skipped: its output row has a NULL id and
 -- the key it wanted, and the enqueuing code then reads the holder (unique_holders).
@@ -94,11 +94,11 @@ SELECT {job_columns} FROM {schema}.jobs WHERE id = $1;
 -- name: list_jobs
 SELECT {job_columns}
 FROM {schema}.jobs
-WHERE ($1::text IS NULL OR state = $1::{schema}.job_state)
-  AND ($2::text IS NULL OR queue = $2)
-  AND ($3::text IS NULL OR kind = $3)
+WHERE (:state::text IS NULL OR state = :state::{schema}.job_state)
+  AND (:queue::text IS NULL OR queue = :queue)
+  AND (:kind::text IS NULL OR kind = :kind)
 ORDER BY id
-LIMIT $4;
+LIMIT :limit;
 
 -- name: cancel_job
 -- A waiting job is cancelled here and now; a running one is flagged and its node is told
@@ -166,19 +166,19 @@ WITH old AS (
 SELECT old.state::text AS state, (SELECT count(*) FROM deleted) AS changed FROM old;
 
 -- name: rename_kind_batch
--- Moves up to $4 waiting jobs of kind $1 with ids above $3 to kind $2, in id order. Rows
--- are locked (waiting for a claim in flight to commit, then re-checked), so a job that was
+-- Moves up to :limit waiting jobs of kind :old with ids above :after_id to kind :new, in id
+-- order. Rows are locked (waiting for a claim in flight to commit, then re-checked), so a job that was
 -- claimed meanwhile is running and stays as it is. Wakes the queues of the moved jobs for
 -- the workers that know the new kind.
 WITH picked AS (
     SELECT id FROM {schema}.jobs
-    WHERE kind = $1 AND state IN ('scheduled', 'available', 'retryable') AND id > $3
+    WHERE kind = :old AND state IN ('scheduled', 'available', 'retryable') AND id > :after_id
     ORDER BY id
-    LIMIT $4
+    LIMIT :limit
     FOR UPDATE
 ), moved AS (
     UPDATE {schema}.jobs AS j
-    SET kind = $2
+    SET kind = :new
     FROM picked
     WHERE j.id = picked.id
     RETURNING j.id, j.queue

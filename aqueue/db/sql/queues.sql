@@ -54,14 +54,14 @@ WHERE queue = $1 AND state IN ('pending', 'scheduled', 'available', 'retryable',
 SELECT count(*) AS jobs FROM {schema}.jobs WHERE queue = $1 AND state = 'running';
 
 -- name: obliterate_batch
--- Deletes up to $3 jobs of queue $1: running ones only when $2 (force), and then their
--- nodes are told to cancel them. Rows are locked first and re-checked, so without force
+-- Deletes up to :limit jobs of queue :queue: running ones only when :force, and then
+-- their nodes are told to cancel them. Rows are locked first and re-checked, so without force
 -- a job claimed meanwhile is left running rather than deleted under its worker.
 WITH doomed AS (
     SELECT id FROM {schema}.jobs
-    WHERE queue = $1 AND ($2 OR state <> 'running')
+    WHERE queue = :queue AND (:force OR state <> 'running')
     ORDER BY id
-    LIMIT $3
+    LIMIT :limit
     FOR UPDATE
 ), deleted AS (
     DELETE FROM {schema}.jobs AS j
