@@ -90,14 +90,17 @@ class ResolvedOptions:
         self.unique: Unique | None = merged.unique or None  # False: off for this enqueue
 
     def job(self, row: Row, request: JobRequest) -> Job:
-        """The Job just inserted, from what we sent plus what the database chose."""
+        """The Job a unique insert just wrote, from what we sent plus its row."""
         return job_from_insert(
-            row,
+            row["id"],
             request.kind,
             self.queue,
+            row["state"],
             request.args_json,
             self.priority,
             self.max_attempts,
+            row["scheduled_at"],
+            row["created_at"],
             self.tags,
             self.meta,
         )
@@ -171,9 +174,24 @@ class Enqueuer:
         if unique:
             return await self._insert_unique(columns, requests, per_job, conn)
         inserted = await self._db.insert_jobs(columns, conn=conn)
+        states, due, created = inserted.states, inserted.scheduled_at, inserted.created_at
         return [
-            opts.job(row, request)
-            for row, request, opts in zip(inserted, requests, per_job, strict=True)
+            job_from_insert(
+                job_id,
+                request.kind,
+                opts.queue,
+                states[group - 1],
+                request.args_json,
+                opts.priority,
+                opts.max_attempts,
+                due[group - 1],
+                created,
+                opts.tags,
+                opts.meta,
+            )
+            for job_id, request, opts, group in zip(
+                inserted.ids, requests, per_job, columns.group, strict=True
+            )
         ]
 
     def _resolve(self, request: JobRequest) -> ResolvedOptions:
@@ -223,7 +241,7 @@ class Enqueuer:
         jobs: dict[int, Job] = {}
         for _ in range(_UNIQUE_ROUNDS):
             indexes = [index for _, index in todo]
-            written = await self._db.insert_jobs(columns.select(indexes), unique=True, conn=conn)
+            written = await self._db.insert_unique_jobs(columns.select(indexes), conn=conn)
             held: list[tuple[tuple[str, int], str]] = []
             for entry, row in zip(todo, written, strict=True):
                 if row["id"] is not None:

@@ -235,28 +235,31 @@ def job_from_row(
 
 
 def job_from_insert(
-    row: RowLike,
+    job_id: int,
     kind: str,
     queue: str,
+    state: str,
     args_json: str,
     priority: int,
     max_attempts: int,
+    scheduled_at: datetime,
+    created_at: datetime,
     tags: Sequence[str],
     meta: Mapping[str, Any],
 ) -> Job:
-    """The ``Job`` just inserted: what the enqueue sent, plus what the database chose
-    (``row``: id, state, scheduled_at, created_at). Saves reading the whole row back."""
+    """The ``Job`` just inserted: what the enqueue sent, plus what the database chose (id,
+    state, due and creation time). Saves reading the whole row back."""
     return new_job(
-        row["id"],
+        job_id,
         kind,
         queue,
-        _STATES[row["state"]],
+        _STATES[state],
         _from_json(args_json),
         priority,
         0,
         max_attempts,
-        row["scheduled_at"],
-        row["created_at"],
+        scheduled_at,
+        created_at,
         None,
         None,
         [],

@@ -6,7 +6,7 @@ in ``sql/*.sql``, one file per table or concern; ``queries.py`` loads it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +15,7 @@ import asyncpg
 from ..errors import DatabaseError, JobStateError
 from .connector import Connector, Row
 from .migrate import migrate
-from .params import InsertColumns, Outcomes
+from .params import InsertColumns, Inserted, Outcomes
 
 __all__ = ["Database", "Row"]
 
@@ -31,30 +31,41 @@ class Database(Connector):
 
     # -- enqueue ----------------------------------------------------------------------------
 
-    async def insert_jobs(
-        self, columns: InsertColumns, *, unique: bool = False, conn: Any = None
-    ) -> list[Row]:
-        """Insert jobs, then wake the workers of their queues; one row out per row in.
-
-        ``unique``: the batch holds unique jobs (``insert_unique_jobs``): a job whose key
-        another job holds comes back with a NULL ``id`` and the ``wanted_key``.
+    async def insert_jobs(self, columns: InsertColumns, *, conn: Any = None) -> Inserted:
+        """Insert jobs, then wake the workers of their queues.
 
         On the caller's connection both statements run in the caller's transaction (the
         wake-up is delivered at its commit). On the pool the insert commits first and the
         NOTIFY follows in its own transaction, which is cheap: it writes no WAL.
         """
-        statement = self.q.insert_unique_jobs if unique else self.q.insert_jobs
-        inserted = await self._fetch(statement, *statement.bind(columns), conn=conn)
-        firsts: Iterable[int]
-        if unique:  # a job whose key was held comes back without a state
-            firsts = range(len(inserted))
-        else:  # every job of an option group has the group's due time, so its state
-            last_first = zip(reversed(columns.group), reversed(range(len(inserted))), strict=True)
-            firsts = dict(last_first).values()
-        due = {columns.queue_of(i) for i in firsts if inserted[i]["state"] == "available"}
-        if due:
-            await self._fetch(self.q.notify_available, list(due), conn=conn)
+        statement = self.q.insert_jobs
+        [row] = await self._fetch(statement, *statement.bind(columns), conn=conn)
+        inserted = Inserted(
+            list(row["ids"]), list(row["states"]), list(row["scheduled_at"]), row["created_at"]
+        )
+        if len(inserted.ids) != len(columns):
+            raise DatabaseError(f"inserted {len(inserted.ids)} of {len(columns)} jobs")
+        due = {
+            q
+            for q, state in zip(columns.queue, inserted.states, strict=True)
+            if state == "available"
+        }
+        await self._notify(due, conn)
         return inserted
+
+    async def insert_unique_jobs(self, columns: InsertColumns, *, conn: Any = None) -> list[Row]:
+        """``insert_jobs`` for a batch holding unique jobs, one row out per row in: the
+        whole job when it was inserted, or a NULL ``id`` and the ``wanted_key`` another job
+        holds."""
+        statement = self.q.insert_unique_jobs
+        inserted = await self._fetch(statement, *statement.bind(columns), conn=conn)
+        due = {columns.queue_of(i) for i, row in enumerate(inserted) if row["state"] == "available"}
+        await self._notify(due, conn)
+        return inserted
+
+    async def _notify(self, queues: set[str], conn: Any) -> None:
+        if queues:
+            await self._fetch(self.q.notify_available, list(queues), conn=conn)
 
     # -- worker -----------------------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-__all__ = ["InsertColumns", "Outcomes", "outcome_row"]
+__all__ = ["InsertColumns", "Inserted", "Outcomes", "outcome_row"]
 
 
 @dataclass(slots=True)
@@ -102,6 +102,17 @@ class InsertColumns:
 
 
 _PER_JOB = frozenset({"args", "group", "unique_key", "unique_period", "unique_states"})
+
+
+@dataclass(frozen=True, slots=True)
+class Inserted:
+    """What ``insert_jobs`` chose: the ids in input order, and per option group the state
+    and due time its jobs got (they share them), and the one creation time."""
+
+    ids: list[int]
+    states: list[str]
+    scheduled_at: list[datetime]
+    created_at: datetime
 
 
 def outcome_row(
