@@ -37,6 +37,7 @@ from .errors import ConfigurationError
 from .jobs import Job, JobState
 from .options import EnqueueOptions, JobOptions, Options
 from .persistent import PersistentDefinition, PersistentFn
+from .progress import ProgressReporter
 from .registry import Middleware, Registry
 from .schedule import CronSchedule, PeriodicEntry
 from .validate import validate_name, validate_registered_name
@@ -114,7 +115,8 @@ class App:
         return f"<aqueue.App schema={self.schema!r} jobs={len(self.registry.definitions())}>"
 
     def _job_context(self, job: Job) -> JobContext:
-        return JobContext(job=job, app=self, logger=self.logger)
+        reporter = ProgressReporter(self.db, job.id, job.attempt)
+        return JobContext(job=job, app=self, logger=self.logger, reporter=reporter)
 
     def _persistent_context(
         self, *, name: str, replica: int, node_id: str, term: int, lease_lost: anyio.Event

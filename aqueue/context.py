@@ -9,12 +9,13 @@ these from factories the App hands it (see ``worker/runtime.py``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import anyio
 
 from .jobs import Job
+from .progress import ProgressReporter
 
 if TYPE_CHECKING:
     from .app import App
@@ -29,10 +30,25 @@ class JobContext:
     job: Job
     app: App
     logger: logging.Logger
+    #: Writes this attempt's progress (built by the App from its database, so neither the
+    #: context nor the worker needs the App to reach it).
+    reporter: ProgressReporter = field(repr=False, compare=False, kw_only=True)
 
     @property
     def attempt(self) -> int:
         return self.job.attempt
+
+    async def progress(self, fraction: float, note: str | None = None) -> bool:
+        """Record how far this attempt got: ``fraction`` from 0 to 1 and an optional short
+        ``note`` ("copied 4 of 10 files"), shown by ``aqueue jobs show`` and the dashboard.
+
+        One small UPDATE when the figures changed, nothing when they did not, so calling it
+        every second is fine. Returns False, writing nothing, when this attempt is no longer
+        the job's running one (it ended, or was rescued and claimed again). Raises
+        ``InvalidOption`` naming the field for a fraction outside [0, 1] (or not finite)
+        and for a note that is not a string, is over 500 characters or holds NUL.
+        """
+        return await self.reporter.report(fraction, note)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,10 @@ class Job:
     tags: Sequence[str]
     meta: Mapping[str, Any]
     duplicate: bool = False
+    #: What the running attempt last reported with ``ctx.progress``: a fraction in [0, 1]
+    #: and a short note. None until the attempt reports; a new attempt starts from None.
+    progress: float | None = None
+    progress_note: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -116,6 +120,8 @@ def _slot_setters() -> tuple[Any, ...]:
     _set_tags,
     _set_meta,
     _set_duplicate,
+    _set_progress,
+    _set_progress_note,
 ) = _slot_setters()
 
 
@@ -137,9 +143,11 @@ def new_job(
     tags: Sequence[str],
     meta: Mapping[str, Any],
     duplicate: bool = False,
+    progress: float | None = None,
+    progress_note: str | None = None,
 ) -> Job:
     """``Job(...)`` by position, three times faster: a frozen dataclass's ``__init__``
-    goes through ``object.__setattr__`` for each of its 17 fields, and enqueue and the
+    goes through ``object.__setattr__`` for each of its 19 fields, and enqueue and the
     hooks build a Job per job. The slots are set through their descriptors instead."""
     job: Job = object.__new__(Job)
     _set_id(job, id)
@@ -159,6 +167,8 @@ def new_job(
     _set_tags(job, tags)
     _set_meta(job, meta)
     _set_duplicate(job, duplicate)
+    _set_progress(job, progress)
+    _set_progress_note(job, progress_note)
     return job
 
 
@@ -213,6 +223,11 @@ def job_from_row(
     if state is None:
         state = _STATES[row["state"]]
         result = _from_json(row["result"]) if row["result"] is not None else None
+    # Progress belongs to the attempt that reported it: a row claimed again (a retry, a
+    # rescued orphan) still holds the previous attempt's columns until it reports anew.
+    progress = progress_note = None
+    if row["progress_attempt"] is not None and row["progress_attempt"] == row["attempt"]:
+        progress, progress_note = row["progress"], row["progress_note"]
     return new_job(
         row["id"],
         row["kind"],
@@ -231,6 +246,8 @@ def job_from_row(
         list(row["tags"]),
         _from_json(row["meta"]),
         duplicate,
+        progress,
+        progress_note,
     )
 
 

@@ -384,6 +384,53 @@ async def test_retry_from_the_job_page_and_watch_it_complete(app: aqueue.App, pa
     assert done is not None and done.state is aqueue.JobState.COMPLETED
 
 
+async def test_a_running_job_shows_its_progress_and_it_moves_live(
+    app: aqueue.App, page: Any
+) -> None:
+    step = anyio.Event()
+    finish = anyio.Event()
+
+    @app.job
+    async def copy_files() -> None: ...
+
+    @app.job
+    async def copy(ctx: aqueue.JobContext) -> None:
+        await ctx.progress(0.3, "copied 3 of 10 files")
+        await step.wait()
+        await ctx.progress(0.6, "copied 6 of 10 files")
+        await finish.wait()
+
+    job = await copy.enqueue()
+    waiting = await copy_files.options(schedule_in=3600).enqueue()
+    try:
+        async with app.worker({"default": 1}), dashboard(app, live_interval=0.2) as base:
+            await eventually(lambda: _reported(app, job.id), what="the first report")
+            await page.goto(base + "/jobs")
+            row = page.locator(f"tr[data-job-id='{job.id}']")
+            await expect(row.locator("progress")).to_have_attribute("value", "0.3")
+            await expect(row.locator(".progress")).to_contain_text("30%")
+            await expect(row.locator(".progress")).to_contain_text("copied 3 of 10 files")
+            # Only running jobs have a bar.
+            await expect(page.locator(f"tr[data-job-id='{waiting.id}'] progress")).to_have_count(0)
+            await page.goto(base + f"/jobs/{job.id}")
+            bar = page.locator("#job-progress progress")
+            await expect(bar).to_have_attribute("value", "0.3")
+            step.set()
+            # The live update moves the bar without a reload.
+            await expect(bar).to_have_attribute("value", "0.6")
+            await expect(page.locator("#job-progress")).to_contain_text("copied 6 of 10 files")
+            finish.set()
+            await app.wait(job.id, timeout=10)
+    finally:
+        step.set()
+        finish.set()
+
+
+async def _reported(app: aqueue.App, job_id: int) -> bool:
+    job = await app.get_job(job_id)
+    return job is not None and job.progress is not None
+
+
 async def test_cancel_and_delete_a_job(app: aqueue.App, page: Any) -> None:
     @app.job
     async def later() -> None: ...

@@ -163,6 +163,8 @@ def test_job_record_fields_are_the_contract() -> None:
         "id", "kind", "queue", "state", "args", "priority", "attempt", "max_attempts",
         "scheduled_at", "created_at", "attempted_at", "finalized_at", "errors", "result",
         "tags", "meta", "duplicate",
+        # Added after the first release, with defaults, so positional construction holds.
+        "progress", "progress_note",
     ]  # fmt: skip
     now = datetime.now(UTC)
     job = aqueue.Job(
@@ -171,6 +173,7 @@ def test_job_record_fields_are_the_contract() -> None:
         finalized_at=None, errors=[], result=None, tags=[], meta={},
     )  # fmt: skip
     assert job.duplicate is False
+    assert job.progress is None and job.progress_note is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.state = aqueue.JobState.COMPLETED  # type: ignore[misc]
 

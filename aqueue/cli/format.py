@@ -121,6 +121,12 @@ def jobs_table(jobs: Sequence[Job]) -> str:
     return table(header, rows)
 
 
+def progress_bar(fraction: float, width: int = 20) -> str:
+    """``[########------------]  40%``: a terminal's progress bar, plain ASCII."""
+    filled = round(fraction * width)
+    return f"[{'#' * filled}{'-' * (width - filled)}] {fraction * 100:3.0f}%"
+
+
 def job_detail(job: Job) -> str:
     lines = [
         f"job {job.id}",
@@ -135,6 +141,9 @@ def job_detail(job: Job) -> str:
         f"  attempted at  {when(job.attempted_at)}",
         f"  finalized at  {when(job.finalized_at)}",
     ]
+    if job.progress is not None:
+        note = f"  {job.progress_note}" if job.progress_note else ""
+        lines.append(f"  progress      {progress_bar(job.progress)}{note}")
     if job.tags:
         lines.append(f"  tags          {', '.join(job.tags)}")
     if job.meta:

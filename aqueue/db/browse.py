@@ -57,6 +57,9 @@ class JobSummary:
     tags: list[str]
     args_preview: str
     error_count: int
+    #: The running attempt's progress (None when not running or not reported).
+    progress: float | None = None
+    progress_note: str | None = None
 
     @classmethod
     def from_row(cls, row: Row) -> JobSummary:

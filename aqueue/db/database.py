@@ -93,6 +93,16 @@ class Database(Connector):
         args = statement.args(id=list(ids), attempt=list(attempts), state=list(states))
         return await self._fetch(statement, *args)
 
+    async def record_progress(
+        self, job_id: int, attempt: int, progress: float, note: str | None
+    ) -> bool:
+        """Record a running attempt's progress; False when the job is no longer running
+        that attempt (finished, rescued, claimed again), and nothing was written."""
+        statement = self.q.record_progress
+        args = statement.args(id=job_id, attempt=attempt, progress=progress, note=note)
+        status = await self._execute(statement, *args)
+        return status.rsplit(" ", 1)[-1] != "0"
+
     async def cancel_requested(self, job_ids: Sequence[int]) -> list[int]:
         rows = await self._fetch(self.q.cancel_requested, list(job_ids))
         return [row["id"] for row in rows]

@@ -49,6 +49,9 @@ _JOB_COLUMNS = (
     "result::text AS result",
     "tags",
     "meta::text AS meta",
+    "progress",
+    "progress_note",
+    "progress_attempt",
 )
 _JOB_COLUMNS_RE = re.compile(r"\{job_columns(?::(\w+))?\}")
 _FRAGMENT_RE = re.compile(r"\{@(\w+)\}")

@@ -35,6 +35,12 @@ CREATE TABLE {schema}.jobs (
     -- The key a unique job holds while its state is one of unique_states (aqueue/unique.py).
     unique_key text,
     unique_states {schema}.job_state[],
+    -- What the running job last reported (ctx.progress), and by which attempt: a Job shows
+    -- it only while the row's attempt is still progress_attempt.
+    progress double precision CHECK (progress BETWEEN 0 AND 1),
+    progress_note text CHECK (length(progress_note) <= 500),
+    progress_at timestamptz,
+    progress_attempt smallint,
     -- A final state always has a finalization time, and only a final state has one.
     CONSTRAINT jobs_finalized_in_final_state CHECK (
         (state IN ('completed', 'cancelled', 'discarded')) = (finalized_at IS NOT NULL)

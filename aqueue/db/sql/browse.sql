@@ -9,7 +9,11 @@
 -- know whether an older page exists.
 SELECT id, kind, queue, state::text AS state, priority, attempt, max_attempts,
        scheduled_at, created_at, attempted_at, finalized_at, tags,
-       left(args::text, $7) AS args_preview, jsonb_array_length(errors) AS error_count
+       left(args::text, $7) AS args_preview, jsonb_array_length(errors) AS error_count,
+       -- The running attempt's own progress only (see jobs.job_from_row).
+       CASE WHEN state = 'running' AND progress_attempt = attempt THEN progress END AS progress,
+       CASE WHEN state = 'running' AND progress_attempt = attempt THEN progress_note END
+           AS progress_note
 FROM {schema}.jobs
 WHERE ($1::text[] IS NULL OR state::text = ANY ($1::text[]))
   AND ($2::text IS NULL OR queue = $2)
@@ -23,7 +27,11 @@ LIMIT $6;
 -- The page just above id $5 (the "newer" link): oldest first here, reversed by the caller.
 SELECT id, kind, queue, state::text AS state, priority, attempt, max_attempts,
        scheduled_at, created_at, attempted_at, finalized_at, tags,
-       left(args::text, $7) AS args_preview, jsonb_array_length(errors) AS error_count
+       left(args::text, $7) AS args_preview, jsonb_array_length(errors) AS error_count,
+       -- The running attempt's own progress only (see jobs.job_from_row).
+       CASE WHEN state = 'running' AND progress_attempt = attempt THEN progress END AS progress,
+       CASE WHEN state = 'running' AND progress_attempt = attempt THEN progress_note END
+           AS progress_note
 FROM {schema}.jobs
 WHERE ($1::text[] IS NULL OR state::text = ANY ($1::text[]))
   AND ($2::text IS NULL OR queue = $2)

@@ -218,3 +218,16 @@ WITH old AS (
     FOR UPDATE SKIP LOCKED
 )
 DELETE FROM {schema}.jobs AS j USING old WHERE j.id = old.id;
+
+-- name: record_progress
+-- ctx.progress: what a running job reports about itself. Guarded by id, state and attempt
+-- so that a late report (the attempt timed out, was rescued as an orphan and claimed again,
+-- or already ended) never touches the job's next attempt or a finished row. No RETURNING:
+-- the caller learns from the status whether it applied. No index covers these columns, so
+-- this is a heap-only update.
+UPDATE {schema}.jobs
+SET progress = :progress,
+    progress_note = :note,
+    progress_at = now(),
+    progress_attempt = attempt
+WHERE id = :id AND state = 'running' AND attempt = :attempt;
