@@ -1,9 +1,12 @@
-"""Small helpers shared by the cluster tests: waiting with a deadline, never sleeping blind."""
+"""Small helpers shared by the tests: waiting with a deadline (never sleeping blind), and
+serving an ASGI app on a real port."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import anyio
 
@@ -46,3 +49,39 @@ async def eventually(
 def schema_of(app: aqueue.App) -> str:
     """The App's schema, quoted for SQL written by a test."""
     return quote_ident(app.schema)
+
+
+@contextlib.asynccontextmanager
+async def served(asgi: Any) -> AsyncIterator[str]:
+    """Serve ``asgi`` with uvicorn on a free loopback port; yields the base URL.
+
+    The server is always shut down gracefully, even when the test body fails: a uvicorn
+    server cancelled mid-flight (what a failing task-group body would do to it) leaves
+    the next server of the same event loop unable to answer."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    import uvicorn  # a dev dependency (the dashboard extra): only tests that serve need it
+
+    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="off"))
+    stopped = anyio.Event()
+
+    async def run() -> None:
+        try:
+            await server.serve([sock])
+        finally:
+            stopped.set()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run)
+            await eventually(lambda: server.started, what="uvicorn started")
+            try:
+                yield f"http://127.0.0.1:{port}"
+            finally:
+                server.should_exit = True
+                with anyio.CancelScope(shield=True), anyio.fail_after(10):
+                    await stopped.wait()
+    finally:
+        sock.close()

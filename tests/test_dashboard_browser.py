@@ -15,7 +15,6 @@ import contextlib
 import os
 import re
 import secrets
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 import anyio
 import pytest
 import pytest_asyncio
-import uvicorn
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -35,7 +33,7 @@ import aqueue
 from aqueue.dashboard import create_app
 from aqueue.db.browse import Browse
 from aqueue.testing import unique_schema
-from tests.support import CLUSTER, eventually, schema_of
+from tests.support import CLUSTER, eventually, schema_of, served
 
 playwright_api = pytest.importorskip("playwright.async_api")
 expect = playwright_api.expect
@@ -106,40 +104,6 @@ async def app(aqueue_database_url: str) -> AsyncIterator[aqueue.App]:
             yield app
         finally:
             await app.db.drop_schema()
-
-
-@contextlib.asynccontextmanager
-async def served(asgi: Any) -> AsyncIterator[str]:
-    """Serve ``asgi`` with uvicorn on a free loopback port; yields the base URL.
-
-    The server is always shut down gracefully, even when the test body fails: a uvicorn
-    server cancelled mid-flight (what a failing task-group body would do to it) leaves
-    the next server of the same event loop unable to answer."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(asgi, log_level="warning", lifespan="off"))
-    stopped = anyio.Event()
-
-    async def run() -> None:
-        try:
-            await server.serve([sock])
-        finally:
-            stopped.set()
-
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(run)
-            await eventually(lambda: server.started, what="uvicorn started")
-            try:
-                yield f"http://127.0.0.1:{port}"
-            finally:
-                server.should_exit = True
-                with anyio.CancelScope(shield=True), anyio.fail_after(10):
-                    await stopped.wait()
-    finally:
-        sock.close()
 
 
 def dashboard(app: aqueue.App, **options: Any) -> contextlib.AbstractAsyncContextManager[str]:

@@ -12,6 +12,7 @@ from starlette.staticfiles import StaticFiles
 from ..db.browse import Browse
 from ..errors import ConfigurationError
 from .actions import Actions
+from .prometheus import metrics_route
 from .render import Renderer
 from .security import AuthFn, AuthGate, SecurityHeaders
 from .site import Site
@@ -19,6 +20,7 @@ from .views import Pages
 
 if TYPE_CHECKING:
     from ..app import App
+    from ..metrics import JobMetrics
 
 __all__ = ["create_app"]
 
@@ -30,6 +32,7 @@ def create_app(
     base_path: str = "",
     *,
     live_interval: float = 3.0,
+    metrics: JobMetrics | None = None,
 ) -> Starlette:
     """The dashboard of ``app`` as an ASGI application.
 
@@ -38,7 +41,9 @@ def create_app(
     ``base_path`` is the URL prefix the dashboard's links start with, for a reverse proxy
     that strips one; when mounted (``Mount("/queues", create_app(app))``) the mount path
     is used by itself. ``live_interval`` is how often (seconds) open pages refresh their
-    figures in the browser.
+    figures in the browser. ``metrics`` (from ``aqueue.metrics.instrument(app)``) is what
+    ``/metrics`` serves; without it, and with the prometheus extra installed, ``/metrics``
+    serves the queue gauges only (job counters live in the processes that run jobs).
 
     The dashboard does not open ``app``: the host application does, in its lifespan
     (``async with app:``), as it does for enqueueing. ``aqueue dashboard`` does it for you.
@@ -78,6 +83,9 @@ def create_app(
         Route("/periodic", pages.periodic, name="periodic"),
         Mount("/static", StaticFiles(packages=[("aqueue.dashboard", "static")]), name="static"),
     ]
+    scrape = metrics_route(app, metrics)
+    if scrape is not None:
+        routes.append(scrape)
     middleware = [Middleware(SecurityHeaders)]
     if auth is not None:
         middleware.append(Middleware(AuthGate, auth=auth))

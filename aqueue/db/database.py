@@ -292,3 +292,8 @@ class Database(Connector):
 
     async def queue_stats(self, queue: str | None) -> list[Row]:
         return await self._fetch(self.q.queue_stats, queue)
+
+    async def queue_gauges(self) -> list[Row]:
+        """Per queue: due and later waiting jobs, the oldest due one's age, running jobs,
+        paused; one statement over unfinished jobs only (a metrics scrape)."""
+        return await self._fetch(self.q.queue_gauges)

@@ -69,6 +69,7 @@ SQL_FILES = (
     "queues.sql",
     "migrations.sql",
     "browse.sql",
+    "metrics.sql",
 )
 
 

@@ -1,0 +1,38 @@
+-- What a Prometheus scrape reads (aqueue/metrics.py): one statement per scrape, however many
+-- queues. Same format and placeholders as the other files here (see queries.py).
+
+-- name: queue_gauges
+-- Per queue: waiting jobs that are due, waiting jobs not due yet, the age of the oldest due
+-- one, running jobs, and whether the queue is paused. It reads only unfinished jobs: the
+-- waiting ones through the claim's partial index (its predicate and columns: an index-only
+-- scan where the visibility map allows), the running ones through the rescue's partial
+-- index, so a table holding millions of finished jobs costs what an empty one does.
+WITH waiting AS (
+    SELECT queue,
+           count(*) FILTER (WHERE scheduled_at <= now()) AS due,
+           count(*) FILTER (WHERE scheduled_at > now()) AS later,
+           extract(epoch FROM now() - min(scheduled_at) FILTER (WHERE scheduled_at <= now()))
+               ::float8 AS oldest_due_age
+    FROM {schema}.jobs
+    WHERE state IN ('available', 'scheduled', 'retryable')
+    GROUP BY queue
+), running AS (
+    SELECT queue, count(*) AS running
+    FROM {schema}.jobs
+    WHERE state = 'running'
+    GROUP BY queue
+), known AS (
+    SELECT queue FROM waiting UNION SELECT queue FROM running
+    UNION SELECT name FROM {schema}.queues
+)
+SELECT k.queue,
+       coalesce(w.due, 0) AS due,
+       coalesce(w.later, 0) AS later,
+       coalesce(w.oldest_due_age, 0) AS oldest_due_age,
+       coalesce(r.running, 0) AS running,
+       coalesce(q.paused_at IS NOT NULL, false) AS paused
+FROM known AS k
+LEFT JOIN waiting AS w ON w.queue = k.queue
+LEFT JOIN running AS r ON r.queue = k.queue
+LEFT JOIN {schema}.queues AS q ON q.name = k.queue
+ORDER BY k.queue;
