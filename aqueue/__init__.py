@@ -30,6 +30,7 @@ from .errors import (
     UnknownQueue,
 )
 from .jobs import Job, JobState, Outcome
+from .registry import EnqueueCall
 from .unique import Unique
 from .worker.worker import Worker
 
@@ -49,6 +50,7 @@ __all__ = [
     "Drift",
     "DuplicateJobKind",
     "EmbeddedPostgresError",
+    "EnqueueCall",
     "InvalidJobArgs",
     "InvalidOption",
     "Job",

@@ -38,7 +38,7 @@ from .jobs import Job, JobState
 from .options import EnqueueOptions, JobOptions, Options
 from .persistent import PersistentDefinition, PersistentFn
 from .progress import ProgressReporter
-from .registry import Middleware, Registry
+from .registry import EnqueueMiddleware, Middleware, Registry
 from .schedule import CronSchedule, PeriodicEntry
 from .validate import validate_name, validate_registered_name
 from .worker.runtime import Runtime
@@ -50,6 +50,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 H = TypeVar("H", bound=AfterProcessHook)
 M = TypeVar("M", bound=Middleware)
+EM = TypeVar("EM", bound=EnqueueMiddleware)
 
 
 class _JobDecorator(Protocol):
@@ -188,6 +189,17 @@ class App:
         require_coroutine_function(hook, "after_process hook")
         self.registry.global_hooks.append(hook)
         return hook
+
+    def enqueue_middleware(self, middleware: EM) -> EM:
+        """Register ``async def mw(call, call_next)`` around every enqueue call.
+
+        ``call`` is an ``aqueue.EnqueueCall`` (the jobs about to be inserted, and a
+        ``meta`` dict merged over each job's meta); ``await call_next()`` inserts them
+        and returns the Jobs, which ``mw`` returns in turn. The first registered is
+        outermost. Tracing uses it to carry the enqueuer's trace context to the worker."""
+        require_coroutine_function(middleware, "enqueue middleware")
+        self.registry.enqueue_middleware.append(middleware)
+        return middleware
 
     def middleware(self, middleware: M) -> M:
         """Register ``async def mw(job, call_next)`` around every attempt of every job.

@@ -18,8 +18,9 @@ Every way of enqueuing ends here: ``definition.enqueue(...)``, ``.options(...)``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -29,9 +30,9 @@ from .definition import JobRequest, dump_unvalidated
 from .errors import DatabaseError, InvalidOption
 from .jobs import Job, job_from_insert, job_from_row
 from .options import Options
-from .registry import Registry
+from .registry import EnqueueCall, Registry
 from .unique import Unique
-from .validate import validate_name
+from .validate import json_text, validate_name
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -88,6 +89,11 @@ class ResolvedOptions:
         retry = override.retry
         self.retry_json = json.dumps(retry.to_json()) if retry is not None else None
         self.unique: Unique | None = merged.unique or None  # False: off for this enqueue
+
+    def add_meta(self, extra: Mapping[str, Any]) -> None:
+        """Merge enqueue middleware's ``extra`` meta over this group's own."""
+        self.meta = {**self.meta, **extra}
+        self.meta_json = json_text("meta", self.meta)
 
     def job(self, row: Row, request: JobRequest) -> Job:
         """The Job a unique insert just wrote, from what we sent plus its row."""
@@ -154,6 +160,23 @@ class Enqueuer:
         return await self.insert(requests, conn)
 
     async def insert(self, requests: Sequence[JobRequest], conn: Any) -> list[Job]:
+        """Insert ``requests`` (through any enqueue middleware) and return their Jobs."""
+        middleware = self._registry.enqueue_middleware
+        if not middleware:  # the common case: no call object at all
+            return await self._insert(requests, conn, None)
+        call = EnqueueCall(requests, transactional=conn is not None)
+
+        def innermost() -> Awaitable[list[Job]]:
+            return self._insert(requests, conn, call.meta or None)
+
+        chain: Callable[[], Awaitable[list[Job]]] = innermost
+        for layer in reversed(middleware):  # the first registered sees the call first
+            chain = functools.partial(layer, call, chain)
+        return await chain()
+
+    async def _insert(
+        self, requests: Sequence[JobRequest], conn: Any, extra_meta: Mapping[str, Any] | None
+    ) -> list[Job]:
         # Each distinct (kind, options) pair is resolved once and sent once, as an option
         # group (see db.params.InsertColumns).
         resolved: dict[tuple[str, int], tuple[ResolvedOptions, int]] = {}
@@ -166,6 +189,8 @@ class Enqueuer:
             found = resolved.get(key)
             if found is None:
                 opts = self._resolve(request)
+                if extra_meta is not None:
+                    opts.add_meta(extra_meta)
                 found = resolved[key] = (opts, _add_group(columns, request.kind, opts))
                 unique = unique or opts.unique is not None
             per_job.append(found[0])

@@ -3,20 +3,48 @@ schedules and persistent workers. Lives on the App; definitions only, no runtime
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from .definition import AfterProcessHook, JobDefinition
+from .definition import AfterProcessHook, JobDefinition, JobRequest
 from .errors import ConfigurationError, DuplicateJobKind, UnknownJobKind
 from .jobs import Job
 from .persistent import PersistentDefinition
 from .schedule import PeriodicEntry
 
-__all__ = ["Middleware", "Registry"]
+__all__ = ["EnqueueCall", "EnqueueMiddleware", "Middleware", "Registry"]
 
 #: ``async def mw(job, call_next)``: runs around every attempt; ``await call_next()``
 #: runs the rest (inner middleware, then the job) and returns the job's result.
 Middleware = Callable[[Job, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+
+class EnqueueCall:
+    """One enqueue call (``enqueue``, ``enqueue_many``, a periodic job), as enqueue
+    middleware sees it before anything is written.
+
+    ``requests`` are the jobs to insert, in order (read them, do not change them).
+    ``meta`` starts empty: what middleware puts there is merged over the meta of every
+    job of the call (tracing adds ``traceparent`` this way). ``transactional``: the call
+    runs on the caller's connection (``conn=``), so the jobs exist only if it commits.
+    """
+
+    __slots__ = ("meta", "requests", "transactional")
+
+    def __init__(self, requests: Sequence[JobRequest], *, transactional: bool) -> None:
+        self.requests = requests
+        self.meta: dict[str, Any] = {}
+        self.transactional = transactional
+
+    def __repr__(self) -> str:
+        return f"<EnqueueCall jobs={len(self.requests)} meta={self.meta!r}>"
+
+
+#: ``async def mw(call: EnqueueCall, call_next)``: runs around every enqueue call;
+#: ``await call_next()`` inserts the jobs (after inner middleware) and returns them.
+EnqueueMiddleware = Callable[
+    [EnqueueCall, Callable[[], Awaitable[list[Job]]]], Awaitable[list[Job]]
+]
 
 
 class Registry:
@@ -26,6 +54,8 @@ class Registry:
         self.global_hooks: list[AfterProcessHook] = []
         #: Outermost first.
         self.middleware: list[Middleware] = []
+        #: Around every enqueue call, outermost first.
+        self.enqueue_middleware: list[EnqueueMiddleware] = []
         self.periodic: dict[str, PeriodicEntry] = {}
         self.persistent: dict[str, PersistentDefinition] = {}
 

@@ -97,3 +97,54 @@ async def test_worker_can_still_be_built_from_the_app(app: aqueue.App) -> None:
     worker = aqueue.Worker(app, {"default": 1})
     assert worker.queues == {"default": 1}
     await worker.stop()  # never started: returns at once
+
+
+async def test_enqueue_middleware_wraps_every_enqueue_call_and_adds_meta(
+    app: aqueue.App,
+) -> None:
+    seen: list[tuple[str, int, bool]] = []
+
+    @app.enqueue_middleware
+    async def outer(call: aqueue.EnqueueCall, call_next: Any) -> list[aqueue.Job]:
+        seen.append(("outer", len(call.requests), call.transactional))
+        call.meta["origin"] = "outer"
+        jobs: list[aqueue.Job] = await call_next()
+        seen.append(("outer done", len(jobs), call.transactional))
+        return jobs
+
+    @app.enqueue_middleware
+    async def inner(call: aqueue.EnqueueCall, call_next: Any) -> list[aqueue.Job]:
+        seen.append(("inner", len(call.requests), call.transactional))
+        call.meta["request_id"] = "r-1"
+        result: list[aqueue.Job] = await call_next()
+        return result
+
+    @app.job(meta={"origin": "default", "team": "ops"})
+    async def task(n: int) -> None: ...
+
+    one = await task.enqueue(n=1)
+    async with app.transaction() as conn:
+        many = await app.enqueue_many([task.build(n=2), task.build(n=3)], conn=conn)
+    assert seen == [
+        ("outer", 1, False), ("inner", 1, False), ("outer done", 1, False),
+        ("outer", 2, True), ("inner", 2, True), ("outer done", 2, True),
+    ]  # fmt: skip
+    # The middleware's meta is merged over the job's own; the row holds what the Job says.
+    expected = {"origin": "outer", "team": "ops", "request_id": "r-1"}
+    for job in [one, *many]:
+        assert dict(job.meta) == expected
+        stored = await app.get_job(job.id)
+        assert stored is not None and dict(stored.meta) == expected
+
+
+async def test_enqueue_middleware_that_raises_writes_nothing(app: aqueue.App) -> None:
+    @app.enqueue_middleware
+    async def refuse(call: aqueue.EnqueueCall, call_next: Any) -> list[aqueue.Job]:
+        raise PermissionError("no enqueues today")
+
+    @app.job
+    async def task() -> None: ...
+
+    with pytest.raises(PermissionError):
+        await task.enqueue()
+    assert await app.list_jobs() == []

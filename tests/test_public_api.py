@@ -32,6 +32,7 @@ PUBLIC_NAMES = [
     "Drift",
     "DuplicateJobKind",
     "EmbeddedPostgresError",
+    "EnqueueCall",
     "InvalidJobArgs",
     "InvalidOption",
     "Job",
