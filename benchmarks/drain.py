@@ -13,9 +13,10 @@ import asyncio
 import functools
 import sys
 import time
+from collections.abc import Callable
 
 from common import Bench, CpuMeter, Row, ScenarioResult, chunks, main_for, run_async, wait_for
-from systems import make_system, select_systems
+from systems import System, make_system, select_systems
 
 ENQUEUE_CHUNK = 1000
 
@@ -32,10 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def drain_once(
-    system_name: str, url: str, jobs: int, concurrency: int, server_pid: int | None = None
+    system_name: str,
+    url: str,
+    jobs: int,
+    concurrency: int,
+    server_pid: int | None = None,
+    *,
+    make: Callable[[str], System] = make_system,
 ) -> tuple[float, dict[str, float | None]]:
-    """One run on a fresh database; returns jobs/s and the CPU used meanwhile."""
-    system = make_system(system_name)
+    """One run on a fresh database; returns jobs/s and the CPU used meanwhile. ``make``
+    builds the system from its name (a variant of one, e.g. instrumented aqueue)."""
+    system = make(system_name)
     await system.open(url)
     try:
         for part in chunks(range(jobs), ENQUEUE_CHUNK):

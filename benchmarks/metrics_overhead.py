@@ -1,0 +1,143 @@
+"""metrics_overhead: what Prometheus metrics and OpenTelemetry tracing cost a worker.
+
+The drain scenario (N waiting no-op jobs, one worker at concurrency C) run for plain
+aqueue and for aqueue with ``aqueue.metrics.instrument`` and ``aqueue.tracing.instrument``
+both on, alternating the two in the same run of this script (plain, instrumented, plain,
+...) so that a busy machine weighs on both alike. Issue 13's target: the instrumented
+median is at least 0.9x the plain one.
+
+Instrumented means what a production setup pays per attempt: the after_process hook and
+the metrics middleware (counters, histograms), and a span per attempt through a real SDK
+``TracerProvider`` with a ``BatchSpanProcessor`` whose exporter drops the spans (the
+export itself happens on the SDK's own thread, off the event loop). The enqueue spans are
+made while the jobs are enqueued, before the clock starts; one scrape of the metrics
+(with its queue-gauge query) is done after each instrumented run, to check it works.
+
+    .venv/bin/python benchmarks/metrics_overhead.py --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from common import Bench, Row, ScenarioResult, main_for, run_async
+from drain import describe_cpu, drain_once
+from systems import AqueueSystem, System
+
+PLAIN = "aqueue"
+INSTRUMENTED = "aqueue+metrics+tracing"
+
+
+class _DropSpans:
+    """A span exporter that keeps nothing: the cost measured is making spans, not
+    shipping them (which a collector does in another process)."""
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30_000) -> bool:
+        return True
+
+
+class InstrumentedAqueue(AqueueSystem):
+    """aqueue with both instrumentations on, as ``instrument()`` sets them up."""
+
+    name = INSTRUMENTED
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.provider: Any = None
+        self.metrics: Any = None
+
+    @property
+    def config(self) -> str:
+        return (
+            super().config + "; plus aqueue.metrics.instrument(app) (registered in a "
+            "CollectorRegistry) and aqueue.tracing.instrument(app, tracer_provider=SDK "
+            "TracerProvider + BatchSpanProcessor, spans dropped)"
+        )
+
+    async def open(self, url: str) -> None:
+        import prometheus_client
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+        import aqueue.metrics
+        import aqueue.tracing
+
+        await super().open(url)
+        self.provider = TracerProvider()
+        self.provider.add_span_processor(BatchSpanProcessor(_DropSpans()))  # type: ignore[arg-type]
+        self.metrics = aqueue.metrics.instrument(self._app)
+        self.registry = prometheus_client.CollectorRegistry()
+        self.registry.register(self.metrics)
+        aqueue.tracing.instrument(self._app, tracer_provider=self.provider)
+
+    async def close(self) -> None:
+        if self.metrics is not None:
+            body, _ = await self.metrics.exposition(self.registry)
+            if b"aqueue_jobs_finished_total" not in body:
+                raise RuntimeError("the instrumented run counted no finished job")
+        if self.provider is not None:
+            self.provider.shutdown()
+        await super().close()
+
+
+def make(name: str) -> System:
+    return InstrumentedAqueue() if name == INSTRUMENTED else AqueueSystem()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs to drain (N)")
+    parser.add_argument("--concurrency", type=int, default=100, help="worker concurrency (C)")
+
+
+def scenario(bench: Bench) -> ScenarioResult:
+    jobs = 500 if bench.smoke else bench.args.jobs
+    concurrency = bench.args.concurrency
+    result = ScenarioResult(
+        "metrics_overhead",
+        "metrics_overhead: drain rate with Prometheus metrics and OpenTelemetry tracing on "
+        "vs off, alternating in one run",
+        {"jobs": jobs, "concurrency": concurrency, "runs": bench.runs},
+    )
+    rates: dict[str, list[float]] = {PLAIN: [], INSTRUMENTED: []}
+    for run in range(bench.runs):
+        for name in (PLAIN, INSTRUMENTED):
+            with bench.database(f"overhead_{run}_{name.replace('+', '_')}") as url:
+                try:
+                    rate, cpu = run_async(
+                        functools.partial(
+                            drain_once, name, url, jobs, concurrency, bench.server.pid, make=make
+                        )
+                    )
+                except Exception as exc:
+                    result.errors.append(f"{name} run {run + 1}: {type(exc).__name__}: {exc}")
+                    continue
+            bench.log(f"{name} run {run + 1}: {rate:,.0f} jobs/s, {describe_cpu(cpu)}")
+            rates[name].append(rate)
+    for name in (PLAIN, INSTRUMENTED):
+        system = make(name)
+        result.systems[name] = {"label": name, "config": system.config}
+        result.rows.append(Row(name, "drain", "jobs/s", rates[name]))
+    if rates[PLAIN] and rates[INSTRUMENTED]:
+        ratio = statistics.median(rates[INSTRUMENTED]) / statistics.median(rates[PLAIN])
+        verdict = "meets" if ratio >= 0.9 else "MISSES"
+        result.notes.append(
+            f"instrumented / plain median drain rate: {ratio:.2f}x ({verdict} the 0.9x target)"
+        )
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main_for("metrics_overhead", __doc__ or "", add_arguments, scenario))
