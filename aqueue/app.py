@@ -9,6 +9,7 @@ Nothing below this module imports it (DESIGN §6); the two contexts user code re
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
@@ -38,7 +39,7 @@ from .jobs import Job, JobState
 from .options import EnqueueOptions, JobOptions, Options
 from .persistent import PersistentDefinition, PersistentFn
 from .progress import ProgressReporter
-from .registry import EnqueueMiddleware, Middleware, Registry
+from .registry import EnqueueMiddleware, Middleware, Observer, Registry
 from .schedule import CronSchedule, PeriodicEntry
 from .validate import validate_name, validate_registered_name
 from .worker.runtime import Runtime
@@ -51,6 +52,7 @@ R = TypeVar("R")
 H = TypeVar("H", bound=AfterProcessHook)
 M = TypeVar("M", bound=Middleware)
 EM = TypeVar("EM", bound=EnqueueMiddleware)
+OB = TypeVar("OB", bound=Observer)
 
 
 class _JobDecorator(Protocol):
@@ -189,6 +191,17 @@ class App:
         require_coroutine_function(hook, "after_process hook")
         self.registry.global_hooks.append(hook)
         return hook
+
+    def observe(self, observer: OB) -> OB:
+        """Register ``def observer(queue, kind, outcome, wait)``, called in the worker once
+        per attempt right after its outcome is committed (``wait``: seconds from due to
+        start). Synchronous and on the worker's event loop: for quick bookkeeping such as
+        counters (``aqueue.metrics`` uses it), never for I/O (use ``after_process``). An
+        exception is logged and changes nothing."""
+        if not callable(observer) or inspect.iscoroutinefunction(observer):
+            raise ConfigurationError(f"observer must be a plain (not async) function: {observer!r}")
+        self.registry.observers.append(observer)
+        return observer
 
     def enqueue_middleware(self, middleware: EM) -> EM:
         """Register ``async def mw(call, call_next)`` around every enqueue call.

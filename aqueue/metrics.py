@@ -5,8 +5,10 @@ with a registry of your choice (aqueue never touches the global one by itself). 
 of figures, fed two ways:
 
 - **What this process ran**: counters and histograms per queue, kind and state, fed as
-  jobs run, in memory, by an ``after_process`` hook (outcome, run time) and a middleware
-  (the wait before start, read off the claimed job). They live where the worker runs: a
+  jobs run, in memory, by an observer (``app.observe``): a synchronous call per committed
+  attempt with its queue, kind, outcome and wait, no ``Job`` built and no task started,
+  which an ``after_process`` hook would cost per attempt (measured: more than a no-op job
+  itself; ``benchmarks/metrics_overhead.py``). They live where the worker runs: a
   process that only serves the dashboard counts nothing, which is why every worker
   process exposes its own (``prometheus_client.start_http_server`` in a worker, or the
   dashboard mounted in a web app that runs ``app.worker()``).
@@ -18,21 +20,26 @@ of figures, fed two ways:
   dashboard's ``/metrics`` refreshes before every scrape; ``metrics.exposition()`` does
   both for an endpoint of your own.
 
-The hot path is a dict lookup and a counter increment per attempt: the labelled children
-are cached per (queue, kind, state), so no label is resolved twice.
+The hot path is two dict lookups and two bisects per attempt (see ``JobMetrics``).
 """
 
 from __future__ import annotations
 
+import bisect
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from .jobs import FINAL_STATES, Job, Outcome
+from .jobs import FINAL_STATES, Outcome
 
 if TYPE_CHECKING:
     from .app import App
@@ -102,76 +109,68 @@ class QueueGauges:
         )
 
 
+class _Series:
+    """One histogram series in plain Python: a count per bucket (the last is +Inf) and the
+    sum. Its counter twin (how many observations) is the sum of the buckets."""
+
+    __slots__ = ("buckets", "total")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        # The first bound >= value: Prometheus buckets are "less than or equal".
+        self.buckets[bisect.bisect_left(DURATION_BUCKETS, value)] += 1
+        self.total += value
+
+    def count(self) -> int:
+        return sum(self.buckets)
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        running, out = 0, []
+        for bound, count in zip((*_BOUNDS, "+Inf"), self.buckets, strict=True):
+            running += count
+            out.append((bound, float(running)))
+        return out
+
+
+# The "le" labels as prometheus_client writes them ("0.001", "1.0", "3600.0").
+_BOUNDS = tuple(repr(float(bound)) for bound in DURATION_BUCKETS)
+
+
 class JobMetrics:
     """The collector ``instrument(app)`` returns: this process's job counters and
-    histograms, and the database's queue gauges (see the module's docstring)."""
+    histograms, and the database's queue gauges (see the module's docstring).
+
+    The figures are kept in plain Python (a dict of ``_Series``) and turned into metric
+    families only when scraped: an attempt costs a dict lookup, two bisects and four
+    additions, not the locks and per-sample objects of ``prometheus_client``'s Counter and
+    Histogram (measured: those cost a no-op drain more than a tenth of its rate). A scrape
+    from another thread (``start_http_server``) reads the dicts while the worker writes
+    them: each read copies the items first, so a series may show one attempt less, never
+    a broken one."""
 
     def __init__(self, app: App, *, namespace: str = "aqueue") -> None:
-        ns = namespace
-        labels = ["queue", "kind", "state"]
-        # Not registered anywhere by themselves (registry=None): this collector reports them.
-        self._finished = Counter(
-            f"{ns}_jobs_finished",
-            "Jobs that reached a final state (completed, cancelled, discarded).",
-            labels,
-            registry=None,
-        )
-        self._attempts = Counter(
-            f"{ns}_attempts",
-            "Attempts, by the state each left its job in (completed, retryable, "
-            "scheduled for a snooze, discarded, cancelled).",
-            labels,
-            registry=None,
-        )
-        self._duration = Histogram(
-            f"{ns}_attempt_duration_seconds",
-            "How long attempts ran, by the state each left its job in.",
-            labels,
-            buckets=DURATION_BUCKETS,
-            registry=None,
-        )
-        self._wait = Histogram(
-            f"{ns}_job_wait_seconds",
-            "Time from when an attempt was due (scheduled_at) to when it started (attempted_at).",
-            ["queue", "kind"],
-            buckets=DURATION_BUCKETS,
-            registry=None,
-        )
-        # (queue, kind, state) -> the labelled children, resolved once.
-        self._outcome_children: dict[tuple[str, str, str], tuple[Any, Any, Any | None]] = {}
-        self._wait_children: dict[tuple[str, str], Any] = {}
+        self._ns = namespace
+        # (queue, kind, state) -> run time; (queue, kind) -> wait before start.
+        self._runs: dict[tuple[str, str, str], _Series] = {}
+        self._waits: dict[tuple[str, str], _Series] = {}
         self.gauges = QueueGauges(app, namespace=namespace)
 
     # -- feeding ---------------------------------------------------------------------------
 
-    async def after_process(self, job: Job, outcome: Outcome) -> None:
-        """The ``after_process`` hook: one attempt's outcome, once it is committed."""
-        key = (job.queue, job.kind, outcome.state.value)
-        children = self._outcome_children.get(key)
-        if children is None:
-            final = outcome.state in FINAL_STATES
-            children = (
-                self._attempts.labels(*key),
-                self._duration.labels(*key),
-                self._finished.labels(*key) if final else None,
-            )
-            self._outcome_children[key] = children
-        attempts, duration, finished = children
-        attempts.inc()
-        duration.observe(outcome.duration)
-        if finished is not None:
-            finished.inc()
-
-    async def middleware(self, job: Job, call_next: Callable[[], Awaitable[Any]]) -> Any:
-        """The middleware: the wait before this attempt started, read off the claimed row
-        (the outcome's write moves ``scheduled_at`` on for a retry, so a hook cannot)."""
-        if job.attempted_at is not None:
-            key = (job.queue, job.kind)
-            child = self._wait_children.get(key)
-            if child is None:
-                child = self._wait_children[key] = self._wait.labels(*key)
-            child.observe(max(0.0, (job.attempted_at - job.scheduled_at).total_seconds()))
-        return await call_next()
+    def observe(self, queue: str, kind: str, outcome: Outcome, wait: float) -> None:
+        """The observer (``app.observe``): one committed attempt, counted in place."""
+        key = (queue, kind, outcome.state.value)
+        runs = self._runs.get(key)
+        if runs is None:
+            runs = self._runs[key] = _Series()
+        runs.add(outcome.duration)
+        waits = self._waits.get(key[:2])
+        if waits is None:
+            waits = self._waits[key[:2]] = _Series()
+        waits.add(wait)
 
     # -- reporting --------------------------------------------------------------------------
 
@@ -180,14 +179,48 @@ class JobMetrics:
         await self.gauges.refresh()
 
     def collect(self) -> Iterable[Metric]:
-        for metric in (self._finished, self._attempts, self._duration, self._wait):
-            yield from metric.collect()
+        ns = self._ns
+        labels = ["queue", "kind", "state"]
+        finished = CounterMetricFamily(
+            f"{ns}_jobs_finished",
+            "Jobs that reached a final state (completed, cancelled, discarded).",
+            labels=labels,
+        )
+        attempts = CounterMetricFamily(
+            f"{ns}_attempts",
+            "Attempts, by the state each left its job in (completed, retryable, "
+            "scheduled for a snooze, discarded, cancelled).",
+            labels=labels,
+        )
+        duration = HistogramMetricFamily(
+            f"{ns}_attempt_duration_seconds",
+            "How long attempts ran, by the state each left its job in.",
+            labels=labels,
+        )
+        for key, series in list(self._runs.items()):
+            count = series.count()
+            attempts.add_metric(list(key), count)
+            if key[2] in _FINAL:
+                finished.add_metric(list(key), count)
+            duration.add_metric(list(key), series.cumulative(), series.total)
+        wait = HistogramMetricFamily(
+            f"{ns}_job_wait_seconds",
+            "Time from when an attempt was due (scheduled_at) to when it started "
+            "(attempted_at), per committed attempt.",
+            labels=["queue", "kind"],
+        )
+        for pair, series in list(self._waits.items()):
+            wait.add_metric(list(pair), series.cumulative(), series.total)
+        yield from (finished, attempts, duration, wait)
         yield from self.gauges.collect()
 
     async def exposition(self, registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
         """``(body, content type)`` of a scrape: the gauges refreshed, then ``registry``
         (default: a registry holding only this collector) in the text format."""
         return await exposition(self, registry)
+
+
+_FINAL = frozenset(state.value for state in FINAL_STATES)
 
 
 async def exposition(
@@ -205,11 +238,10 @@ async def exposition(
 def instrument(app: App, *, namespace: str = "aqueue") -> JobMetrics:
     """Count ``app``'s jobs as this process runs them; return the collector.
 
-    Registers an ``after_process`` hook and a middleware on ``app`` (call it once per App,
-    before starting the worker) and returns the ``JobMetrics`` to register with your
+    Registers an observer on ``app`` (``app.observe``; call this once per App, before
+    starting the worker) and returns the ``JobMetrics`` to register with your
     registry (``prometheus_client.REGISTRY.register(metrics)``) or to pass to the
     dashboard (``create_app(app, metrics=metrics)``)."""
     metrics = JobMetrics(app, namespace=namespace)
-    app.after_process(metrics.after_process)
-    app.middleware(metrics.middleware)
+    app.observe(metrics.observe)
     return metrics

@@ -8,15 +8,19 @@ from typing import Any
 
 from .definition import AfterProcessHook, JobDefinition, JobRequest
 from .errors import ConfigurationError, DuplicateJobKind, UnknownJobKind
-from .jobs import Job
+from .jobs import Job, Outcome
 from .persistent import PersistentDefinition
 from .schedule import PeriodicEntry
 
-__all__ = ["EnqueueCall", "EnqueueMiddleware", "Middleware", "Registry"]
+__all__ = ["EnqueueCall", "EnqueueMiddleware", "Middleware", "Observer", "Registry"]
 
 #: ``async def mw(job, call_next)``: runs around every attempt; ``await call_next()``
 #: runs the rest (inner middleware, then the job) and returns the job's result.
 Middleware = Callable[[Job, Callable[[], Awaitable[Any]]], Awaitable[Any]]
+
+#: ``def observe(queue, kind, outcome, wait)``: called synchronously, once per committed
+#: attempt, with the seconds the attempt waited between due and start (``wait``).
+Observer = Callable[[str, str, Outcome, float], None]
 
 
 class EnqueueCall:
@@ -54,6 +58,8 @@ class Registry:
         self.global_hooks: list[AfterProcessHook] = []
         #: Outermost first.
         self.middleware: list[Middleware] = []
+        #: Synchronous observers of every committed attempt (metrics).
+        self.observers: list[Observer] = []
         #: Around every enqueue call, outermost first.
         self.enqueue_middleware: list[EnqueueMiddleware] = []
         self.periodic: dict[str, PeriodicEntry] = {}
@@ -116,7 +122,7 @@ class Registry:
     def needs_full_rows(self) -> bool:
         """Whether any job takes a JobContext or has hooks, or middleware is registered:
         each needs a whole Job record."""
-        return bool(self.global_hooks or self.middleware) or any(
+        return bool(self.global_hooks or self.middleware or self.observers) or any(
             d.hooks or d.schema.wants_context for d in self._by_kind.values()
         )
 

@@ -334,3 +334,44 @@ async def test_hooks_of_jobs_finishing_during_shutdown_still_run(app: aqueue.App
     assert [(j.id, o.state, o.result) for j, o in recorder.calls] == [
         (job.id, aqueue.JobState.COMPLETED, "late")
     ]
+
+
+async def test_observers_see_every_committed_attempt_and_cannot_break_it(
+    app: aqueue.App, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen: list[tuple[str, str, aqueue.JobState, float]] = []
+
+    @app.observe
+    def broken(queue: str, kind: str, outcome: aqueue.Outcome, wait: float) -> None:
+        raise RuntimeError("observer bug")
+
+    @app.observe
+    def record(queue: str, kind: str, outcome: aqueue.Outcome, wait: float) -> None:
+        seen.append((queue, kind, outcome.state, wait))
+
+    @app.job(queue="q", max_attempts=1)
+    async def fails() -> None:
+        raise ValueError("no")
+
+    @app.job(queue="q")
+    async def works() -> None: ...
+
+    bad = await fails.enqueue()
+    good = await works.enqueue()
+    async with app.worker(queues={"q": 2}):
+        await app.wait(bad.id, timeout=10)
+        done = await app.wait(good.id, timeout=10)
+    assert done.state is aqueue.JobState.COMPLETED  # the broken observer changed nothing
+    assert sorted((q, k, s) for q, k, s, _ in seen) == [
+        ("q", "fails", aqueue.JobState.DISCARDED),
+        ("q", "works", aqueue.JobState.COMPLETED),
+    ]
+    assert all(0 <= wait < 30 for *_, wait in seen)
+    assert "observer" in caplog.text and "observer bug" in caplog.text
+
+
+def test_an_async_observer_is_refused(app: aqueue.App) -> None:
+    async def not_sync(queue: str, kind: str, outcome: aqueue.Outcome, wait: float) -> None: ...
+
+    with pytest.raises(aqueue.ConfigurationError):
+        app.observe(not_sync)  # type: ignore[arg-type]

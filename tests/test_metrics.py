@@ -95,6 +95,12 @@ async def test_job_counters_and_histograms_after_real_jobs(app: aqueue.App) -> N
     assert value(found, "aqueue_job_wait_seconds_count", queue="mail", kind="send") == 3
     assert value(found, "aqueue_job_wait_seconds_count", queue="mail", kind="bounce") == 2
     assert value(found, "aqueue_job_wait_seconds_bucket", queue="mail", kind="send", le="+Inf") == 3
+    # Cumulative buckets: a no-op runs in well under an hour, and none takes less than 0s.
+    duration = "aqueue_attempt_duration_seconds_bucket"
+    assert value(found, duration, **_mail("send"), le="3600.0") == 3
+    bounds = [f"{b!r}" for b in map(float, aqueue.metrics.DURATION_BUCKETS)]
+    counts = [value(found, duration, **_mail("send"), le=le) or 0 for le in bounds]
+    assert counts == sorted(counts)
 
 
 def _mail(kind: str, state: str = "completed") -> dict[str, str]:

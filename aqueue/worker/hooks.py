@@ -4,6 +4,12 @@ Hooks may await (send a webhook, write elsewhere); they run in their own task gr
 bounded concurrency so a slow hook never delays outcome writes. A hook that raises is
 logged; the job is not touched. On shutdown, running hooks get ``grace`` seconds, then
 are cancelled.
+
+Observers (``app.observe``, what metrics use) are the cheap case: synchronous calls made
+right here, once per committed attempt, with the queue, kind, outcome and wait read off
+the claimed row. No ``Job`` is built and no task started for them, which is what makes
+counting every attempt affordable (a task and a Job per attempt cost more than a no-op
+job does).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ..definition import AfterProcessHook
 from ..jobs import Job, JobState, Outcome, job_from_row
-from ..registry import Registry
+from ..registry import Observer, Registry
 from .attempt import Attempt
 
 __all__ = ["HookRunner"]
@@ -61,6 +67,9 @@ class HookRunner:
         """Run the hooks of attempts whose outcome was just committed (once per attempt).
 
         A job handed back (shutdown) had no attempt that counts: no hooks."""
+        observers = self._registry.observers
+        if observers:
+            self._observe(observers, attempts)
         if not self._registry.has_hooks():
             return
         for attempt in attempts:
@@ -69,6 +78,24 @@ class HookRunner:
             hooks = self._registry.hooks_for(attempt.definition)
             if hooks:
                 self.dispatch(hooks, job_after(attempt), attempt.outcome)
+
+    def _observe(self, observers: Sequence[Observer], attempts: Sequence[Attempt]) -> None:
+        for attempt in attempts:
+            if attempt.state is JobState.AVAILABLE:
+                continue
+            row = attempt.row
+            # Observers make every claim return full rows: both times are there.
+            wait = max(0.0, (row["attempted_at"] - row["scheduled_at"]).total_seconds())
+            for observer in observers:
+                try:
+                    observer(row["queue"], row["kind"], attempt.outcome, wait)
+                except Exception:
+                    self._logger.exception(
+                        "aqueue: observer %s failed for job %s (%s)",
+                        getattr(observer, "__qualname__", observer),
+                        attempt.job_id,
+                        row["kind"],
+                    )
 
     def dispatch(self, hooks: Sequence[AfterProcessHook], job: Job, outcome: Outcome) -> None:
         if self._tg is None:
