@@ -19,8 +19,9 @@ __all__ = ["EnqueueCall", "EnqueueMiddleware", "Middleware", "Observer", "Regist
 Middleware = Callable[[Job, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 #: ``def observe(queue, kind, outcome, wait)``: called synchronously, once per committed
-#: attempt, with the seconds the attempt waited between due and start (``wait``).
-Observer = Callable[[str, str, Outcome, float], None]
+#: attempt, with the seconds the attempt waited between due and start (``wait``; None when
+#: no observer asked for it and the claim did not read the job's times).
+Observer = Callable[[str, str, Outcome, float | None], None]
 
 
 class EnqueueCall:
@@ -60,6 +61,8 @@ class Registry:
         self.middleware: list[Middleware] = []
         #: Synchronous observers of every committed attempt (metrics).
         self.observers: list[Observer] = []
+        #: An observer wants ``wait``: claims then read the job's times (the full rows).
+        self.observers_want_wait = False
         #: Around every enqueue call, outermost first.
         self.enqueue_middleware: list[EnqueueMiddleware] = []
         self.periodic: dict[str, PeriodicEntry] = {}
@@ -122,7 +125,7 @@ class Registry:
     def needs_full_rows(self) -> bool:
         """Whether any job takes a JobContext or has hooks, or middleware is registered:
         each needs a whole Job record."""
-        return bool(self.global_hooks or self.middleware or self.observers) or any(
+        return bool(self.global_hooks or self.middleware or self.observers_want_wait) or any(
             d.hooks or d.schema.wants_context for d in self._by_kind.values()
         )
 

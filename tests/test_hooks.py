@@ -11,6 +11,7 @@ import pydantic
 import pytest
 
 import aqueue
+from tests.support import eventually
 
 Call = tuple[aqueue.Job, aqueue.Outcome]
 
@@ -375,3 +376,21 @@ def test_an_async_observer_is_refused(app: aqueue.App) -> None:
 
     with pytest.raises(aqueue.ConfigurationError):
         app.observe(not_sync)  # type: ignore[arg-type]
+
+
+async def test_an_observer_without_wait_keeps_claims_lean(app: aqueue.App) -> None:
+    seen: list[float | None] = []
+
+    @app.observe(wait=False)
+    def record(queue: str, kind: str, outcome: aqueue.Outcome, wait: float | None) -> None:
+        seen.append(wait)
+
+    @app.job
+    async def plain() -> None: ...
+
+    assert not app.registry.needs_full_rows()
+    job = await plain.enqueue()
+    async with app.worker(queues={"default": 1}):
+        await app.wait(job.id, timeout=10)
+        await eventually(lambda: seen, what="the observer called")
+    assert seen == [None]

@@ -7,13 +7,15 @@ are cancelled.
 
 Observers (``app.observe``, what metrics use) are the cheap case: synchronous calls made
 right here, once per committed attempt, with the queue, kind, outcome and wait read off
-the claimed row. No ``Job`` is built and no task started for them, which is what makes
-counting every attempt affordable (a task and a Job per attempt cost more than a no-op
-job does).
+the claimed row. No ``Job`` is built and no task started for them: a task and a Job per
+attempt cost more than a no-op job does. The wait is there only when the claim read the
+job's times (the "full" claim: an observer asked for it, or a job takes a JobContext, or
+hooks or middleware exist), which costs a no-op drain about a fifth of its rate.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -84,8 +86,9 @@ class HookRunner:
             if attempt.state is JobState.AVAILABLE:
                 continue
             row = attempt.row
-            # Observers make every claim return full rows: both times are there.
-            wait = max(0.0, (row["attempted_at"] - row["scheduled_at"]).total_seconds())
+            wait: float | None = None
+            with contextlib.suppress(KeyError):  # a lean claim's row has no times
+                wait = max(0.0, (row["attempted_at"] - row["scheduled_at"]).total_seconds())
             for observer in observers:
                 try:
                     observer(row["queue"], row["kind"], attempt.outcome, wait)
