@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -52,6 +53,9 @@ class Tracing:
     def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
         self._tracer = trace.get_tracer(_SCOPE, tracer_provider=tracer_provider)
         self._propagator = TraceContextTextMapPropagator()
+        # Parsed parent contexts by traceparent: the jobs of one enqueue call share one, so
+        # a batch is parsed once. Bounded; emptied when full (cheap, and rarely).
+        self._parents: dict[tuple[str, ...], Context] = {}
 
     async def enqueue(
         self, call: EnqueueCall, call_next: Callable[[], Awaitable[list[Job]]]
@@ -81,9 +85,25 @@ class Tracing:
                 span.set_attribute("messaging.message.id", str(jobs[0].id))
             return jobs
 
+    def _parent(self, job: Job) -> Context | None:
+        """The enqueuer's context from the job's meta, or None (a root span)."""
+        meta = job.meta
+        traceparent = meta.get("traceparent")
+        if not isinstance(traceparent, str):
+            return None
+        tracestate = meta.get("tracestate")
+        key = (traceparent, tracestate) if isinstance(tracestate, str) else (traceparent,)
+        parent = self._parents.get(key)
+        if parent is None:
+            if len(self._parents) >= _PARENTS_MAX:
+                self._parents.clear()
+            parent = self._parents[key] = self._propagator.extract(
+                dict(zip(META_KEYS, key, strict=False))
+            )
+        return parent
+
     async def attempt(self, job: Job, call_next: Callable[[], Awaitable[Any]]) -> Any:
-        carrier = {key: job.meta[key] for key in META_KEYS if isinstance(job.meta.get(key), str)}
-        parent = self._propagator.extract(carrier) if carrier else None
+        parent = self._parent(job)
         attributes: dict[str, Any] = {
             "messaging.system": "aqueue",
             "messaging.operation.type": "process",
@@ -127,6 +147,9 @@ class Tracing:
                 raise
             span.set_attribute("aqueue.job.state", JobState.COMPLETED.value)
             return result
+
+
+_PARENTS_MAX = 1024
 
 
 def instrument(app: App, *, tracer_provider: TracerProvider | None = None) -> Tracing:

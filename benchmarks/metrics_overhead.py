@@ -30,7 +30,15 @@ from drain import describe_cpu, drain_once
 from systems import AqueueSystem, System
 
 PLAIN = "aqueue"
-INSTRUMENTED = "aqueue+metrics+tracing"
+#: Variant name -> (metrics: None / "wait" / "lean", tracing sample ratio or None).
+VARIANTS: dict[str, tuple[str | None, float | None]] = {
+    PLAIN: (None, None),
+    "+metrics": ("wait", None),
+    "+metrics(wait=False)": ("lean", None),
+    "+metrics+tracing": ("wait", 1.0),
+    "+metrics+tracing(1% sampled)": ("wait", 0.01),
+}
+TARGET = "+metrics+tracing"
 
 
 class _DropSpans:
@@ -50,38 +58,51 @@ class _DropSpans:
 
 
 class InstrumentedAqueue(AqueueSystem):
-    """aqueue with both instrumentations on, as ``instrument()`` sets them up."""
+    """aqueue with the instrumentations of one variant, as ``instrument()`` sets them up."""
 
-    name = INSTRUMENTED
-
-    def __init__(self) -> None:
+    def __init__(self, variant: str) -> None:
         super().__init__()
+        self.variant = variant
+        self.metrics_mode, self.sample = VARIANTS[variant]
         self.provider: Any = None
         self.metrics: Any = None
+        self.registry: Any = None
 
     @property
     def config(self) -> str:
-        return (
-            super().config + "; plus aqueue.metrics.instrument(app) (registered in a "
-            "CollectorRegistry) and aqueue.tracing.instrument(app, tracer_provider=SDK "
-            "TracerProvider + BatchSpanProcessor, spans dropped)"
-        )
+        parts = []
+        if self.metrics_mode is not None:
+            wait = "" if self.metrics_mode == "wait" else ", wait=False"
+            parts.append(f"aqueue.metrics.instrument(app{wait}) in a CollectorRegistry")
+        if self.sample is not None:
+            parts.append(
+                "aqueue.tracing.instrument(app, tracer_provider=SDK TracerProvider("
+                f"sampler=ParentBased(TraceIdRatioBased({self.sample:g}))) + "
+                "BatchSpanProcessor, spans dropped)"
+            )
+        return super().config + ("; plus " + " and ".join(parts) if parts else "")
 
     async def open(self, url: str) -> None:
-        import prometheus_client
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-        import aqueue.metrics
-        import aqueue.tracing
-
         await super().open(url)
-        self.provider = TracerProvider()
-        self.provider.add_span_processor(BatchSpanProcessor(_DropSpans()))  # type: ignore[arg-type]
-        self.metrics = aqueue.metrics.instrument(self._app)
-        self.registry = prometheus_client.CollectorRegistry()
-        self.registry.register(self.metrics)
-        aqueue.tracing.instrument(self._app, tracer_provider=self.provider)
+        if self.sample is not None:
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
+            from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+            import aqueue.tracing
+
+            sampler = ParentBased(TraceIdRatioBased(self.sample))
+            self.provider = TracerProvider(sampler=sampler)
+            self.provider.add_span_processor(BatchSpanProcessor(_DropSpans()))  # type: ignore[arg-type]
+            aqueue.tracing.instrument(self._app, tracer_provider=self.provider)
+        if self.metrics_mode is not None:
+            import prometheus_client
+
+            import aqueue.metrics
+
+            self.metrics = aqueue.metrics.instrument(self._app, wait=self.metrics_mode == "wait")
+            self.registry = prometheus_client.CollectorRegistry()
+            self.registry.register(self.metrics)
 
     async def close(self) -> None:
         if self.metrics is not None:
@@ -94,7 +115,7 @@ class InstrumentedAqueue(AqueueSystem):
 
 
 def make(name: str) -> System:
-    return InstrumentedAqueue() if name == INSTRUMENTED else AqueueSystem()
+    return AqueueSystem() if name == PLAIN else InstrumentedAqueue(name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,10 +132,12 @@ def scenario(bench: Bench) -> ScenarioResult:
         "vs off, alternating in one run",
         {"jobs": jobs, "concurrency": concurrency, "runs": bench.runs},
     )
-    rates: dict[str, list[float]] = {PLAIN: [], INSTRUMENTED: []}
+    rates: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for run in range(bench.runs):
-        for name in (PLAIN, INSTRUMENTED):
-            with bench.database(f"overhead_{run}_{name.replace('+', '_')}") as url:
+        for name in VARIANTS:
+            label = name.strip("+").replace("+", "_").replace("(", "_").replace(")", "")
+            label = label.replace("%", "pct").replace("=", "_").replace(" ", "_")
+            with bench.database(f"overhead_{run}_{label or 'plain'}") as url:
                 try:
                     rate, cpu = run_async(
                         functools.partial(
@@ -126,16 +149,17 @@ def scenario(bench: Bench) -> ScenarioResult:
                     continue
             bench.log(f"{name} run {run + 1}: {rate:,.0f} jobs/s, {describe_cpu(cpu)}")
             rates[name].append(rate)
-    for name in (PLAIN, INSTRUMENTED):
-        system = make(name)
-        result.systems[name] = {"label": name, "config": system.config}
+    for name in VARIANTS:
+        result.systems[name] = {"label": name, "config": make(name).config}
         result.rows.append(Row(name, "drain", "jobs/s", rates[name]))
-    if rates[PLAIN] and rates[INSTRUMENTED]:
-        ratio = statistics.median(rates[INSTRUMENTED]) / statistics.median(rates[PLAIN])
-        verdict = "meets" if ratio >= 0.9 else "MISSES"
-        result.notes.append(
-            f"instrumented / plain median drain rate: {ratio:.2f}x ({verdict} the 0.9x target)"
-        )
+    result.baseline = PLAIN
+    plain = statistics.median(rates[PLAIN]) if rates[PLAIN] else None
+    for name in VARIANTS:
+        if name == PLAIN or not rates[name] or not plain:
+            continue
+        ratio = statistics.median(rates[name]) / plain
+        verdict = ("meets" if ratio >= 0.9 else "MISSES") + " the 0.9x target"
+        result.notes.append(f"{name} / plain median drain rate: {ratio:.2f}x ({verdict})")
     return result
 
 
