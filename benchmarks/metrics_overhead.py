@@ -1,17 +1,17 @@
 """metrics_overhead: what Prometheus metrics and OpenTelemetry tracing cost a worker.
 
-The drain scenario (N waiting no-op jobs, one worker at concurrency C) run for plain
-aqueue and for aqueue with ``aqueue.metrics.instrument`` and ``aqueue.tracing.instrument``
-both on, alternating the two in the same run of this script (plain, instrumented, plain,
-...) so that a busy machine weighs on both alike. Issue 13's target: the instrumented
-median is at least 0.9x the plain one.
+The drain scenario (N waiting no-op jobs, one worker at concurrency C) for plain aqueue and
+for variants with ``aqueue.metrics.instrument`` and ``aqueue.tracing.instrument`` on,
+alternating the variants in the same run of this script (plain, +metrics, ..., plain,
++metrics, ...) so that a busy machine weighs on all alike; medians of ``--runs``. Issue
+13's target: the instrumented median at least 0.9x the plain one.
 
-Instrumented means what a production setup pays per attempt: the after_process hook and
-the metrics middleware (counters, histograms), and a span per attempt through a real SDK
-``TracerProvider`` with a ``BatchSpanProcessor`` whose exporter drops the spans (the
-export itself happens on the SDK's own thread, off the event loop). The enqueue spans are
-made while the jobs are enqueued, before the clock starts; one scrape of the metrics
-(with its queue-gauge query) is done after each instrumented run, to check it works.
+Instrumented means what a production setup pays per attempt: the metrics observer (and,
+unless ``wait=False``, the claim reading the jobs' times), and a span per attempt through
+a real SDK ``TracerProvider`` with a ``BatchSpanProcessor`` whose exporter drops the spans
+(the export itself runs on the SDK's own thread). Enqueue spans are made while the jobs
+are enqueued, before the clock starts. One scrape of the metrics (with its queue-gauge
+query) follows each instrumented run, to check it works.
 
     .venv/bin/python benchmarks/metrics_overhead.py --runs 5
 """
