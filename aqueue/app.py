@@ -30,10 +30,12 @@ from .definition import (
     ConfiguredJob,
     JobDefinition,
     JobRequest,
+    PartitionBy,
     require_coroutine_function,
 )
-from .enqueue import DEFAULT_WORKER_QUEUES, Enqueuer
+from .enqueue import DEFAULT_QUEUE, Enqueuer
 from .errors import ConfigurationError
+from .flow import Queue, choose_queues, resolve_queues
 from .jobs import Job, JobState
 from .options import EnqueueOptions, JobOptions, Options
 from .persistent import PersistentDefinition, PersistentFn
@@ -74,10 +76,16 @@ class App:
         url: str | None = None,
         *,
         schema: str = "aqueue",
+        queues: Mapping[str, int | Queue] | None = None,
         logger: logging.Logger | None = None,
         **settings: Unpack[SettingsOptions],
     ) -> None:
         self.url = resolve_database_url(url)
+        # Checked now, so a bad spec fails at construction; used by every worker.
+        self.queues: dict[str, int | Queue] | None = None
+        if queues is not None:
+            resolve_queues(queues)
+            self.queues = dict(queues)
         self.settings = build_settings(schema, settings)
         self.logger = logger or logging.getLogger("aqueue")
         self.registry = Registry()
@@ -145,6 +153,7 @@ class App:
         *,
         name: str | None = None,
         aliases: Sequence[str] = (),
+        partition_by: PartitionBy | None = None,
         **defaults: Unpack[JobOptions],
     ) -> _JobDecorator: ...
 
@@ -154,6 +163,7 @@ class App:
         *,
         name: str | None = None,
         aliases: Sequence[str] = (),
+        partition_by: PartitionBy | None = None,
         **defaults: Unpack[JobOptions],
     ) -> Any:
         """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``.
@@ -174,7 +184,12 @@ class App:
         def register(func: Callable[..., Awaitable[Any]]) -> JobDefinition[Any, Any]:
             kind = validate_name("name", name if name is not None else func.__name__)
             definition: JobDefinition[Any, Any] = JobDefinition(
-                self._enqueuer, func, kind=kind, aliases=alias_tuple, defaults=job_defaults
+                self._enqueuer,
+                func,
+                kind=kind,
+                aliases=alias_tuple,
+                defaults=job_defaults,
+                partition_by=partition_by,
             )
             self.registry.add(definition)
             return definition
@@ -425,10 +440,28 @@ class App:
 
     # -- workers ----------------------------------------------------------------------------
 
+    def worker_queues(
+        self,
+        queues: Mapping[str, int | Queue] | None = None,
+        *,
+        concurrency: Mapping[str, int] | None = None,
+    ) -> dict[str, int | Queue]:
+        """The queues a worker of this App runs: ``queues`` when given, else
+        ``App(queues=...)``, else every queue a registered job names (concurrency 10).
+        ``concurrency`` overrides only the local concurrency of a queue (``-q api=20``),
+        keeping its limits."""
+        named = {d.defaults.queue or DEFAULT_QUEUE for d in self.registry.definitions()}
+        return choose_queues(queues, self.queues, named, concurrency)
+
     @contextlib.asynccontextmanager
-    async def worker(self, queues: Mapping[str, int] | None = None) -> AsyncIterator[Worker]:
-        """Run a worker inside this block; leaving it shuts the worker down gracefully."""
-        worker = Worker(self.runtime, queues if queues is not None else DEFAULT_WORKER_QUEUES)
+    async def worker(
+        self, queues: Mapping[str, int | Queue] | None = None
+    ) -> AsyncIterator[Worker]:
+        """Run a worker inside this block; leaving it shuts the worker down gracefully.
+
+        ``queues`` defaults to ``worker_queues()``: ``App(queues=...)``, else every queue a
+        registered job names."""
+        worker = Worker(self.runtime, self.worker_queues(queues))
         # Fail fast with SchemaNotMigrated (or AppNotOpen) instead of a worker whose claims
         # fail and are retried forever.
         await self.db.queues_idle(list(worker.queues), self.registry.kinds())
@@ -447,7 +480,7 @@ class App:
                 raise group.exceptions[0] from None
             raise
 
-    async def run_worker(self, queues: Mapping[str, int] | None = None) -> None:
+    async def run_worker(self, queues: Mapping[str, int | Queue] | None = None) -> None:
         """Run a worker until cancelled (the CLI cancels on SIGTERM/SIGINT), then shut down."""
         async with self.worker(queues) as worker:
             await worker.wait_stopped()

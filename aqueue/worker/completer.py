@@ -115,6 +115,9 @@ class Completer:
                     await self._write(part)
             finally:
                 self._writing = []
+                for item in batch:  # ack="sync" slots wait for this, whatever happened
+                    if item.written is not None:
+                        item.written.set()
 
     async def _write(self, batch: list[Attempt]) -> None:
         rows = Outcomes([_row(item) for item in batch])

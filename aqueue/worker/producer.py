@@ -56,6 +56,7 @@ class Producer:
         shutdown_timeout: float,
         logger: logging.Logger,
         outstanding: Callable[[], Iterable[int]] = tuple,
+        sync_ack: bool = False,
     ) -> None:
         self.queue = queue
         self.concurrency = concurrency
@@ -90,6 +91,9 @@ class Producer:
         self._idle.set()
         self._stopping = False
         self._next_due = math.inf
+        #: The queue has cluster-wide limits in force (set by the worker from the database).
+        self.limited = False
+        self._sync_ack = sync_ack
 
     def wake(self) -> None:
         self._wake.set()
@@ -168,6 +172,7 @@ class Producer:
                                 self._kinds(),
                                 self._node_id,
                                 full=self._full_rows(),
+                                limited=self.limited,
                             )
                             took = time.monotonic() - sent
                             self._claim_avg = (
@@ -265,7 +270,7 @@ class Producer:
                     self.running[job_id] = running
                     started = time.monotonic()
                     try:
-                        await self._executor.run(row, running)
+                        await self._executor.run(row, running, sync_ack=self._sync_ack)
                     finally:
                         # Every attempt counts, timed-out and cancelled ones too: they are
                         # what make a queue's jobs long.
