@@ -29,6 +29,7 @@ from .errors import (
     UnknownJobKind,
     UnknownQueue,
 )
+from .flow import Partition, Queue, Rate
 from .jobs import Job, JobState, Outcome
 from .unique import Unique
 from .worker.worker import Worker
@@ -62,8 +63,11 @@ __all__ = [
     "LeaseInfo",
     "NodeInfo",
     "Outcome",
+    "Partition",
     "PersistentContext",
+    "Queue",
     "QueueStats",
+    "Rate",
     "ResultNotJSON",
     "SchemaNotMigrated",
     "Snooze",
