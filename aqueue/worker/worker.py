@@ -261,8 +261,12 @@ class Worker:
     def _committed(self, attempts: list[Attempt]) -> None:
         poll = self._runtime.settings.poll_interval
         for attempt in attempts:
+            producer = self.producers.get(attempt.queue)
+            if producer is None:
+                continue
             if attempt.state in (JobState.SCHEDULED, JobState.RETRYABLE, JobState.AVAILABLE):
-                producer = self.producers.get(attempt.queue)
-                if producer is not None and (attempt.delay or 0.0) < poll:
+                if (attempt.delay or 0.0) < poll:
                     producer.wake_at(attempt.delay or 0.0)
+            elif producer.limited:
+                producer.wake()  # a place of a limited queue is free again
         self._hooks.committed(attempts)
