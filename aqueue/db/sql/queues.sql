@@ -134,6 +134,8 @@ WITH live AS (
 )
 SELECT names.queue AS name,
        settings.paused_at,
+       settings.global_limit,
+       settings.partition_limit,
        coalesce(counts.counts, '{}')::text AS counts,
        oldest.age AS oldest_available_age,
        coalesce(running.by_node, '{}')::text AS running_by_node,
