@@ -303,11 +303,12 @@ class Database(Connector):
         )
         await self._fetch(statement, *args)
 
-    async def limited_queues(self, names: Sequence[str]) -> set[str]:
-        """Which of these queues have cluster-wide limits in force."""
+    async def queue_limits(self, names: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
+        """The limits in force for those of these queues that have any: name ->
+        (global_limit, partition_limit)."""
         rows = await self._fetch(self.q.queue_limits, list(names))
         return {
-            row["name"]
+            row["name"]: (row["global_limit"], row["partition_limit"])
             for row in rows
             if row["global_limit"] is not None or row["partition_limit"] is not None
         }

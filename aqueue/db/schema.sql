@@ -125,6 +125,12 @@ DECLARE
     cursor_key text;
     picked_ids bigint[];
     last_key text;
+    v_key text;
+    v_next text;
+    v_wrapped boolean := false;
+    v_room integer;
+    v_keys text[] := '{}';
+    v_rooms integer[] := '{}';
 BEGIN
     PERFORM pg_advisory_xact_lock(1634825574, hashtext(p_queue));
     SELECT * INTO settings FROM {schema}.queues WHERE name = p_queue;
@@ -157,29 +163,37 @@ BEGIN
         RETURN;
     END IF;
     cursor_key := settings.rr_cursor;
-    WITH RECURSIVE keys(key, n) AS (
-        -- The distinct keys with a due job, in key order, one index probe each.
-        (SELECT partition_key, 1 FROM {schema}.jobs
-         WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
-           AND partition_key IS NOT NULL AND scheduled_at <= now()
-         ORDER BY partition_key LIMIT 1)
-        UNION ALL
-        SELECT (SELECT partition_key FROM {schema}.jobs
-                WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
-                  AND partition_key > keys.key AND scheduled_at <= now()
-                ORDER BY partition_key LIMIT 1), keys.n + 1
-        FROM keys WHERE keys.key IS NOT NULL AND keys.n < 10000
-    ), running AS (
-        SELECT partition_key AS key, count(*)::integer AS jobs FROM {schema}.jobs
-        WHERE queue = p_queue AND state = 'running' AND partition_key IS NOT NULL
-        GROUP BY partition_key
-    ), rotation AS (
-        -- Keys after the one served last come first, then the rest: round-robin. Jobs
-        -- without a key take turn 0, as one more partition without a limit.
-        SELECT k.key, settings.partition_limit - coalesce(r.jobs, 0) AS room,
-               row_number() OVER (ORDER BY (k.key <= coalesce(cursor_key, '')), k.key) AS turn
-        FROM keys AS k LEFT JOIN running AS r ON r.key = k.key
-        WHERE k.key IS NOT NULL
+    -- The keys with a due job and a free place, in turn: starting after the key served
+    -- last, wrapping around once, stopping as soon as there are as many keys as free
+    -- places (each gives at least one job). Two index probes per key looked at.
+    v_key := cursor_key;
+    LOOP
+        v_next := NULL;
+        SELECT partition_key INTO v_next FROM {schema}.jobs
+        WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
+          AND partition_key > coalesce(v_key, '') AND scheduled_at <= now()
+          AND kind = ANY (p_kinds)
+        ORDER BY partition_key LIMIT 1;
+        IF v_next IS NULL THEN
+            EXIT WHEN v_wrapped OR cursor_key IS NULL;
+            v_wrapped := true;
+            v_key := NULL;
+            CONTINUE;
+        END IF;
+        EXIT WHEN v_wrapped AND v_next > cursor_key;
+        v_room := settings.partition_limit - (
+            SELECT count(*) FROM {schema}.jobs
+            WHERE queue = p_queue AND state = 'running' AND partition_key = v_next)::integer;
+        IF v_room > 0 THEN
+            v_keys := v_keys || v_next;
+            v_rooms := v_rooms || v_room;
+            EXIT WHEN cardinality(v_keys) >= free;
+        END IF;
+        v_key := v_next;
+    END LOOP;
+    WITH rotation AS (
+        SELECT r.key, r.room, r.turn
+        FROM unnest(v_keys, v_rooms) WITH ORDINALITY AS r(key, room, turn)
     ), candidates AS (
         SELECT c.id, NULL::text AS key, c.rank, 0::bigint AS turn
         FROM (SELECT id, row_number() OVER (ORDER BY priority, scheduled_at, id) AS rank
@@ -197,7 +211,6 @@ BEGIN
                         AND scheduled_at <= now() AND kind = ANY (p_kinds)
                       ORDER BY priority, scheduled_at, id
                       LIMIT rotation.room) AS p
-        WHERE rotation.room > 0
     ), chosen AS (
         SELECT * FROM candidates ORDER BY rank, turn LIMIT free
     ), picked AS (

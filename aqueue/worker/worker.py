@@ -77,6 +77,7 @@ class Worker:
             runtime.db,
             batch_size=settings.completer_batch,
             on_committed=self._committed,
+            on_written=self._written,
             logger=self._logger,
         )
         self._executor = Executor(runtime, self._completer.submit)
@@ -225,10 +226,12 @@ class Worker:
     async def _refresh_limits(self) -> None:
         if not self.producers:
             return
-        limited = await self._runtime.db.limited_queues(list(self.producers))
+        limits = await self._runtime.db.queue_limits(list(self.producers))
         for name, producer in self.producers.items():
-            if producer.limited != (name in limited):
-                producer.limited = name in limited
+            global_limit = limits[name][0] if name in limits else None
+            if producer.limited != (name in limits) or producer.global_limit != global_limit:
+                producer.limited = name in limits
+                producer.global_limit = global_limit
                 producer.wake()
 
     async def _watch_cancels(self) -> None:
@@ -257,6 +260,14 @@ class Worker:
                 await self._refresh_limits()
             except Exception as exc:  # the next round checks again
                 self._logger.warning("aqueue: reading queue limits failed: %s", exc)
+
+    def _written(self, attempts: list[Attempt]) -> None:
+        # The completer is done with these outcomes: a limited queue's places they held
+        # are free (in the database too, unless the write failed for good, and then the
+        # jobs are the rescue's).
+        for producer in self.producers.values():
+            if producer.limited:
+                producer.released(attempts)
 
     def _committed(self, attempts: list[Attempt]) -> None:
         poll = self._runtime.settings.poll_interval
