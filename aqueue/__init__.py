@@ -29,6 +29,7 @@ from .errors import (
     UnknownJobKind,
     UnknownQueue,
 )
+from .flow import Partition, Queue, Rate
 from .jobs import Job, JobState, Outcome
 from .registry import EnqueueCall
 from .unique import Unique
@@ -64,8 +65,11 @@ __all__ = [
     "LeaseInfo",
     "NodeInfo",
     "Outcome",
+    "Partition",
     "PersistentContext",
+    "Queue",
     "QueueStats",
+    "Rate",
     "ResultNotJSON",
     "SchemaNotMigrated",
     "Snooze",

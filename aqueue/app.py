@@ -9,7 +9,6 @@ Nothing below this module imports it (DESIGN §6); the two contexts user code re
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
@@ -27,19 +26,21 @@ from .control import Control, QueueStats
 from .db.database import Database
 from .db.notifier import Notifier
 from .definition import (
-    AfterProcessHook,
     ConfiguredJob,
     JobDefinition,
     JobRequest,
+    PartitionBy,
     require_coroutine_function,
 )
-from .enqueue import DEFAULT_WORKER_QUEUES, Enqueuer
+from .enqueue import DEFAULT_QUEUE, Enqueuer
 from .errors import ConfigurationError
+from .extend import Extensions
+from .flow import Queue, choose_queues, resolve_queues
 from .jobs import Job, JobState
 from .options import EnqueueOptions, JobOptions, Options
 from .persistent import PersistentDefinition, PersistentFn
 from .progress import ProgressReporter
-from .registry import EnqueueMiddleware, Middleware, Observer, Registry
+from .registry import Registry
 from .schedule import CronSchedule, PeriodicEntry
 from .validate import validate_name, validate_registered_name
 from .worker.runtime import Runtime
@@ -49,10 +50,6 @@ __all__ = ["App"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-H = TypeVar("H", bound=AfterProcessHook)
-M = TypeVar("M", bound=Middleware)
-EM = TypeVar("EM", bound=EnqueueMiddleware)
-OB = TypeVar("OB", bound=Observer)
 
 
 class _JobDecorator(Protocol):
@@ -65,7 +62,7 @@ class _JobDecorator(Protocol):
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
 
 
-class App:
+class App(Extensions):
     """One aqueue application: jobs registered on it, a pool to one database schema.
 
     ``url`` is a ``postgresql://`` URL; ``None`` reads ``AQUEUE_DATABASE_URL``. Settings
@@ -78,10 +75,16 @@ class App:
         url: str | None = None,
         *,
         schema: str = "aqueue",
+        queues: Mapping[str, int | Queue] | None = None,
         logger: logging.Logger | None = None,
         **settings: Unpack[SettingsOptions],
     ) -> None:
         self.url = resolve_database_url(url)
+        # Checked now, so a bad spec fails at construction; used by every worker.
+        self.queues: dict[str, int | Queue] | None = None
+        if queues is not None:
+            resolve_queues(queues)
+            self.queues = dict(queues)
         self.settings = build_settings(schema, settings)
         self.logger = logger or logging.getLogger("aqueue")
         self.registry = Registry()
@@ -150,6 +153,7 @@ class App:
         *,
         name: str | None = None,
         aliases: Sequence[str] = (),
+        partition_by: PartitionBy | None = None,
         **defaults: Unpack[JobOptions],
     ) -> _JobDecorator: ...
 
@@ -159,6 +163,7 @@ class App:
         *,
         name: str | None = None,
         aliases: Sequence[str] = (),
+        partition_by: PartitionBy | None = None,
         **defaults: Unpack[JobOptions],
     ) -> Any:
         """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``.
@@ -179,58 +184,17 @@ class App:
         def register(func: Callable[..., Awaitable[Any]]) -> JobDefinition[Any, Any]:
             kind = validate_name("name", name if name is not None else func.__name__)
             definition: JobDefinition[Any, Any] = JobDefinition(
-                self._enqueuer, func, kind=kind, aliases=alias_tuple, defaults=job_defaults
+                self._enqueuer,
+                func,
+                kind=kind,
+                aliases=alias_tuple,
+                defaults=job_defaults,
+                partition_by=partition_by,
             )
             self.registry.add(definition)
             return definition
 
         return register(fn) if fn is not None else register
-
-    def after_process(self, hook: H) -> H:
-        """Register ``async def hook(job, outcome)``, run after every job's attempt."""
-        require_coroutine_function(hook, "after_process hook")
-        self.registry.global_hooks.append(hook)
-        return hook
-
-    def observe(self, observer: OB | None = None, /, *, wait: bool = True) -> Any:
-        """Register ``def observer(queue, kind, outcome, wait)``, called in the worker once
-        per attempt right after its outcome is committed; ``wait`` is the seconds from due
-        to start. Synchronous and on the worker's event loop: for quick bookkeeping such as
-        counters (``aqueue.metrics`` uses it), never for I/O (use ``after_process``). An
-        exception is logged and changes nothing. ``@app.observe(wait=False)``: the observer
-        gets ``wait=None`` unless something else reads the job's times anyway; claims then
-        stay lean (reading the times costs a no-op drain about a fifth of its rate)."""
-
-        def register(fn: OB) -> OB:
-            if not callable(fn) or inspect.iscoroutinefunction(fn):
-                raise ConfigurationError(f"observer must be a plain (not async) function: {fn!r}")
-            self.registry.observers.append(fn)
-            if wait:
-                self.registry.observers_want_wait = True
-            return fn
-
-        return register(observer) if observer is not None else register
-
-    def enqueue_middleware(self, middleware: EM) -> EM:
-        """Register ``async def mw(call, call_next)`` around every enqueue call.
-
-        ``call`` is an ``aqueue.EnqueueCall`` (the jobs about to be inserted, and a
-        ``meta`` dict merged over each job's meta); ``await call_next()`` inserts them
-        and returns the Jobs, which ``mw`` returns in turn. The first registered is
-        outermost. Tracing uses it to carry the enqueuer's trace context to the worker."""
-        require_coroutine_function(middleware, "enqueue middleware")
-        self.registry.enqueue_middleware.append(middleware)
-        return middleware
-
-    def middleware(self, middleware: M) -> M:
-        """Register ``async def mw(job, call_next)`` around every attempt of every job.
-
-        ``await call_next()`` runs the rest (later middleware, then the job) and returns
-        the job's result, which ``mw`` returns in turn; the first registered is outermost.
-        What ``mw`` raises is the attempt's outcome, as if the job had raised it."""
-        require_coroutine_function(middleware, "middleware")
-        self.registry.middleware.append(middleware)
-        return middleware
 
     def periodic(
         self,
@@ -460,10 +424,28 @@ class App:
 
     # -- workers ----------------------------------------------------------------------------
 
+    def worker_queues(
+        self,
+        queues: Mapping[str, int | Queue] | None = None,
+        *,
+        concurrency: Mapping[str, int] | None = None,
+    ) -> dict[str, int | Queue]:
+        """The queues a worker of this App runs: ``queues`` when given, else
+        ``App(queues=...)``, else every queue a registered job names (concurrency 10).
+        ``concurrency`` overrides only the local concurrency of a queue (``-q api=20``),
+        keeping its limits."""
+        named = {d.defaults.queue or DEFAULT_QUEUE for d in self.registry.definitions()}
+        return choose_queues(queues, self.queues, named, concurrency)
+
     @contextlib.asynccontextmanager
-    async def worker(self, queues: Mapping[str, int] | None = None) -> AsyncIterator[Worker]:
-        """Run a worker inside this block; leaving it shuts the worker down gracefully."""
-        worker = Worker(self.runtime, queues if queues is not None else DEFAULT_WORKER_QUEUES)
+    async def worker(
+        self, queues: Mapping[str, int | Queue] | None = None
+    ) -> AsyncIterator[Worker]:
+        """Run a worker inside this block; leaving it shuts the worker down gracefully.
+
+        ``queues`` defaults to ``worker_queues()``: ``App(queues=...)``, else every queue a
+        registered job names."""
+        worker = Worker(self.runtime, self.worker_queues(queues))
         # Fail fast with SchemaNotMigrated (or AppNotOpen) instead of a worker whose claims
         # fail and are retried forever.
         await self.db.queues_idle(list(worker.queues), self.registry.kinds())
@@ -482,7 +464,7 @@ class App:
                 raise group.exceptions[0] from None
             raise
 
-    async def run_worker(self, queues: Mapping[str, int] | None = None) -> None:
+    async def run_worker(self, queues: Mapping[str, int | Queue] | None = None) -> None:
         """Run a worker until cancelled (the CLI cancels on SIGTERM/SIGINT), then shut down."""
         async with self.worker(queues) as worker:
             await worker.wait_stopped()

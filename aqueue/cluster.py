@@ -75,7 +75,7 @@ class LeaseInfo:
 class Drift:
     """One periodic schedule or persistent worker configured differently across live nodes."""
 
-    section: str  # "periodic" or "persistent"
+    section: str  # "periodic", "persistent" or "queues" (cluster-wide limits)
     name: str
     #: node id -> its configuration of this entry (None: the node does not have it)
     by_node: dict[str, Any]
@@ -120,7 +120,7 @@ def find_drift(nodes: Sequence[NodeInfo]) -> list[Drift]:
     if len({n.digest for n in alive}) <= 1:
         return []
     drift: list[Drift] = []
-    for section in ("periodic", "persistent"):
+    for section in ("periodic", "persistent", "queues"):
         names = sorted({name for n in alive for name in n.config.get(section, {})})
         for name in names:
             by_node = {n.id: n.config.get(section, {}).get(name) for n in alive}

@@ -56,7 +56,9 @@ class QueueStats:
     ``running_by_node`` maps node ids to their running jobs. ``unrunnable`` maps kinds to
     waiting jobs that no live node working this queue knows, so that nothing can run
     them now (often: a newer version enqueued them and its workers are not up yet).
-    ``nodes`` is how many live nodes work the queue.
+    ``nodes`` is how many live nodes work the queue. ``global_limit`` and
+    ``partition_limit`` are the cluster-wide limits in force (None: no such limit);
+    ``running`` is how much of the global limit is in use.
     """
 
     name: str
@@ -67,6 +69,8 @@ class QueueStats:
     running_by_node: Mapping[str, int]
     unrunnable: Mapping[str, int]
     nodes: int
+    global_limit: int | None = None
+    partition_limit: int | None = None
 
     @property
     def waiting(self) -> int:

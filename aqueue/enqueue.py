@@ -21,7 +21,6 @@ import dataclasses
 import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any
 
 from .db.database import Database, Row
@@ -38,14 +37,11 @@ __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_PRIORITY",
     "DEFAULT_QUEUE",
-    "DEFAULT_WORKER_QUEUES",
     "Enqueuer",
     "ResolvedOptions",
 ]
 
 DEFAULT_QUEUE = "default"
-#: The queues a worker runs when it is given none.
-DEFAULT_WORKER_QUEUES: Mapping[str, int] = MappingProxyType({DEFAULT_QUEUE: 10})
 DEFAULT_PRIORITY = 0
 DEFAULT_MAX_ATTEMPTS = 20
 # Insert-then-read rounds before a unique enqueue gives up: each extra round needs the
@@ -136,7 +132,11 @@ class Enqueuer:
             if not allow_unknown:
                 self._registry.require(kind)
             return JobRequest.checked(kind, dump_unvalidated(kind, args), options)
-        return JobRequest.checked(definition.kind, definition.schema.dump(args or {}), options)
+        args_json = definition.schema.dump(args or {})
+        key = None
+        if definition.partition_by is not None and options.partition_key is None:
+            key = definition.partition_key_of(dict(args or {}))
+        return JobRequest.checked(definition.kind, args_json, options, key)
 
     async def enqueue_request(self, request: JobRequest) -> Job:
         return (await self.insert([request], request.options.conn))[0]
@@ -182,7 +182,7 @@ class Enqueuer:
         resolved: dict[tuple[str, int], tuple[ResolvedOptions, int]] = {}
         per_job: list[ResolvedOptions] = []
         columns = InsertColumns()
-        args, groups = columns.args, columns.group
+        args, groups, keys = columns.args, columns.group, columns.partition_key
         unique = False
         for request in requests:
             key = (request.kind, id(request.options))
@@ -196,6 +196,7 @@ class Enqueuer:
             per_job.append(found[0])
             args.append(request.args_json)
             groups.append(found[1])
+            keys.append(request.partition_key)
         if unique:
             return await self._insert_unique(columns, requests, per_job, conn)
         inserted = await self._db.insert_jobs(columns, conn=conn)

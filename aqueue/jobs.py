@@ -265,23 +265,27 @@ def job_from_insert(
     meta: Mapping[str, Any],
 ) -> Job:
     """The ``Job`` just inserted: what the enqueue sent, plus what the database chose (id,
-    state, due and creation time). Saves reading the whole row back."""
-    return new_job(
-        job_id,
-        kind,
-        queue,
-        _STATES[state],
-        _from_json(args_json),
-        priority,
-        0,
-        max_attempts,
-        scheduled_at,
-        created_at,
-        None,
-        None,
-        [],
-        None,
-        # Copies: jobs of one batch share their options, never their lists.
-        list(tags) if tags else [],
-        dict(meta) if meta else {},
-    )
+    state, due and creation time). Saves reading the whole row back. Sets the slots
+    itself rather than through ``new_job``: a call less per job of a batch."""
+    job: Job = object.__new__(Job)
+    _set_id(job, job_id)
+    _set_kind(job, kind)
+    _set_queue(job, queue)
+    _set_state(job, _STATES[state])
+    _set_args(job, _from_json(args_json))
+    _set_priority(job, priority)
+    _set_attempt(job, 0)
+    _set_max_attempts(job, max_attempts)
+    _set_scheduled_at(job, scheduled_at)
+    _set_created_at(job, created_at)
+    _set_attempted_at(job, None)
+    _set_finalized_at(job, None)
+    _set_errors(job, [])
+    _set_result(job, None)
+    # Copies: jobs of one batch share their options, never their lists.
+    _set_tags(job, list(tags) if tags else [])
+    _set_meta(job, dict(meta) if meta else {})
+    _set_duplicate(job, False)
+    _set_progress(job, None)
+    _set_progress_note(job, None)
+    return job

@@ -45,6 +45,8 @@ class EnqueueOptions(JobOptions, total=False):
     schedule_in: float | timedelta | None
     #: The caller's asyncpg connection: the job is inserted in its transaction.
     conn: Any
+    #: The job's flow-control partition (aqueue.Partition), overriding ``partition_by``.
+    partition_key: str | None
 
 
 _OPTION_NAMES = EnqueueOptions.__optional_keys__
@@ -66,6 +68,7 @@ class Options:
     conn: Any = None
     # False turns off a job's default uniqueness for one enqueue.
     unique: Unique | Literal[False] | None = None
+    partition_key: str | None = None
 
     @classmethod
     def create(cls, **options: Unpack[EnqueueOptions]) -> Options:
@@ -87,6 +90,9 @@ class Options:
         retry = options.get("retry")
         conn = options.get("conn")
         unique = options.get("unique")
+        partition_key = options.get("partition_key")
+        if partition_key is not None:
+            validate_name("partition_key", partition_key)
         if queue is not None:
             validate_name("queue", queue)
         if priority is not None:
@@ -138,6 +144,7 @@ class Options:
             retry=retry,
             conn=conn,
             unique=unique,
+            partition_key=partition_key,
         )
 
     def merged(self, override: Options) -> Options:

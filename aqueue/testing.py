@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from .app import App
-from .enqueue import DEFAULT_WORKER_QUEUES
+from .flow import Queue
 
 __all__ = ["aqueue_database_url", "drop_schema", "run_until_idle", "unique_schema"]
 
@@ -47,14 +47,15 @@ async def drop_schema(app: App) -> None:
 
 
 async def run_until_idle(
-    app: App, queues: Mapping[str, int] | None = None, *, timeout: float = 30.0
+    app: App, queues: Mapping[str, int | Queue] | None = None, *, timeout: float = 30.0
 ) -> None:
-    """Run a worker until none of the jobs in ``queues`` is due or running.
+    """Run a worker until none of the jobs in ``queues`` is due or running; ``queues``
+    defaults to the App's worker queues (``app.worker_queues()``).
 
     Jobs scheduled in the future, and jobs of a paused queue, are not waited for. Raises
     ``TimeoutError`` if the queues do not become idle within ``timeout`` seconds.
     """
-    queues = dict(queues or DEFAULT_WORKER_QUEUES)
+    queues = app.worker_queues(queues)
     with anyio.fail_after(timeout):
         async with app.worker(queues):
             kinds = app.registry.kinds()

@@ -21,6 +21,7 @@ import bare_sql
 import drain
 import enqueue
 import latency
+import limits
 import memory
 import processes
 from common import (
@@ -44,6 +45,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "enqueue": enqueue,
     "latency": latency,
     "backlog": backlog,
+    "limits": limits,
     "processes": processes,
     "memory": memory,
 }
@@ -166,6 +168,11 @@ def targets(results: dict[str, ScenarioResult]) -> list[dict[str, Any]]:
             if row.note:
                 dupes = float(row.note.split("=")[1])
                 add(f"{row.system}: jobs run twice == 0", dupes, 0.0, higher=False)
+    if "limits" in results:
+        unlimited = _median(results, "limits", lambda s: s.endswith("no limit"), "drain")
+        for label, goal in (("global_limit", 0.9), ("partitions", 0.7)):
+            rate = _median(results, "limits", lambda s, k=label: k in s, "drain")
+            add(f"drain with {label} >= {goal}x unlimited", ratio(rate, unlimited), goal)
     rss = _median(results, "memory", lambda s: s.endswith("C=100"), "peak RSS")
     add("worker peak RSS at C=100 <= 100 MB", rss, 100.0, higher=False)
     out = []
@@ -176,7 +183,7 @@ def targets(results: dict[str, ScenarioResult]) -> list[dict[str, Any]]:
 
 
 def format_targets(checks: list[dict[str, Any]]) -> str:
-    lines = ["== targets of issue 5 (this run's medians)"]
+    lines = ["== targets of issues 5, 9 and 10 (this run's medians)"]
     for check in checks:
         value = check["value"]
         shown = "not measured" if value is None else f"{value:.2f}"

@@ -127,5 +127,10 @@ def test_no_source_file_over_500_lines() -> None:
 def test_option_names_are_written_once_and_all_implemented() -> None:
     fields = {f.name for f in dataclasses.fields(Options)}
     assert EnqueueOptions.__optional_keys__ == fields
-    assert JobOptions.__optional_keys__ == fields - {"scheduled_at", "schedule_in", "conn"}
+    assert JobOptions.__optional_keys__ == fields - {
+        "scheduled_at",
+        "schedule_in",
+        "conn",
+        "partition_key",
+    }
     assert SettingsOptions.__optional_keys__ == set(Settings.model_fields) - {"schema_name"}

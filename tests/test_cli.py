@@ -248,13 +248,10 @@ async def test_cluster_shows_nodes_leader_and_json(
 
 
 def test_parse_queues_reads_name_equals_concurrency() -> None:
-    assert parse_queues([]) == {"default": 10}
+    assert parse_queues([]) == {}  # no -q: the App's own queues (App.worker_queues)
     assert parse_queues(["mail"]) == {"mail": 10}
     # The concurrency follows the last "=": a queue name may itself contain one.
     assert parse_queues(["a=b=5", "mail=2", "mail=3"]) == {"a=b": 5, "mail": 3}
-    # Each call gets its own mapping: a caller changing it cannot change the default.
-    parse_queues([])["extra"] = 1
-    assert parse_queues([]) == {"default": 10}
 
 
 def test_console_script_and_python_m_run_the_same_main() -> None:

@@ -16,6 +16,7 @@ import anyio
 
 from ..app import App
 from ..errors import AqueueError
+from ..flow import Queue
 from ..validate import validate_queues
 from . import format
 from .exits import EXIT_OK
@@ -159,8 +160,14 @@ async def _worker(args: argparse.Namespace) -> int:
     app = load_app(args.app)
     if args.no_queues and args.queue:
         raise AqueueError("--no-queues and -q exclude each other")
-    # With --no-queues the worker runs persistent workers and leader duties only.
-    queues = {} if args.no_queues else validate_queues(parse_queues(args.queue))
+    # With --no-queues the worker runs persistent workers and leader duties only. -q
+    # names the queues to run and their local concurrency; limits the App declares for
+    # them (App(queues=...)) still hold. Without -q the App decides.
+    local = validate_queues(parse_queues(args.queue)) if args.queue else {}
+    queues: dict[str, int | Queue] = {}
+    if not args.no_queues:
+        chosen = app.worker_queues(concurrency=local)
+        queues = {name: chosen[name] for name in local} if local else chosen
     async with app:
         if args.migrate:
             await app.migrate()

@@ -158,6 +158,15 @@ def job_detail(job: Job) -> str:
     return "\n".join(lines)
 
 
+def _limits(stats: QueueStats) -> str:
+    parts = []
+    if stats.global_limit is not None:
+        parts.append(f"global {stats.running}/{stats.global_limit}")
+    if stats.partition_limit is not None:
+        parts.append(f"{stats.partition_limit} per partition")
+    return ", ".join(parts) or "-"
+
+
 def queues_table(stats: Iterable[QueueStats]) -> str:
     """The queue table, then one line per kind no live worker can run."""
     stats = list(stats)
@@ -170,6 +179,7 @@ def queues_table(stats: Iterable[QueueStats]) -> str:
         *(state.value.upper() for state in _QUEUE_STATES),
         "OLDEST",
         "UNRUNNABLE",
+        "LIMITS",
     )
     rows = [
         (
@@ -179,6 +189,7 @@ def queues_table(stats: Iterable[QueueStats]) -> str:
             *(s.counts[state] for state in _QUEUE_STATES),
             age(s.oldest_available_age),
             sum(s.unrunnable.values()),
+            _limits(s),
         )
         for s in stats
     ]

@@ -19,7 +19,6 @@ import sys
 from collections.abc import Sequence
 
 from ..app import App
-from ..enqueue import DEFAULT_WORKER_QUEUES
 from ..errors import AqueueError
 
 __all__ = [
@@ -75,8 +74,8 @@ def parse_queues(values: Sequence[str]) -> dict[str, int]:
             queues[name] = int(raw)
         except ValueError:
             raise AqueueError(f"-q {value!r}: expected NAME=CONCURRENCY, e.g. -q mail=5") from None
-    # No -q at all: the documented default for `aqueue worker`.
-    return queues or dict(DEFAULT_WORKER_QUEUES)
+    # No -q at all: the App decides (App(queues=...), else the queues its jobs name).
+    return queues
 
 
 def target_options() -> argparse.ArgumentParser:

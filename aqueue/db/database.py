@@ -70,10 +70,21 @@ class Database(Connector):
     # -- worker -----------------------------------------------------------------------------
 
     async def claim(
-        self, queue: str, limit: int, kinds: Sequence[str], node_id: str, *, full: bool
+        self,
+        queue: str,
+        limit: int,
+        kinds: Sequence[str],
+        node_id: str,
+        *,
+        full: bool,
+        limited: bool = False,
     ) -> list[Row]:
-        """Claim up to ``limit`` due jobs; ``full`` returns every column a Job needs."""
-        statement = self.q.claim if full else self.q.claim_lean
+        """Claim up to ``limit`` due jobs; ``full`` returns every column a Job needs;
+        ``limited``: the queue has cluster-wide limits (the claim takes its lock)."""
+        if limited:
+            statement = self.q.claim_limited if full else self.q.claim_limited_lean
+        else:
+            statement = self.q.claim if full else self.q.claim_lean
         args = statement.args(queue=queue, limit=limit, kinds=kinds, node_id=node_id)
         return await self._fetch(statement, *args)
 
@@ -289,6 +300,28 @@ class Database(Connector):
 
     async def forget_queue(self, queue: str) -> None:
         await self._execute(self.q.forget_queue, queue)
+
+    async def set_queue_limits(
+        self, name: str, global_limit: int | None, partition_limit: int | None, node_id: str
+    ) -> None:
+        statement = self.q.set_queue_limits
+        args = statement.args(
+            name=name,
+            global_limit=global_limit,
+            partition_limit=partition_limit,
+            node_id=node_id,
+        )
+        await self._fetch(statement, *args)
+
+    async def queue_limits(self, names: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
+        """The limits in force for those of these queues that have any: name ->
+        (global_limit, partition_limit)."""
+        rows = await self._fetch(self.q.queue_limits, list(names))
+        return {
+            row["name"]: (row["global_limit"], row["partition_limit"])
+            for row in rows
+            if row["global_limit"] is not None or row["partition_limit"] is not None
+        }
 
     async def queue_stats(self, queue: str | None) -> list[Row]:
         return await self._fetch(self.q.queue_stats, queue)

@@ -14,6 +14,7 @@ and JSON that aqueue itself produced, so the document is joined as text.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -37,6 +38,8 @@ class InsertColumns:
     args: list[str] = field(default_factory=list)
     #: The job's option group: a 1-based index into the group columns below.
     group: list[int] = field(default_factory=list)
+    #: The flow-control partition key (aqueue.flow.Partition); None for most jobs.
+    partition_key: list[str | None] = field(default_factory=list)
     # Only for jobs with a unique key (see aqueue/unique.py); None for the others.
     unique_key: list[str | None] = field(default_factory=list)
     unique_period: list[float | None] = field(default_factory=list)
@@ -62,30 +65,28 @@ class InsertColumns:
 
     @property
     def jobs(self) -> str:
-        """``[[group, args], ...]``, or with the unique key, period and states appended."""
+        """``[[group, args, partition key], ...]``, with the unique key, period and states
+        appended for a unique insert."""
+        keys = [_json_text(key) for key in self.partition_key]
         if self.unique_key:
-            return (
-                "["
-                + ",".join(
-                    f"[{group},{args},{_text(key)},{_number(period)},{_text(states)}]"
-                    for group, args, key, period, states in zip(
-                        self.group,
-                        self.args,
-                        self.unique_key,
-                        self.unique_period,
-                        self.unique_states,
-                        strict=True,
-                    )
+            rows = [
+                f"[{group},{args},{key},{_text(ukey)},{_number(period)},{_text(states)}]"
+                for group, args, key, ukey, period, states in zip(
+                    self.group,
+                    self.args,
+                    keys,
+                    self.unique_key,
+                    self.unique_period,
+                    self.unique_states,
+                    strict=True,
                 )
-                + "]"
-            )
-        return (
-            "["
-            + ",".join(
-                f"[{group},{args}]" for group, args in zip(self.group, self.args, strict=True)
-            )
-            + "]"
-        )
+            ]
+        else:
+            rows = [
+                f"[{group},{args},{key}]"
+                for group, args, key in zip(self.group, self.args, keys, strict=True)
+            ]
+        return "[" + ",".join(rows) + "]"
 
     def queue_of(self, index: int) -> str:
         return self.queue[self.group[index] - 1]
@@ -101,7 +102,9 @@ class InsertColumns:
         return InsertColumns(**picked)
 
 
-_PER_JOB = frozenset({"args", "group", "unique_key", "unique_period", "unique_states"})
+_PER_JOB = frozenset(
+    {"args", "group", "partition_key", "unique_key", "unique_period", "unique_states"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +152,11 @@ def _number(value: float | None) -> str:
     if not math.isfinite(number):  # not JSON; callers validate delays, this is the guard
         raise ValueError(f"not a finite number: {value!r}")
     return repr(number)
+
+
+def _json_text(value: str | None) -> str:
+    # Partition keys come from users: escaped as JSON, unlike the values below.
+    return "null" if value is None else json.dumps(value)
 
 
 def _text(value: str | None) -> str:

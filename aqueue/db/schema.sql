@@ -35,6 +35,8 @@ CREATE TABLE {schema}.jobs (
     -- The key a unique job holds while its state is one of unique_states (aqueue/unique.py).
     unique_key text,
     unique_states {schema}.job_state[],
+    -- The flow-control partition key (aqueue.Partition); NULL for most jobs.
+    partition_key text,
     -- What the running job last reported (ctx.progress), and by which attempt: a Job shows
     -- it only while the row's attempt is still progress_attempt.
     progress double precision CHECK (progress BETWEEN 0 AND 1),
@@ -50,8 +52,13 @@ CREATE TABLE {schema}.jobs (
 -- The claim: due jobs of one queue in (priority, scheduled_at, id) order.
 CREATE INDEX jobs_claim_idx ON {schema}.jobs (queue, priority, scheduled_at, id)
     WHERE state IN ('available', 'scheduled', 'retryable');
--- Rescue finds running jobs by node.
-CREATE INDEX jobs_running_node_idx ON {schema}.jobs (node_id) WHERE state = 'running';
+-- Running jobs by queue, key and node: the limits' counts, rescue and adoption.
+CREATE INDEX jobs_running_idx ON {schema}.jobs (queue, partition_key, node_id)
+    WHERE state = 'running';
+-- Waiting jobs of partitioned queues, by key: the round-robin claim.
+CREATE INDEX jobs_partition_claim_idx
+    ON {schema}.jobs (queue, partition_key, priority, scheduled_at, id)
+    WHERE state IN ('available', 'scheduled', 'retryable') AND partition_key IS NOT NULL;
 -- Retention prunes finished jobs oldest first.
 CREATE INDEX jobs_finalized_idx ON {schema}.jobs (finalized_at)
     WHERE state IN ('completed', 'cancelled', 'discarded');
@@ -93,11 +100,18 @@ CREATE TABLE {schema}.periodic_runs (
     PRIMARY KEY (name, slot)
 );
 
--- Queues with settings of their own (a pause).
+-- Queues with settings of their own: a pause, and the cluster-wide limits in force
+-- (stored by the last worker that started with an aqueue.Queue spec for the queue).
 CREATE TABLE {schema}.queues (
     name text PRIMARY KEY CHECK (length(name) BETWEEN 1 AND 200),
     paused_at timestamptz,
-    updated_at timestamptz NOT NULL DEFAULT now()
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    global_limit integer CHECK (global_limit BETWEEN 1 AND 10000),
+    partition_limit integer CHECK (partition_limit BETWEEN 1 AND 10000),
+    limits_by text,
+    limits_at timestamptz,
+    -- The partition key served last: round-robin resumes after it.
+    rr_cursor text
 );
 
 -- Applied migrations (created by the migration runner itself).
@@ -106,3 +120,126 @@ CREATE TABLE IF NOT EXISTS {schema}.migrations (
     name text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- The claim of a limited queue (the reasoning is in migrations/0005_flow_control.sql).
+CREATE FUNCTION {schema}.claim_limited(
+    p_queue text, p_limit integer, p_kinds text[], p_node text
+) RETURNS SETOF {schema}.jobs LANGUAGE plpgsql VOLATILE AS $$
+DECLARE
+    settings {schema}.queues%ROWTYPE;
+    free integer := p_limit;
+    cursor_key text;
+    picked_ids bigint[];
+    last_key text;
+    v_key text;
+    v_next text;
+    v_wrapped boolean := false;
+    v_room integer;
+    v_keys text[] := '{}';
+    v_rooms integer[] := '{}';
+BEGIN
+    PERFORM pg_advisory_xact_lock(1634825574, hashtext(p_queue));
+    SELECT * INTO settings FROM {schema}.queues WHERE name = p_queue;
+    IF NOT FOUND OR settings.paused_at IS NOT NULL THEN
+        RETURN;
+    END IF;
+    IF settings.global_limit IS NOT NULL THEN
+        free := least(free, settings.global_limit - (
+            SELECT count(*) FROM {schema}.jobs
+            WHERE queue = p_queue AND state = 'running')::integer);
+    END IF;
+    IF free <= 0 THEN
+        RETURN;
+    END IF;
+    -- As for every claim: a claim lost in a crash leaves the jobs available (see claims.sql).
+    PERFORM set_config('synchronous_commit', 'off', true);
+    IF settings.partition_limit IS NULL THEN
+        RETURN QUERY
+        UPDATE {schema}.jobs AS j
+        SET state = 'running', attempt = least(j.attempt + 1, 32767), attempted_at = now(),
+            node_id = p_node
+        FROM (SELECT id FROM {schema}.jobs
+              WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
+                AND scheduled_at <= now() AND kind = ANY (p_kinds)
+              ORDER BY priority, scheduled_at, id
+              LIMIT free
+              FOR UPDATE SKIP LOCKED) AS picked
+        WHERE j.id = picked.id
+        RETURNING j.*;
+        RETURN;
+    END IF;
+    cursor_key := settings.rr_cursor;
+    -- The keys with a due job and a free place, in turn: starting after the key served
+    -- last, wrapping around once, stopping as soon as there are as many keys as free
+    -- places (each gives at least one job). Two index probes per key looked at.
+    v_key := cursor_key;
+    LOOP
+        v_next := NULL;
+        SELECT partition_key INTO v_next FROM {schema}.jobs
+        WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
+          AND partition_key > coalesce(v_key, '') AND scheduled_at <= now()
+          AND kind = ANY (p_kinds)
+        ORDER BY partition_key LIMIT 1;
+        IF v_next IS NULL THEN
+            EXIT WHEN v_wrapped OR cursor_key IS NULL;
+            v_wrapped := true;
+            v_key := NULL;
+            CONTINUE;
+        END IF;
+        EXIT WHEN v_wrapped AND v_next > cursor_key;
+        v_room := settings.partition_limit - (
+            SELECT count(*) FROM {schema}.jobs
+            WHERE queue = p_queue AND state = 'running' AND partition_key = v_next)::integer;
+        IF v_room > 0 THEN
+            v_keys := v_keys || v_next;
+            v_rooms := v_rooms || v_room;
+            EXIT WHEN cardinality(v_keys) >= free;
+        END IF;
+        v_key := v_next;
+    END LOOP;
+    WITH rotation AS (
+        SELECT r.key, r.room, r.turn
+        FROM unnest(v_keys, v_rooms) WITH ORDINALITY AS r(key, room, turn)
+    ), candidates AS (
+        SELECT c.id, NULL::text AS key, c.rank, 0::bigint AS turn
+        FROM (SELECT id, row_number() OVER (ORDER BY priority, scheduled_at, id) AS rank
+              FROM {schema}.jobs
+              WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
+                AND partition_key IS NULL AND scheduled_at <= now() AND kind = ANY (p_kinds)
+              ORDER BY priority, scheduled_at, id LIMIT free) AS c
+        UNION ALL
+        SELECT p.id, rotation.key, p.rank, rotation.turn
+        FROM rotation,
+             LATERAL (SELECT id, row_number() OVER (ORDER BY priority, scheduled_at, id) AS rank
+                      FROM {schema}.jobs
+                      WHERE state IN ('available', 'scheduled', 'retryable')
+                        AND queue = p_queue AND partition_key = rotation.key
+                        AND scheduled_at <= now() AND kind = ANY (p_kinds)
+                      ORDER BY priority, scheduled_at, id
+                      LIMIT rotation.room) AS p
+    ), chosen AS (
+        SELECT * FROM candidates ORDER BY rank, turn LIMIT free
+    ), picked AS (
+        SELECT j.id, chosen.key, chosen.rank, chosen.turn
+        FROM {schema}.jobs AS j JOIN chosen ON chosen.id = j.id
+        FOR UPDATE OF j SKIP LOCKED
+    )
+    SELECT array_agg(id),
+           (array_agg(key ORDER BY rank DESC, turn DESC) FILTER (WHERE key IS NOT NULL))[1]
+    INTO picked_ids, last_key
+    FROM picked;
+    IF picked_ids IS NULL THEN
+        RETURN;
+    END IF;
+    IF last_key IS NOT NULL THEN
+        -- The next claim starts after the last key served: round-robin across claims.
+        UPDATE {schema}.queues SET rr_cursor = last_key WHERE name = p_queue;
+    END IF;
+    RETURN QUERY
+    UPDATE {schema}.jobs AS j
+    SET state = 'running', attempt = least(j.attempt + 1, 32767), attempted_at = now(),
+        node_id = p_node
+    WHERE j.id = ANY (picked_ids)
+    RETURNING j.*;
+END
+$$;

@@ -18,6 +18,7 @@ The completer writes an ``Attempt`` (``record_outcomes``); once committed, hooks
 
 from __future__ import annotations
 
+import asyncio
 import json
 import traceback
 from datetime import UTC, datetime
@@ -66,6 +67,7 @@ class Attempt:
         "result_json",
         "row",
         "state",
+        "written",
     )
 
     def __init__(
@@ -91,6 +93,8 @@ class Attempt:
         #: The columns the outcome write changed (finalized_at, scheduled_at, attempt), set
         #: by the completer once the write is committed.
         self.committed: Row | None = None
+        #: With ack="sync": set by the completer once it is done with this outcome.
+        self.written: asyncio.Event | None = None
 
     @property
     def queue(self) -> str:

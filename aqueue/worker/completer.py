@@ -64,11 +64,13 @@ class Completer:
         batch_size: int,
         on_committed: Callable[[list[Attempt]], None],
         logger: logging.Logger,
+        on_written: Callable[[list[Attempt]], None] = lambda attempts: None,
         flush_timeout: float = FLUSH_TIMEOUT,
     ) -> None:
         self._db = db
         self._batch_size = batch_size
         self._on_committed = on_committed
+        self._on_written = on_written
         self._logger = logger
         self._flush_timeout = flush_timeout
         self._pending: list[Attempt] = []
@@ -115,6 +117,10 @@ class Completer:
                     await self._write(part)
             finally:
                 self._writing = []
+                for item in batch:  # ack="sync" slots wait for this, whatever happened
+                    if item.written is not None:
+                        item.written.set()
+                self._on_written(batch)
 
     async def _write(self, batch: list[Attempt]) -> None:
         rows = Outcomes([_row(item) for item in batch])

@@ -91,8 +91,9 @@ class Executor:
         self._submit = submit
         self._logger = runtime.logger
 
-    async def run(self, row: Row, running: RunningJob) -> None:
-        """Run one job inside its slot's cancel scope (``running.scope``).
+    async def run(self, row: Row, running: RunningJob, *, sync_ack: bool = False) -> None:
+        """Run one job inside its slot's cancel scope (``running.scope``); with
+        ``sync_ack``, return only once its outcome is committed (the slot waits).
 
         A cancellation of that scope (``app.cancel``, or the deadline set here for the
         job's ``timeout``) is recorded and then re-raised, so the slot's scope absorbs it;
@@ -153,10 +154,11 @@ class Executor:
                 self._done(Attempt.handed_back(row, definition, _since(started), error=exc))
             else:
                 # A CancelledError the job raised itself, not a cancellation: a failure.
-                self._done(self._failed(row, definition, exc, started))
+                attempt = self._failed(row, definition, exc, started)
+                await self._finish(attempt, sync_ack)
                 return
             raise
-        self._done(attempt)
+        await self._finish(attempt, sync_ack)
 
     async def _call(
         self, row: Row, definition: JobDefinition[Any, Any], kwargs: dict[str, Any]
@@ -179,6 +181,17 @@ class Executor:
         for layer in reversed(middleware):
             call = functools.partial(layer, job, call)
         return await call()
+
+    async def _finish(self, attempt: Attempt, sync_ack: bool) -> None:
+        if not sync_ack:
+            self._done(attempt)
+            return
+        attempt.written = asyncio.Event()
+        self._done(attempt)
+        # Shielded: the outcome is handed in; the slot waits for its write even while the
+        # worker stops (the completer's flush deadline bounds it).
+        with anyio.CancelScope(shield=True):
+            await attempt.written.wait()
 
     def hand_back(self, row: Row) -> None:
         """A claimed job that never started (shutdown): back to ``available``, attempt

@@ -32,6 +32,7 @@ from anyio.abc import TaskStatus
 
 from ..db.database import Row
 from ..errors import DatabaseError
+from .attempt import Attempt
 from .executor import Executor, RunningJob
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class Producer:
         shutdown_timeout: float,
         logger: logging.Logger,
         outstanding: Callable[[], Iterable[int]] = tuple,
+        sync_ack: bool = False,
     ) -> None:
         self.queue = queue
         self.concurrency = concurrency
@@ -90,6 +92,14 @@ class Producer:
         self._idle.set()
         self._stopping = False
         self._next_due = math.inf
+        #: The queue has cluster-wide limits in force (set by the worker from the database).
+        self.limited = False
+        self.global_limit: int | None = None
+        # Of a limited queue: jobs done here whose outcome is not written yet. They still
+        # hold their places in the database, so a claim now would find no room.
+        self._unwritten: set[int] = set()
+        self._released_early: set[int] = set()
+        self._sync_ack = sync_ack
 
     def wake(self) -> None:
         self._wake.set()
@@ -116,6 +126,24 @@ class Producer:
         expected = self.concurrency * self._claim_avg / max(self._run_avg, 1e-6)
         return min(self.concurrency, int(expected))
 
+    def released(self, attempts: Iterable[Attempt]) -> None:
+        """Outcomes were written: the places those jobs held are free again."""
+        for attempt in attempts:
+            if attempt.job_id in self._unwritten:
+                self._unwritten.discard(attempt.job_id)
+            elif attempt.queue == self.queue:
+                # Written before its slot let go of it (ack="sync" waits for the write).
+                self._released_early.add(attempt.job_id)
+        self._wake.set()
+
+    def _room(self, free: int) -> int:
+        # Never more than the global limit leaves, counting only what this node holds: a
+        # cheap upper bound that spares the database claims that could only come back
+        # empty. The claim function still decides, with every node's jobs counted.
+        if self.global_limit is None:
+            return free
+        return min(free, self.global_limit - len(self._held) - len(self._unwritten))
+
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
@@ -139,6 +167,8 @@ class Producer:
                 # One claim asks for at most a slot-full, so with a lookahead the next
                 # claim is already in flight while the slots work through this one.
                 free = min(self.concurrency, self.concurrency + self.lookahead() - self._busy)
+                if self.limited:
+                    free = self._room(free)
                 if free > 0 and not self._alive():
                     # Jobs claimed now could be rescued (and run twice) before our next
                     # heartbeat lands: wait for it instead.
@@ -168,6 +198,7 @@ class Producer:
                                 self._kinds(),
                                 self._node_id,
                                 full=self._full_rows(),
+                                limited=self.limited,
                             )
                             took = time.monotonic() - sent
                             self._claim_avg = (
@@ -265,7 +296,7 @@ class Producer:
                     self.running[job_id] = running
                     started = time.monotonic()
                     try:
-                        await self._executor.run(row, running)
+                        await self._executor.run(row, running, sync_ack=self._sync_ack)
                     finally:
                         # Every attempt counts, timed-out and cancelled ones too: they are
                         # what make a queue's jobs long.
@@ -277,6 +308,10 @@ class Producer:
 
     def _finished(self, job_id: int) -> None:
         self._held.discard(job_id)
+        if job_id in self._released_early:
+            self._released_early.discard(job_id)
+        elif self.limited:
+            self._unwritten.add(job_id)
         self._busy -= 1
         if not self._busy:
             self._idle.set()

@@ -20,8 +20,8 @@ from anyio.abc import TaskStatus
 
 from ..cluster import config_digest
 from ..db.notifier import Notifier
+from ..flow import Queue, resolve_queues
 from ..jobs import JobState
-from ..validate import validate_queues
 from .attempt import Attempt
 from .completer import Completer
 from .executor import Executor
@@ -43,17 +43,23 @@ HOOK_CONCURRENCY = 100
 class Worker:
     """Made by ``app.worker(...)`` / ``app.run_worker(...)``; ``await worker.stop()`` ends it."""
 
-    def __init__(self, source: Runtime | HasRuntime, queues: Mapping[str, int]) -> None:
+    def __init__(self, source: Runtime | HasRuntime, queues: Mapping[str, int | Queue]) -> None:
         runtime = source if isinstance(source, Runtime) else source.runtime
         self._runtime = runtime
         registry = runtime.registry
-        self.queues = validate_queues(
+        self.specs = resolve_queues(
             queues, allow_empty=bool(registry.persistent or registry.periodic)
         )
+        #: Each queue's local concurrency.
+        self.queues = {name: spec.concurrency for name, spec in self.specs.items()}
         self.node_id = uuid.uuid4().hex
         settings = runtime.settings
         self._logger = runtime.logger
         config = registry.node_config()
+        # The cluster-wide limits this node declares, compared across nodes (drift).
+        config["queues"] = {
+            name: spec.queue.limits() for name, spec in self.specs.items() if spec.declared
+        }
         self.node = Node(
             runtime.db,
             self.node_id,
@@ -71,6 +77,7 @@ class Worker:
             runtime.db,
             batch_size=settings.completer_batch,
             on_committed=self._committed,
+            on_written=self._written,
             logger=self._logger,
         )
         self._executor = Executor(runtime, self._completer.submit)
@@ -83,7 +90,7 @@ class Worker:
         self.producers = {
             queue: Producer(
                 queue,
-                concurrency,
+                spec.concurrency,
                 db=runtime.db,
                 kinds=registry.kinds,
                 full_rows=registry.needs_full_rows,
@@ -94,8 +101,9 @@ class Worker:
                 shutdown_timeout=settings.shutdown_timeout,
                 logger=self._logger,
                 outstanding=self._completer.holding,
+                sync_ack=spec.queue.ack == "sync",
             )
-            for queue, concurrency in self.queues.items()
+            for queue, spec in self.specs.items()
         }
         self._stopped = anyio.Event()
         self._stop_event = anyio.Event()
@@ -129,12 +137,14 @@ class Worker:
             raise RuntimeError("a Worker runs once; create a new one with app.worker(...)")
         self._started = True
         notifier = await self._runtime.notifier()
+        await self._store_limits()
         try:
             async with anyio.create_task_group() as services:
                 await services.start(notifier.supervise)
                 await services.start(self.node.run)
                 await services.start(self._coordinate, notifier)
                 services.start_soon(self._watch_cancels)
+                services.start_soon(self._watch_limits)
                 async with anyio.create_task_group() as tail:
                     await tail.start(self._hooks.run)
                     await tail.start(self._complete_then_close_hooks)
@@ -201,6 +211,29 @@ class Worker:
             if producer.cancel_job(job_id):
                 return
 
+    async def _store_limits(self) -> None:
+        """Store the limits this node declares (the last node to start decides what is in
+        force), then learn which of its queues are limited."""
+        db = self._runtime.db
+        for name, spec in self.specs.items():
+            if spec.declared:
+                limits = spec.queue.limits()
+                await db.set_queue_limits(
+                    name, limits["global_limit"], limits["partition_limit"], self.node_id
+                )
+        await self._refresh_limits()
+
+    async def _refresh_limits(self) -> None:
+        if not self.producers:
+            return
+        limits = await self._runtime.db.queue_limits(list(self.producers))
+        for name, producer in self.producers.items():
+            global_limit = limits[name][0] if name in limits else None
+            if producer.limited != (name in limits) or producer.global_limit != global_limit:
+                producer.limited = name in limits
+                producer.global_limit = global_limit
+                producer.wake()
+
     async def _watch_cancels(self) -> None:
         # Covers cancel notifications missed while the LISTEN connection was down.
         while True:
@@ -218,11 +251,33 @@ class Worker:
             for job_id in flagged:
                 self._cancel_job(job_id)
 
+    async def _watch_limits(self) -> None:
+        # Another node may store other limits for a queue; a plain claim of a queue that
+        # became limited claims nothing (so never too much) until this refresh sees it.
+        while True:
+            await anyio.sleep(self._runtime.settings.poll_interval)
+            try:
+                await self._refresh_limits()
+            except Exception as exc:  # the next round checks again
+                self._logger.warning("aqueue: reading queue limits failed: %s", exc)
+
+    def _written(self, attempts: list[Attempt]) -> None:
+        # The completer is done with these outcomes: a limited queue's places they held
+        # are free (in the database too, unless the write failed for good, and then the
+        # jobs are the rescue's).
+        for producer in self.producers.values():
+            if producer.limited:
+                producer.released(attempts)
+
     def _committed(self, attempts: list[Attempt]) -> None:
         poll = self._runtime.settings.poll_interval
         for attempt in attempts:
+            producer = self.producers.get(attempt.queue)
+            if producer is None:
+                continue
             if attempt.state in (JobState.SCHEDULED, JobState.RETRYABLE, JobState.AVAILABLE):
-                producer = self.producers.get(attempt.queue)
-                if producer is not None and (attempt.delay or 0.0) < poll:
+                if (attempt.delay or 0.0) < poll:
                     producer.wake_at(attempt.delay or 0.0)
+            elif producer.limited:
+                producer.wake()  # a place of a limited queue is free again
         self._hooks.committed(attempts)

@@ -15,10 +15,13 @@ WITH picked AS (
       AND queue = :queue
       AND scheduled_at <= now()
       AND kind = ANY(:kinds::text[])
-      -- A paused queue claims nothing. Not correlated with the rows: PostgreSQL checks it
-      -- once per claim (a one-time filter on one primary-key probe) before any scan.
-      AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS paused
-                      WHERE paused.name = :queue AND paused.paused_at IS NOT NULL)
+      -- A paused queue claims nothing, and a limited one claims only through
+      -- claim_limited (see migrations/0005). Not correlated with the rows: PostgreSQL
+      -- checks it once per claim (a one-time filter on one primary-key probe).
+      AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS settings
+                      WHERE settings.name = :queue
+                        AND (settings.paused_at IS NOT NULL OR settings.global_limit IS NOT NULL
+                             OR settings.partition_limit IS NOT NULL))
     ORDER BY priority, scheduled_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -42,6 +45,17 @@ RETURNING {job_columns:j}, j.timeout, j.retry::text AS retry;
 {@claim_due}
 RETURNING j.id, j.kind, j.queue, j.args::text AS args, j.attempt, j.max_attempts, j.timeout,
           j.retry::text AS retry;
+
+-- name: claim_limited
+-- The claim of a queue with cluster-wide limits: a function that serialises the queue's
+-- claims and counts what runs (migrations/0005_flow_control.sql explains why that is
+-- exact). Same columns as claim.
+SELECT {job_columns}, timeout, retry::text AS retry
+FROM {schema}.claim_limited(:queue, :limit, :kinds::text[], :node_id);
+
+-- name: claim_limited_lean
+SELECT id, kind, queue, args::text AS args, attempt, max_attempts, timeout, retry::text AS retry
+FROM {schema}.claim_limited(:queue, :limit, :kinds::text[], :node_id);
 
 -- name: adopt_claims
 -- Jobs this worker claimed in one queue but does not hold: a claim that committed while

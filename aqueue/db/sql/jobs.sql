@@ -19,7 +19,7 @@ groups AS MATERIALIZED (
 
 -- fragment: job_values
 -- A new job's columns from its input row `r` and its option group `g`.
-g.kind, g.queue,
+g.kind, g.queue, r.partition_key,
 (CASE WHEN g.at > now() THEN 'scheduled' ELSE 'available' END)::{schema}.job_state,
 r.args, g.priority, g.max_attempts, g.at, g.tags, g.meta, g.timeout, g.retry
 
@@ -31,10 +31,10 @@ r.args, g.priority, g.max_attempts, g.at, g.tags, g.meta, g.timeout, g.retry
 -- decode far faster than a row per job.
 WITH {@option_groups}, inserted AS (
     INSERT INTO {schema}.jobs
-        (kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout,
-         retry)
+        (kind, queue, partition_key, state, args, priority, max_attempts, scheduled_at, tags,
+         meta, timeout, retry)
     SELECT {@job_values}
-    FROM (SELECT (e->>0)::int AS grp, e->1 AS args, ord
+    FROM (SELECT (e->>0)::int AS grp, e->1 AS args, e->>2 AS partition_key, ord
           FROM jsonb_array_elements(:jobs::text::jsonb) WITH ORDINALITY AS x(e, ord)) AS r
     JOIN groups AS g ON g.ord = r.grp
     ORDER BY r.ord
@@ -58,18 +58,19 @@ FROM groups AS g;
 -- The enqueuing code sends at most one row per key, sorted by key, so that concurrent
 -- batches sharing keys wait on each other in one order instead of deadlocking.
 WITH {@option_groups}, input AS MATERIALIZED (
-    SELECT u.ord, (u.e->>0)::int AS grp, u.e->1 AS args, u.e->>4 AS ustates,
-           CASE WHEN u.e->>2 IS NULL OR u.e->>3 IS NULL THEN u.e->>2
+    SELECT u.ord, (u.e->>0)::int AS grp, u.e->1 AS args, u.e->>2 AS partition_key,
+           u.e->>5 AS ustates,
+           CASE WHEN u.e->>3 IS NULL OR u.e->>4 IS NULL THEN u.e->>3
                 -- The period bucket comes from the database clock: one clock for every node.
-                ELSE (u.e->>2) || ':'
-                     || floor(extract(epoch FROM now()) / (u.e->>3)::float8)::bigint::text
+                ELSE (u.e->>3) || ':'
+                     || floor(extract(epoch FROM now()) / (u.e->>4)::float8)::bigint::text
            END AS unique_key,
            nextval(pg_get_serial_sequence('{schema}.jobs', 'id')) AS new_id
     FROM jsonb_array_elements(:jobs::text::jsonb) WITH ORDINALITY AS u(e, ord)
 ), written AS (
     INSERT INTO {schema}.jobs AS j
-        (id, kind, queue, state, args, priority, max_attempts, scheduled_at, tags, meta, timeout,
-         retry, unique_key, unique_states)
+        (id, kind, queue, partition_key, state, args, priority, max_attempts, scheduled_at, tags,
+         meta, timeout, retry, unique_key, unique_states)
     OVERRIDING SYSTEM VALUE
     SELECT r.new_id, {@job_values}, r.unique_key,
            string_to_array(r.ustates, ',')::{schema}.job_state[]

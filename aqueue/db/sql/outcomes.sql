@@ -31,7 +31,14 @@ WITH o AS (
     -- walk all of it for each batch (measured: 20x slower drains after an ANALYZE). The
     -- primary key is the right path for a batch of ids.
     WHERE j.id = o.id AND j.state::text = 'running' AND j.attempt = o.attempt
-    RETURNING j.id, j.finalized_at, j.scheduled_at, j.attempt
+    RETURNING j.id, j.queue, j.finalized_at, j.scheduled_at, j.attempt
+), freed AS (
+    -- Places of limited queues were given back: wake their workers on every node (a
+    -- worker waiting for a place has nothing else that would wake it before its poll).
+    SELECT pg_notify({channel}, 'i:' || settings.name)
+    FROM {schema}.queues AS settings
+    WHERE settings.name IN (SELECT DISTINCT queue FROM done)
+      AND (settings.global_limit IS NOT NULL OR settings.partition_limit IS NOT NULL)
 ), notified AS (
     -- Wakes app.wait() callers; ids are chunked to stay under NOTIFY's 8000-byte payload limit.
     SELECT pg_notify({channel}, 'f:' || string_agg(s.id::text, ','))
@@ -42,7 +49,7 @@ WITH o AS (
 -- Selecting the count makes PostgreSQL evaluate the notifying CTE (an unreferenced CTE is
 -- skipped, and so is a join the planner can prove unused).
 SELECT done.id, done.finalized_at, done.scheduled_at, done.attempt,
-       (SELECT count(*) FROM notified) AS notified
+       (SELECT count(*) FROM notified) + (SELECT count(*) FROM freed) AS notified
 FROM done;
 
 -- name: outcomes_in_place

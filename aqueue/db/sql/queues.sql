@@ -134,6 +134,8 @@ WITH live AS (
 )
 SELECT names.queue AS name,
        settings.paused_at,
+       settings.global_limit,
+       settings.partition_limit,
        coalesce(counts.counts, '{}')::text AS counts,
        oldest.age AS oldest_available_age,
        coalesce(running.by_node, '{}')::text AS running_by_node,
@@ -147,3 +149,18 @@ LEFT JOIN running ON running.queue = names.queue
 LEFT JOIN unrunnable ON unrunnable.queue = names.queue
 LEFT JOIN workers ON workers.queue = names.queue
 ORDER BY names.queue;
+
+-- name: set_queue_limits
+-- A worker starting with an aqueue.Queue spec stores its cluster-wide limits: the last
+-- worker to start decides what is in force (drift reports the others).
+INSERT INTO {schema}.queues AS q (name, global_limit, partition_limit, limits_by, limits_at)
+VALUES (:name, :global_limit, :partition_limit, :node_id, now())
+ON CONFLICT (name) DO UPDATE
+SET global_limit = EXCLUDED.global_limit, partition_limit = EXCLUDED.partition_limit,
+    limits_by = EXCLUDED.limits_by, limits_at = now(), updated_at = now();
+
+-- name: queue_limits
+-- The limits in force for these queues (no row: none).
+SELECT name, global_limit, partition_limit
+FROM {schema}.queues
+WHERE name = ANY ($1::text[]);
