@@ -41,7 +41,7 @@ RETURNING {job_columns:j}, j.timeout, j.retry::text AS retry;
 
 -- name: claim_lean
 -- The same claim, returning only what running a job needs: used when no job wants its
--- JobContext and no hook is registered, so no Job record is ever built from the row.
+-- JobContext, no hook and no middleware is registered, so no Job record is built from it.
 {@claim_due}
 RETURNING j.id, j.kind, j.queue, j.args::text AS args, j.attempt, j.max_attempts, j.timeout,
           j.retry::text AS retry;
