@@ -98,10 +98,35 @@ class QueueGauges:
                 labels=["queue"],
             ),
         }
+        # Limits exist only for queues that declare them: no sample rather than a made-up 0.
+        limits = {
+            "global_limit": GaugeMetricFamily(
+                f"{ns}_queue_global_limit",
+                "The queue's cluster-wide limit on running jobs (aqueue.Queue(global_limit=)).",
+                labels=["queue"],
+            ),
+            "partition_limit": GaugeMetricFamily(
+                f"{ns}_queue_partition_limit",
+                "The queue's limit on running jobs per partition key (aqueue.Partition).",
+                labels=["queue"],
+            ),
+        }
+        busiest = GaugeMetricFamily(
+            f"{ns}_queue_busiest_partition_running_jobs",
+            "Running jobs of the queue's busiest partition key (0 without partitions).",
+            labels=["queue"],
+        )
         for row in self._rows:
+            labels = [row["queue"]]
             for column, family in families.items():
-                family.add_metric([row["queue"]], float(row[column]))
+                family.add_metric(labels, float(row[column]))
+            for column, family in limits.items():
+                if row[column] is not None:
+                    family.add_metric(labels, float(row[column]))
+            busiest.add_metric(labels, float(row["busiest_partition"]))
         yield from families.values()
+        yield from limits.values()
+        yield busiest
         yield GaugeMetricFamily(
             f"{ns}_gauges_read_seconds",
             "How long the last reading of the queue gauges took.",

@@ -227,3 +227,38 @@ def _get(url: str, authorization: str | None) -> tuple[int, str, str]:
             return response.status, response.headers["content-type"], response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers.get("content-type", ""), ""
+
+
+async def test_limit_gauges_show_the_limits_in_force_and_their_use(app: aqueue.App) -> None:
+    metrics = aqueue.metrics.instrument(app)
+    release = anyio.Event()
+    running: list[str] = []
+
+    @app.job(queue="api", partition_by="tenant")
+    async def call(tenant: str, n: int) -> None:
+        running.append(tenant)
+        await release.wait()
+
+    spec = aqueue.Queue(concurrency=5, global_limit=3, partition=aqueue.Partition(limit=2))
+    await app.enqueue_many([call.build(tenant="acme", n=n) for n in range(4)])
+    try:
+        async with app.worker({"api": spec, "default": 1}):
+            # Two of acme's jobs run (its partition's limit), the rest wait.
+            await eventually(lambda: len(running) == 2, what="two jobs running")
+
+            async def scraped() -> Samples | None:
+                await metrics.refresh()
+                found = scrape(_only(metrics))
+                ok = value(found, "aqueue_queue_running_jobs", queue="api") == 2
+                return found if ok else None
+
+            found = await eventually(scraped, what="the running jobs in the gauges")
+            assert value(found, "aqueue_queue_global_limit", queue="api") == 3
+            assert value(found, "aqueue_queue_partition_limit", queue="api") == 2
+            assert value(found, "aqueue_queue_busiest_partition_running_jobs", queue="api") == 2
+            assert value(found, "aqueue_queue_due_jobs", queue="api") == 2
+            # A queue without limits has no limit samples.
+            assert value(found, "aqueue_queue_global_limit", queue="default") is None
+            release.set()
+    finally:
+        release.set()
