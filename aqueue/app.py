@@ -20,7 +20,7 @@ from typing_extensions import Unpack
 from .admin import JobAdmin
 from .bounds import APP_CLOSE_TIMEOUT
 from .cluster import ClusterStatus, LeaseInfo, NodeInfo, find_drift
-from .config import SettingsOptions, build_settings, resolve_database_url
+from .config import SettingsOptions, build_settings, resolve_database_url, resolve_listen_url
 from .context import JobContext, PersistentContext
 from .control import Control, QueueStats
 from .db.database import Database
@@ -74,10 +74,14 @@ class App:
         url: str | None = None,
         *,
         schema: str = "aqueue",
+        listen_url: str | None = None,
         logger: logging.Logger | None = None,
         **settings: Unpack[SettingsOptions],
     ) -> None:
         self.url = resolve_database_url(url)
+        #: Where the session-scoped connections go (LISTEN, the heartbeat): ``url`` unless
+        #: ``url`` is a transaction pooler, see docs/howto/deploying.md.
+        self.listen_url = resolve_listen_url(listen_url, self.url)
         self.settings = build_settings(schema, settings)
         self.logger = logger or logging.getLogger("aqueue")
         self.registry = Registry()
@@ -87,6 +91,9 @@ class App:
             pool_size=self.settings.pool_size,
             connect_timeout=self.settings.connect_timeout,
             logger=self.logger,
+            listen_url=self.listen_url,
+            worker_pool_size=self.settings.worker_pool_size,
+            pooler=self.settings.pooler,
         )
         self._enqueuer = Enqueuer(self.db, self.registry)
         self._jobs = JobAdmin(self.db, self.notifier, poll_interval=self.settings.poll_interval)
@@ -279,8 +286,9 @@ class App:
         async with self._notifier_lock:
             if self._notifier is None:
                 self.db.pool  # noqa: B018 - raises AppNotOpen outside 'async with app'
+                listen_url = self.db.require_session("LISTEN (workers, app.wait)")
                 self._notifier = Notifier(
-                    self.url,
+                    listen_url,
                     self.db.channel,
                     connect_timeout=self.settings.connect_timeout,
                     logger=self.logger,
