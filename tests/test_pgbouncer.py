@@ -1,0 +1,397 @@
+"""Everything through a real PgBouncer in transaction mode (Debian's, no prepared-statement
+support): Apps on ``url`` = the bouncer with ``pooler="transaction"``, their LISTEN and
+heartbeat connections on ``listen_url`` = the server itself."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import aqueue
+from aqueue.testing import unique_schema
+from tests.bouncer import Bouncer, find_pgbouncer
+from tests.support import CLUSTER, eventually, schema_of
+
+#: Smaller than the client connections of the tests below (three processes with pools of
+#: 4 + 2 each), so PgBouncer really multiplexes them.
+SERVER_POOL = 4
+
+
+#: The role PgBouncer logs in as: its server connections are the backends of this role.
+ROLE = "aqueue_bouncer"
+
+
+async def _create_role(url: str) -> None:
+    app = aqueue.App(url)
+    async with app, app.transaction() as conn:
+        exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", ROLE)
+        if not exists:
+            await conn.execute(f"CREATE ROLE {ROLE} LOGIN SUPERUSER")
+
+
+@pytest.fixture(scope="module")
+def bouncer(aqueue_database_url: str) -> Iterator[Bouncer]:
+    binary = find_pgbouncer()
+    if binary is None:
+        pytest.skip("Debian's pgbouncer binary is not installed (apt-get install pgbouncer)")
+    anyio.run(_create_role, aqueue_database_url)
+    bouncer = Bouncer(binary, aqueue_database_url, pool_size=SERVER_POOL, role=ROLE)
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.close()
+
+
+@pytest.fixture
+async def make_bounced(
+    bouncer: Bouncer, aqueue_database_url: str
+) -> AsyncIterator[Callable[..., aqueue.App]]:
+    """Apps on one fresh schema, through the bouncer; the schema is dropped afterwards."""
+    schema = unique_schema("pgb")
+    apps: list[aqueue.App] = []
+
+    def factory(**settings: Any) -> aqueue.App:
+        app = aqueue.App(
+            bouncer.url,
+            schema=schema,
+            listen_url=settings.pop("listen_url", aqueue_database_url),
+            pooler="transaction",
+            **{**CLUSTER, **settings},
+        )
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        await app.close()
+    cleanup = aqueue.App(aqueue_database_url, schema=schema)
+    async with cleanup:
+        await cleanup.db.drop_schema()
+
+
+def echo_app(factory: Callable[..., aqueue.App], **settings: Any) -> aqueue.App:
+    app = factory(**settings)
+
+    @app.job
+    async def echo(n: int) -> int:
+        return n
+
+    @app.job(max_attempts=2)
+    async def fail() -> None:
+        raise RuntimeError("boom")
+
+    snoozed: set[int] = set()
+
+    @app.job
+    async def snooze_once(ctx: aqueue.JobContext) -> int:
+        if ctx.job.id not in snoozed:
+            snoozed.add(ctx.job.id)
+            raise aqueue.Snooze(0.05)
+        return ctx.attempt
+
+    @app.job
+    async def stall() -> None:
+        await anyio.sleep_forever()
+
+    @app.job(queue="other")
+    async def other() -> None:
+        pass
+
+    return app
+
+
+async def test_session_features_without_listen_url_name_the_setting(
+    make_bounced: Callable[..., aqueue.App], bouncer: Bouncer
+) -> None:
+    app = echo_app(make_bounced, listen_url=None)
+    assert app.listen_url == bouncer.url
+    async with app:
+        await app.migrate()
+        job = await app.enqueue("echo", {"n": 1})  # statements need no session: fine
+        with pytest.raises(aqueue.ConfigurationError, match="listen_url"):
+            await app.wait(job.id, timeout=1)
+        with pytest.raises(aqueue.ConfigurationError, match="pooler='transaction'"):
+            async with app.worker({"default": 1}):
+                pass
+
+
+async def test_enqueue_claims_and_every_outcome(make_bounced: Callable[..., aqueue.App]) -> None:
+    app = echo_app(make_bounced)
+    async with app:
+        await app.migrate()
+        single = await app.enqueue("echo", {"n": 1})
+        many = await app.enqueue_many([app.build("echo", {"n": n}) for n in range(2, 50)])
+        failing = await app.enqueue("fail")
+        snoozing = await app.enqueue("snooze_once")
+        async with app.transaction() as conn:
+            kept = await app.enqueue("echo", {"n": 100}, conn=conn)
+        with pytest.raises(RuntimeError, match="rolled back"):
+            async with app.transaction() as conn:
+                await app.enqueue("echo", {"n": 101}, conn=conn)
+                raise RuntimeError("rolled back")
+        async with app.worker({"default": 5}):
+            for job in [single, *many, kept]:
+                done = await app.wait(job.id, timeout=20)
+                assert done.state is aqueue.JobState.COMPLETED
+                assert done.result == job.args["n"]
+            assert (await app.wait(failing.id, timeout=20)).state is aqueue.JobState.DISCARDED
+            snoozed = await app.wait(snoozing.id, timeout=20)
+            assert snoozed.state is aqueue.JobState.COMPLETED and snoozed.result == 1
+        assert [j.args["n"] for j in await app.list_jobs(kind="echo", limit=1000)] == [
+            *range(1, 50),
+            100,
+        ]
+
+
+async def test_cancel_and_pause_from_another_app(make_bounced: Callable[..., aqueue.App]) -> None:
+    worker_app, admin = echo_app(make_bounced), echo_app(make_bounced)
+    async with worker_app, admin:
+        await admin.migrate()
+        async with worker_app.worker({"default": 2, "other": 1}):
+            job = await admin.enqueue("stall")
+
+            async def running() -> bool:
+                current = await admin.get_job(job.id)
+                return current is not None and current.state is aqueue.JobState.RUNNING
+
+            await eventually(running, what="the job running")
+            await admin.cancel(job.id)
+            assert (await admin.wait(job.id, timeout=10)).state is aqueue.JobState.CANCELLED
+
+            assert await admin.pause_queue("default")
+            waiting = await admin.enqueue("echo", {"n": 7})
+            # Claims go on for the other queue; the paused one's job stays put meanwhile.
+            control = await admin.enqueue("other")
+            await admin.wait(control.id, timeout=10)
+            await admin.wait((await admin.enqueue("other")).id, timeout=10)
+            assert (await admin.get_job(waiting.id)).state is aqueue.JobState.AVAILABLE  # type: ignore[union-attr]
+            assert await admin.resume_queue("default")
+            assert (await admin.wait(waiting.id, timeout=10)).result == 7
+
+
+async def test_leader_periodic_and_persistent_fail_over(
+    make_bounced: Callable[..., aqueue.App],
+) -> None:
+    running: dict[str, int] = {}
+    apps = [echo_app(make_bounced) for _ in range(2)]
+    for app in apps:
+        # Yearly: only run_on_start can enqueue during the test.
+        app.periodic(
+            app.registry.require("echo"), cron="0 0 1 1 *", kwargs={"n": 9}, run_on_start=True
+        )
+
+        @app.persistent(name="feed")
+        async def feed(ctx: aqueue.PersistentContext) -> None:
+            running[ctx.node_id] = running.get(ctx.node_id, 0) + 1
+            try:
+                await anyio.sleep_forever()
+            finally:
+                running[ctx.node_id] -= 1
+
+    def leaders(workers: list[Any]) -> list[Any]:
+        return [w for w in workers if w.leader is not None and w.leader.is_leader]
+
+    def copies() -> int:
+        return sum(running.values())
+
+    async with AsyncExitStack() as stack:
+        for app in apps:
+            await stack.enter_async_context(app)
+        await apps[0].migrate()
+        workers = [await stack.enter_async_context(app.worker({"default": 2})) for app in apps]
+        [first] = await eventually(lambda: leaders(workers), what="a leader")
+        await eventually(lambda: first.periodic.enqueued == 1, what="the start run")
+        await eventually(lambda: copies() == 1, what="one persistent copy")
+        holder = next(node for node, n in running.items() if n)
+        for worker in workers:
+            if worker.node_id == holder:
+                await worker.stop()
+        await eventually(
+            lambda: running.get(holder) == 0 and copies() == 1, what="the copy taken over"
+        )
+        await first.stop()
+        [second] = await eventually(lambda: leaders(workers), what="a new leader")
+        assert second is not first
+        # A new tenure runs run_on_start again; each term's slot is unique, never doubled.
+        await eventually(lambda: second.periodic.enqueued == 1, what="the new term's run")
+        assert copies() <= 1
+        ticks = await apps[0].list_jobs(kind="echo", limit=10)
+        assert {j.args["n"] for j in ticks} == {9} and len(ticks) <= 2
+
+
+WORKER_MODULE = textwrap.dedent(
+    """
+    import os
+    import aqueue
+
+    settings = dict(poll_interval=0.2, heartbeat_interval=0.5, node_ttl=10.0,
+                    shutdown_timeout=10.0, pool_size=4, worker_pool_size=2)
+    app = aqueue.App(os.environ["AQ_BOUNCER_URL"], schema=os.environ["AQ_SCHEMA"],
+                     listen_url=os.environ["AQ_DIRECT_URL"], pooler="transaction", **settings)
+    # Runs are counted on a direct connection: a bouncer restart must not fail the count.
+    recorder = aqueue.App(os.environ["AQ_DIRECT_URL"], schema=os.environ["AQ_SCHEMA"])
+
+    @app.job
+    async def count(n: int) -> None:
+        if not recorder.db.is_open:
+            await recorder.open()
+        async with recorder.transaction() as conn:
+            await conn.execute(os.environ["AQ_RECORD_SQL"], n)
+    """
+)
+
+
+def runs_table(app: aqueue.App) -> str:
+    return f"{schema_of(app)}.runs"
+
+
+async def create_runs(app: aqueue.App) -> None:
+    async with app.transaction() as conn:
+        await conn.execute(f"CREATE TABLE {runs_table(app)} (n int NOT NULL)")
+
+
+async def run_counts(app: aqueue.App) -> tuple[int, int]:
+    """(runs, distinct jobs run)."""
+    async with app.transaction() as conn:
+        row = await conn.fetchrow(f"SELECT count(*), count(DISTINCT n) FROM {runs_table(app)}")
+    return int(row[0]), int(row[1])
+
+
+async def bounced_backends(app: aqueue.App) -> int:
+    """PgBouncer's server connections, counted on a direct connection."""
+    async with app.transaction() as conn:
+        return int(
+            await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE usename = $1", ROLE)
+        )
+
+
+@pytest.fixture
+def worker_processes(
+    tmp_path: Path, bouncer: Bouncer, aqueue_database_url: str
+) -> Iterator[Callable[[str, int], list[subprocess.Popen[bytes]]]]:
+    (tmp_path / "bounced_worker.py").write_text(WORKER_MODULE)
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(schema: str, count: int) -> list[subprocess.Popen[bytes]]:
+        env = {
+            **os.environ,
+            "AQ_BOUNCER_URL": bouncer.url,
+            "AQ_DIRECT_URL": aqueue_database_url,
+            "AQ_SCHEMA": schema,
+            "AQ_RECORD_SQL": f'INSERT INTO "{schema}".runs (n) VALUES ($1)',
+            "PYTHONPATH": str(tmp_path),
+        }
+        for _ in range(count):
+            started.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "aqueue.cli",
+                        "worker",
+                        "bounced_worker:app",
+                        "-q",
+                        "default=20",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        return started
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in started:
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+async def drain_through(
+    admin: aqueue.App,
+    start: Callable[[str, int], list[subprocess.Popen[bytes]]],
+    jobs: int,
+    *,
+    during: Callable[[], Any] | None = None,
+) -> int:
+    """Enqueue ``jobs`` counting jobs, drain them with three worker processes; returns the
+    most pooled server connections seen."""
+
+    @admin.job
+    async def count(n: int) -> None: ...
+
+    await create_runs(admin)
+    for first in range(0, jobs, 5000):
+        await admin.enqueue_many(
+            [admin.build("count", {"n": n}) for n in range(first, min(first + 5000, jobs))]
+        )
+    procs = start(admin.schema, 3)
+    most = 0
+
+    async def done() -> bool:
+        nonlocal most
+        assert all(p.poll() is None for p in procs), "a worker process died"
+        most = max(most, await bounced_backends(admin))
+        runs, _ = await run_counts(admin)
+        if during is not None and runs >= jobs // 3:
+            during()
+        return runs >= jobs and await admin.db.queues_idle(["default"], ["count"])
+
+    await eventually(done, timeout=60, interval=0.1, what=f"{jobs} jobs run")
+    runs, distinct = await run_counts(admin)
+    assert (runs, distinct) == (jobs, jobs)  # nothing lost, nothing run twice
+    stats = (await admin.queue_stats("default"))["default"]
+    assert stats.counts.get("completed") == jobs
+    return most
+
+
+async def test_three_processes_drain_20000_jobs_through_a_smaller_server_pool(
+    aqueue_database_url: str,
+    worker_processes: Callable[[str, int], list[subprocess.Popen[bytes]]],
+) -> None:
+    admin = aqueue.App(aqueue_database_url, schema=unique_schema("pgb"))
+    async with admin:
+        await admin.migrate()
+        try:
+            most = await drain_through(admin, worker_processes, 20_000)
+            # 3 x (4 + 2) pooled client connections shared at most SERVER_POOL servers.
+            assert 0 < most <= SERVER_POOL
+        finally:
+            await admin.db.drop_schema()
+
+
+async def test_a_pgbouncer_restart_mid_drain_loses_nothing(
+    aqueue_database_url: str,
+    bouncer: Bouncer,
+    worker_processes: Callable[[str, int], list[subprocess.Popen[bytes]]],
+) -> None:
+    admin = aqueue.App(aqueue_database_url, schema=unique_schema("pgb"))
+    restarts: list[int] = []
+
+    def restart_once() -> None:
+        if not restarts:
+            restarts.append(1)
+            bouncer.restart()
+
+    async with admin:
+        await admin.migrate()
+        try:
+            await drain_through(admin, worker_processes, 6000, during=restart_once)
+            assert restarts == [1]
+        finally:
+            await admin.db.drop_schema()
