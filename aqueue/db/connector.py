@@ -111,10 +111,11 @@ class Connector:
             )
         return self.listen_url
 
-    def _pool_options(self) -> dict[str, Any]:
+    def _pool_options(self, application_name: str) -> dict[str, Any]:
+        # Each kind of connection has its own name, so pg_stat_activity shows the budget.
         options: dict[str, Any] = {
             "timeout": self._connect_timeout,
-            "server_settings": {"application_name": "aqueue"},
+            "server_settings": {"application_name": application_name},
         }
         if self.pooler == "transaction":
             options.update(statement_cache_size=0, reset=_no_reset)
@@ -137,12 +138,15 @@ class Connector:
             return
         try:
             pool = await asyncpg.create_pool(
-                self.url, min_size=1, max_size=self._pool_size, **self._pool_options()
+                self.url, min_size=1, max_size=self._pool_size, **self._pool_options("aqueue")
             )
             # min_size=0 connects nothing, so this cannot fail once the first pool opened:
             # the worker pool's connections open when a worker runs its first statement.
             self._worker_pool = await asyncpg.create_pool(
-                self.url, min_size=0, max_size=self._worker_pool_size, **self._pool_options()
+                self.url,
+                min_size=0,
+                max_size=self._worker_pool_size,
+                **self._pool_options("aqueue-worker"),
             )
             self._pool = pool
         except _CONNECTION_ERRORS as exc:
