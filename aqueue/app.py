@@ -91,7 +91,7 @@ class App:
             pool_size=self.settings.pool_size,
             connect_timeout=self.settings.connect_timeout,
             logger=self.logger,
-            listen_url=self.listen_url,
+            listen_url=None if listen_url is None else self.listen_url,
             worker_pool_size=self.settings.worker_pool_size,
             pooler=self.settings.pooler,
         )

@@ -23,6 +23,7 @@ import enqueue
 import latency
 import memory
 import processes
+import scale
 from common import (
     RESULTS_DIR,
     Bench,
@@ -45,6 +46,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "latency": latency,
     "backlog": backlog,
     "processes": processes,
+    "scale": scale,
     "memory": memory,
 }
 

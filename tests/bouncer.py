@@ -53,14 +53,17 @@ def _upstream(url: str) -> tuple[str, int, str, str]:
 
 
 class Bouncer:
-    def __init__(self, binary: str, upstream_url: str, *, pool_size: int, role: str) -> None:
-        """``role`` (which must exist upstream) is who PgBouncer logs in as, and who the
-        clients name: its backends in ``pg_stat_activity`` are PgBouncer's and no one else's."""
+    def __init__(
+        self, binary: str, upstream_url: str, *, pool_size: int, role: str | None = None
+    ) -> None:
+        """``role`` (which must exist upstream; default: the URL's user) is who PgBouncer
+        logs in as and who the clients name: a role of its own makes its backends in
+        ``pg_stat_activity`` PgBouncer's and no one else's."""
         self.binary = binary
         self.pool_size = pool_size
         self.port = _free_port()
-        self._host, self._upstream_port, _, self.database = _upstream(upstream_url)
-        self.user = role
+        self._host, self._upstream_port, user, self.database = _upstream(upstream_url)
+        self.user = role or user
         self._account = server_account() if os.geteuid() == 0 else None
         self.folder = Path(tempfile.mkdtemp(prefix="aqueue-pgb-"))
         self._proc: subprocess.Popen[bytes] | None = None

@@ -91,6 +91,8 @@ class Connector:
     ) -> None:
         self.url = url
         self.listen_url = url if listen_url is None else listen_url
+        # Given explicitly, it is trusted to be a session (even if equal to url).
+        self._listen_url_given = listen_url is not None
         self.pooler = pooler
         self.q = Queries(schema)
         self._pool_size = pool_size
@@ -103,7 +105,7 @@ class Connector:
     def require_session(self, feature: str) -> str:
         """``listen_url``, or a ``ConfigurationError`` naming the settings when ``feature``
         (which needs a session of its own) would go through a transaction pooler."""
-        if self.pooler == "transaction" and self.listen_url == self.url:
+        if self.pooler == "transaction" and not self._listen_url_given:
             raise ConfigurationError(
                 f"{feature} needs a session of its own, and url goes through a transaction "
                 "pooler (pooler='transaction'): pass listen_url= a direct connection to "
@@ -241,7 +243,7 @@ class Connector:
         """A connection of its own, outside the pools, over ``listen_url``: for work that
         must not queue behind anyone for a connection, not even inside a pooler (the
         node's heartbeat)."""
-        through_pooler = self.pooler == "transaction" and self.listen_url == self.url
+        through_pooler = self.pooler == "transaction" and not self._listen_url_given
         async with self._errors():
             return await asyncpg.connect(
                 self.listen_url,
