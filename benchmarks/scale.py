@@ -140,8 +140,10 @@ async def drain(
             reports = [await _read_event(proc, 60) for proc in children]
             for proc in children:
                 await asyncio.wait_for(proc.wait(), 30)
-            # The children have exited, so their statistics are flushed.
+            # The children have exited, so their backends flushed their statistics; not
+            # PgBouncer's, which live on (PostgreSQL flushes an idle backend's after 10 s).
             commits = await _commits(direct) - commits_start
+            through_bouncer = "listen_url" in options and child_url != url
             retried = await direct.fetchval("SELECT count(*) FROM aqueue.jobs WHERE attempt <> 1")
             index_bytes = await direct.fetchval("SELECT pg_indexes_size('aqueue.jobs')")
         finally:
@@ -163,9 +165,27 @@ async def drain(
         "wal_drain_per_job": (wal_drained - wal_enqueued) / jobs,
         "index_bytes_per_job": index_bytes / jobs,
         # Claims, outcome writes, heartbeats, leases, the sampling query: per job drained.
-        "commits_per_job": commits / jobs,
+        "commits_per_job": None if through_bouncer else commits / jobs,
         "per_process_jobs": [len(report["ran"]) for report in reports],
     }
+
+
+async def single_enqueues(child_url: str, options: dict[str, Any], count: int) -> float:
+    """Milliseconds per ``job.enqueue()`` one after another: where a statement's round
+    trips show (a drain batches them away)."""
+    from systems import AqueueSystem
+
+    system = AqueueSystem(**options)
+    await system.open(child_url)
+    try:
+        for n in range(20):  # warm: connections, statement cache, type codecs
+            await system.enqueue_one(n)
+        started = time.perf_counter()
+        for n in range(count):
+            await system.enqueue_one(n)
+        return (time.perf_counter() - started) * 1000 / count
+    finally:
+        await system.close()
 
 
 def scenario(bench: Bench) -> ScenarioResult:
@@ -215,7 +235,7 @@ def scenario(bench: Bench) -> ScenarioResult:
                     f"{info['server_connections']} server connections, duplicates "
                     f"{info['duplicates']}, missing {info['missing']}, WAL/job "
                     f"{info['wal_enqueue_per_job']:.0f} + {info['wal_drain_per_job']:.0f} B, "
-                    f"commits/job {info['commits_per_job']:.3f}, index bytes/job "
+                    f"commits/job {info['commits_per_job'] or 0:.3f}, index bytes/job "
                     f"{info['index_bytes_per_job']:.0f}"
                 )
                 if info["duplicates"] or info["missing"] or info["attempt_not_1"]:
@@ -236,6 +256,22 @@ def scenario(bench: Bench) -> ScenarioResult:
             result.rows.append(
                 Row(label, "drain", "jobs/s", rates, note=note, extra={"runs": details})
             )
+        latencies: list[float] = []
+        for _run in range(bench.runs):
+            with bench.database("scale_one") as url, layout(mode, url, args.server_pool) as where:
+                latencies.append(
+                    run_async(
+                        functools.partial(
+                            single_enqueues,
+                            where["url"],
+                            where["options"],
+                            200 if bench.smoke else 2000,
+                        )
+                    )
+                )
+        result.rows.append(
+            Row(f"aqueue {mode}", "single enqueue", "ms", latencies, higher_is_better=False)
+        )
     return result
 
 
