@@ -65,8 +65,7 @@ async def make_bounced(
             bouncer.url,
             schema=schema,
             listen_url=settings.pop("listen_url", aqueue_database_url),
-            pooler="transaction",
-            **{**CLUSTER, **settings},
+            **{**CLUSTER, "pooler": "transaction", **settings},
         )
         apps.append(app)
         return app
@@ -123,6 +122,31 @@ async def test_session_features_without_listen_url_name_the_setting(
         with pytest.raises(aqueue.ConfigurationError, match="pooler='transaction'"):
             async with app.worker({"default": 1}):
                 pass
+
+
+async def test_prepared_statements_through_the_bouncer_fail_naming_the_setting(
+    make_bounced: Callable[..., aqueue.App],
+) -> None:
+    app = echo_app(make_bounced, pooler=None, pool_size=8)
+    errors: list[aqueue.DatabaseError] = []
+
+    async def one(n: int) -> None:
+        try:
+            await app.enqueue("echo", {"n": n})
+            await app.list_jobs(limit=1)
+        except aqueue.DatabaseError as exc:
+            errors.append(exc)
+
+    async with app:
+        await app.migrate()
+        for _round in range(20):  # which server answers is PgBouncer's choice: load it
+            async with anyio.create_task_group() as tg:
+                for n in range(50):
+                    tg.start_soon(one, n)
+            if errors:
+                break
+    assert errors, "asyncpg's cached statements never met a server that lacked them"
+    assert "pooler='transaction'" in str(errors[0])
 
 
 async def test_enqueue_claims_and_every_outcome(make_bounced: Callable[..., aqueue.App]) -> None:

@@ -195,6 +195,19 @@ class Connector:
             raise SchemaNotMigrated(
                 f"aqueue's schema {self.schema!r} is incomplete ({exc}): run 'aqueue migrate'"
             ) from None
+        except (
+            asyncpg.exceptions.InvalidSQLStatementNameError,
+            asyncpg.exceptions.DuplicatePreparedStatementError,
+        ) as exc:
+            # aqueue never names statements itself: asyncpg's cached ones went missing or
+            # clash, which is what a transaction pooler without prepared-statement support
+            # does to them. Say which setting fixes it instead of a bare server error.
+            raise DatabaseError(
+                f"PostgreSQL at {describe_url(self.url)} failed a statement [{exc.sqlstate}]: "
+                f"{exc}; if this URL is a transaction pooler (PgBouncer before 1.21), pass "
+                "pooler='transaction' and listen_url= a direct connection to aqueue.App",
+                exc.sqlstate,
+            ) from exc
         except _CONNECTION_ERRORS as exc:
             raise DatabaseError(
                 f"lost the connection to PostgreSQL at {describe_url(self.url)}: "
