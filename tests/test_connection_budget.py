@@ -4,7 +4,7 @@ connection of the App's pool cannot stall the worker's own coordination."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import anyio
 
@@ -91,9 +91,14 @@ async def test_jobs_holding_the_whole_pool_do_not_stall_coordination(
                 job = await observer.enqueue("quick", {"n": n}, allow_unknown=True)
                 done = await observer.wait(job.id, timeout=10)
                 assert done.result == n
-            await anyio.sleep(CLUSTER["leader_ttl"] + 0.5)
-            later_renewed, later_beat = await lease_and_beat()
-            assert later_renewed > renewed and later_beat > beat
+
+            async def outlived_both_ttls() -> bool:
+                later_renewed, later_beat = await lease_and_beat()
+                return later_renewed - renewed > timedelta(
+                    seconds=CLUSTER["leader_ttl"]
+                ) and later_beat - beat > timedelta(seconds=CLUSTER["node_ttl"])
+
+            await eventually(outlived_both_ttls, what="renewals past leader_ttl and node_ttl")
             assert worker.leader.is_leader and worker.leader.term == term
             assert (await observer.queue_stats("hold"))["hold"].counts.get("running") == 2
             release.set()
