@@ -20,9 +20,16 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import aqueue
 from aqueue.embedded.process import account_kwargs, server_account
 
-__all__ = ["Bouncer", "find_pgbouncer"]
+__all__ = ["ROLE", "SERVER_POOL", "Bouncer", "create_role", "find_pgbouncer"]
+
+#: The suite's bouncer: a server pool smaller than the client connections of the tests
+#: (three processes with pools of 4 + 2 each), so PgBouncer really multiplexes them.
+SERVER_POOL = 4
+#: The role PgBouncer logs in as: its server connections are the backends of this role.
+ROLE = "aqueue_bouncer"
 
 _START_TIMEOUT = 15.0
 
@@ -33,6 +40,15 @@ def find_pgbouncer() -> str | None:
     if found:
         return found
     return "/usr/sbin/pgbouncer" if os.access("/usr/sbin/pgbouncer", os.X_OK) else None
+
+
+async def create_role(url: str) -> None:
+    """Create ``ROLE`` on the server of ``url`` unless it exists."""
+    app = aqueue.App(url)
+    async with app, app.transaction() as conn:
+        exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", ROLE)
+        if not exists:
+            await conn.execute(f"CREATE ROLE {ROLE} LOGIN SUPERUSER")
 
 
 def _free_port() -> int:
