@@ -47,8 +47,9 @@ class Settings(pydantic.BaseModel):
     #: whatever jobs do with the App. Worker machinery has its own (``worker_pool_size``).
     pool_size: int = pydantic.Field(10, ge=2, le=1000)
     #: Connections reserved for a running worker's own statements (claims, outcome
-    #: writes, lease renewals, maintenance), so jobs holding every connection of the App's
-    #: pool cannot stall them. Opened lazily: an App that runs no worker opens none.
+    #: writes, lease renewals, maintenance, periodic enqueues), so jobs holding every
+    #: connection of the App's pool cannot stall them. Opened lazily: an App that runs no
+    #: worker opens none.
     worker_pool_size: int = pydantic.Field(2, ge=1, le=100)
     #: Whether the node heartbeat has a connection of its own (over ``listen_url``) or
     #: shares the worker pool: one server connection fewer per worker process.

@@ -9,7 +9,7 @@ Connections, and why there are several kinds:
 - ``pool`` (``pool_size``): the App's. Enqueues, admin calls, ``app.transaction()``, and
   whatever jobs do with their App. Jobs can hold all of it for as long as they run.
 - ``worker_pool`` (``worker_pool_size``): a running worker's own statements (claims,
-  outcome writes, lease renewals, maintenance). Kept apart so that coordination never
+  outcome writes, lease renewals, maintenance, periodic enqueues). Kept apart so that coordination never
   waits behind jobs for a connection: a worker whose jobs hold the whole App pool still
   renews its leases and records outcomes. Its connections open on first use.
 - ``connect()``: one connection outside both pools, over ``listen_url``, for the node
@@ -247,9 +247,11 @@ class Connector:
             return status
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        """A pooled connection inside a transaction, for statements that commit together."""
-        async with self._errors(), self.pool.acquire() as conn, conn.transaction():
+    async def transaction(self, *, worker: bool = False) -> AsyncIterator[Any]:
+        """A pooled connection inside a transaction, for statements that commit together;
+        from the worker pool when a worker's own duty needs it (periodic enqueues)."""
+        pool = self.worker_pool if worker else self.pool
+        async with self._errors(), pool.acquire() as conn, conn.transaction():
             yield conn
 
     async def connect(self) -> Any:
