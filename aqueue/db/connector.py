@@ -9,9 +9,10 @@ Connections, and why there are several kinds:
 - ``pool`` (``pool_size``): the App's. Enqueues, admin calls, ``app.transaction()``, and
   whatever jobs do with their App. Jobs can hold all of it for as long as they run.
 - ``worker_pool`` (``worker_pool_size``): a running worker's own statements (claims,
-  outcome writes, lease renewals, maintenance, periodic enqueues). Kept apart so that coordination never
-  waits behind jobs for a connection: a worker whose jobs hold the whole App pool still
-  renews its leases and records outcomes. Its connections open on first use.
+  outcome writes, lease renewals, maintenance, periodic enqueues). Kept apart so that
+  coordination never waits behind jobs for a connection: a worker whose jobs hold the
+  whole App pool still renews its leases and records outcomes. Its connections open on
+  first use.
 - ``connect()``: one connection outside both pools, over ``listen_url``, for the node
   heartbeat; ``listener.py`` opens the LISTEN connection the same way.
 
