@@ -216,3 +216,40 @@ async def test_leader_periodic_and_persistent_fail_over(
         assert copies() <= 1
         ticks = await apps[0].list_jobs(kind="echo", limit=10)
         assert {j.args["n"] for j in ticks} == {9} and len(ticks) <= 2
+
+
+async def test_a_global_limit_holds_through_the_bouncer(
+    make_bounced: Callable[..., aqueue.App],
+) -> None:
+    # The limited claim takes a transaction-scoped advisory lock inside one statement:
+    # nothing of it outlives the transaction, so a transaction pooler may move it freely.
+    first, second = make_bounced(), make_bounced()
+    running = 0
+    most = 0
+
+    for app in (first, second):
+
+        @app.job(queue="api")
+        async def call() -> None:
+            nonlocal running, most
+            running += 1
+            most = max(most, running)
+            await anyio.sleep(0.02)
+            running -= 1
+
+    spec = aqueue.Queue(concurrency=4, global_limit=2)
+    async with AsyncExitStack() as stack:
+        await stack.enter_async_context(first)
+        await first.migrate()
+        await stack.enter_async_context(second)
+        await first.enqueue_many([first.build("call") for _ in range(30)])
+        await stack.enter_async_context(first.worker({"api": spec}))
+        await stack.enter_async_context(second.worker({"api": spec}))
+
+        async def drained() -> bool:
+            return (await first.queue_stats("api"))["api"].counts["completed"] == 30
+
+        await eventually(drained, what="30 jobs through the bouncer")
+    # Both workers run in this process, so one counter sees every job that runs: never
+    # more than the limit at once, though eight slots could run them.
+    assert most == 2
