@@ -20,7 +20,7 @@ from typing_extensions import Unpack
 from .admin import JobAdmin
 from .bounds import APP_CLOSE_TIMEOUT
 from .cluster import ClusterStatus, LeaseInfo, NodeInfo, find_drift
-from .config import SettingsOptions, build_settings, resolve_database_url
+from .config import SettingsOptions, build_settings, resolve_database_url, resolve_listen_url
 from .context import JobContext, PersistentContext
 from .control import Control, QueueStats
 from .db.database import Database
@@ -41,8 +41,8 @@ from .options import EnqueueOptions, JobOptions, Options
 from .persistent import PersistentDefinition, PersistentFn
 from .progress import ProgressReporter
 from .registry import Registry
-from .schedule import CronSchedule, PeriodicEntry
-from .validate import validate_name, validate_registered_name
+from .schedule import PeriodicEntry
+from .validate import validate_name
 from .worker.runtime import Runtime
 from .worker.worker import Worker
 
@@ -76,6 +76,7 @@ class App(Extensions):
         *,
         schema: str = "aqueue",
         queues: Mapping[str, int | Queue] | None = None,
+        listen_url: str | None = None,
         logger: logging.Logger | None = None,
         **settings: Unpack[SettingsOptions],
     ) -> None:
@@ -85,6 +86,9 @@ class App(Extensions):
         if queues is not None:
             resolve_queues(queues)
             self.queues = dict(queues)
+        #: Where the session-scoped connections go (LISTEN, the heartbeat): ``url`` unless
+        #: ``url`` is a transaction pooler, see docs/howto/deploying.md.
+        self.listen_url = resolve_listen_url(listen_url, self.url)
         self.settings = build_settings(schema, settings)
         self.logger = logger or logging.getLogger("aqueue")
         self.registry = Registry()
@@ -94,6 +98,9 @@ class App(Extensions):
             pool_size=self.settings.pool_size,
             connect_timeout=self.settings.connect_timeout,
             logger=self.logger,
+            listen_url=None if listen_url is None else self.listen_url,
+            worker_pool_size=self.settings.worker_pool_size,
+            pooler=self.settings.pooler,
         )
         self._enqueuer = Enqueuer(self.db, self.registry)
         self._jobs = JobAdmin(self.db, self.notifier, poll_interval=self.settings.poll_interval)
@@ -216,19 +223,10 @@ class App(Extensions):
             raise ConfigurationError(
                 f"periodic: expected a job registered on this App with @app.job, got {job!r}"
             )
-        schedule = CronSchedule(cron, timezone)
-        if kwargs is not None and not isinstance(kwargs, Mapping):
-            raise ConfigurationError(f"periodic: kwargs must be a mapping, got {kwargs!r}")
-        request = job.build(**dict(kwargs or {}))
-        if request.options.conn is not None:
-            raise ConfigurationError("periodic: a job with conn= cannot be scheduled")
-        if request.options.scheduled_at is not None:
-            raise ConfigurationError("periodic: the cron expression sets the time; no scheduled_at")
-        entry_name = job.definition.kind if name is None else name
-        validate_registered_name("periodic name", entry_name)
-        if not isinstance(run_on_start, bool):
-            raise ConfigurationError(f"periodic: run_on_start must be a bool, got {run_on_start!r}")
-        self.registry.add_periodic(PeriodicEntry(entry_name, schedule, request, run_on_start))
+        entry = PeriodicEntry.create(
+            job, cron=cron, kwargs=kwargs, name=name, run_on_start=run_on_start, timezone=timezone
+        )
+        self.registry.add_periodic(entry)
 
     def persistent(
         self, *, name: str | None = None, replicas: int = 1
@@ -278,8 +276,9 @@ class App(Extensions):
         async with self._notifier_lock:
             if self._notifier is None:
                 self.db.pool  # noqa: B018 - raises AppNotOpen outside 'async with app'
+                listen_url = self.db.require_session("LISTEN (workers, app.wait)")
                 self._notifier = Notifier(
-                    self.url,
+                    listen_url,
                     self.db.channel,
                     connect_timeout=self.settings.connect_timeout,
                     logger=self.logger,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 from datetime import timedelta
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 import pydantic
 
@@ -17,6 +17,7 @@ __all__ = [
     "SettingsOptions",
     "build_settings",
     "resolve_database_url",
+    "resolve_listen_url",
     "validate_schema_name",
 ]
 
@@ -42,8 +43,23 @@ class Settings(pydantic.BaseModel):
     prune_interval: float = pydantic.Field(60.0, gt=0, le=86400)
     #: How long a lease (the leader's, a persistent worker's) lasts without renewal (seconds).
     leader_ttl: float = pydantic.Field(10.0, gt=0, le=3600)
-    #: Connections in the App's pool (workers add one LISTEN connection).
+    #: Connections in the App's pool: enqueues, admin calls, ``app.transaction()`` and
+    #: whatever jobs do with the App. Worker machinery has its own (``worker_pool_size``).
     pool_size: int = pydantic.Field(10, ge=2, le=1000)
+    #: Connections reserved for a running worker's own statements (claims, outcome
+    #: writes, lease renewals, maintenance, periodic enqueues), so jobs holding every
+    #: connection of the App's pool cannot stall them. Opened lazily: an App that runs no
+    #: worker opens none.
+    worker_pool_size: int = pydantic.Field(2, ge=1, le=100)
+    #: Whether the node heartbeat has a connection of its own (over ``listen_url``) or
+    #: shares the worker pool: one server connection fewer per worker process.
+    dedicated_heartbeat: bool = True
+    #: ``"transaction"`` when ``url`` goes through a transaction-pooling proxy without
+    #: prepared-statement support (PgBouncer before 1.21, or with max_prepared_statements
+    #: = 0): statements are then sent unnamed (never cached per connection) and the
+    #: session features need ``listen_url``. ``None``: a direct connection (or a session
+    #: pooler); statements are prepared once per connection and reused.
+    pooler: Literal["transaction"] | None = None
     #: Seconds to wait for PostgreSQL when opening the pool.
     connect_timeout: float = pydantic.Field(10.0, gt=0, le=600)
     #: A persistent worker that returns or fails restarts after a delay doubling from
@@ -72,6 +88,9 @@ class SettingsOptions(TypedDict, total=False):
     prune_interval: float
     leader_ttl: float
     pool_size: int
+    worker_pool_size: int
+    dedicated_heartbeat: bool
+    pooler: Literal["transaction"] | None
     connect_timeout: float
     restart_delay: float
     restart_delay_max: float
@@ -127,3 +146,16 @@ def resolve_database_url(url: str | None) -> str:
     if not isinstance(url, str) or not url.startswith(("postgresql://", "postgres://")):
         raise ConfigurationError(f"database URL must start with postgresql:// (got {url!r:.60})")
     return url
+
+
+def resolve_listen_url(listen_url: str | None, url: str) -> str:
+    """The URL for session-scoped connections (LISTEN, the heartbeat): ``url`` by default."""
+    if listen_url is None:
+        return url
+    if not isinstance(listen_url, str) or not listen_url.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigurationError(
+            f"listen_url must start with postgresql:// (got {listen_url!r:.60})"
+        )
+    return listen_url

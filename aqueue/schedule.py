@@ -11,15 +11,24 @@ every hour or more often (``*/15 * * * *``) runs in both.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
 from .definition import JobRequest
 from .errors import ConfigurationError
+from .validate import validate_registered_name
+
+
+class Buildable(Protocol):
+    """A job, or a job with options: what ``app.periodic`` schedules."""
+
+    def build(self, *args: Any, **kwargs: Any) -> JobRequest: ...
+
 
 __all__ = ["CronSchedule", "PeriodicEntry"]
 
@@ -80,6 +89,32 @@ class PeriodicEntry:
     schedule: CronSchedule
     request: JobRequest
     run_on_start: bool
+
+    @classmethod
+    def create(
+        cls,
+        job: Buildable,
+        *,
+        cron: str,
+        kwargs: Mapping[str, Any] | None,
+        name: str | None,
+        run_on_start: bool,
+        timezone: str,
+    ) -> PeriodicEntry:
+        """Checks what ``app.periodic`` was given; ``ConfigurationError`` naming the fault."""
+        schedule = CronSchedule(cron, timezone)
+        if kwargs is not None and not isinstance(kwargs, Mapping):
+            raise ConfigurationError(f"periodic: kwargs must be a mapping, got {kwargs!r}")
+        request = job.build(**dict(kwargs or {}))
+        if request.options.conn is not None:
+            raise ConfigurationError("periodic: a job with conn= cannot be scheduled")
+        if request.options.scheduled_at is not None:
+            raise ConfigurationError("periodic: the cron expression sets the time; no scheduled_at")
+        entry_name = request.kind if name is None else name
+        validate_registered_name("periodic name", entry_name)
+        if not isinstance(run_on_start, bool):
+            raise ConfigurationError(f"periodic: run_on_start must be a bool, got {run_on_start!r}")
+        return cls(entry_name, schedule, request, run_on_start)
 
     def describe(self) -> dict[str, Any]:
         """What nodes compare to detect drift."""

@@ -1,8 +1,8 @@
 """Checks shared by every input aqueue takes: names, smallints, seconds, JSON, queues.
 
 Each raises ``InvalidOption`` (a ``ValueError``) naming the field, before anything
-reaches PostgreSQL; ``validate_registered_name`` and ``validate_queues`` raise
-``ConfigurationError`` because they check what a program declares, not what it sends.
+reaches PostgreSQL; ``validate_registered_name`` raises ``ConfigurationError`` because
+it checks what a program declares, not what it sends.
 """
 
 from __future__ import annotations
@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
 from datetime import timedelta
 
 import pydantic_core
 
-from .bounds import CONCURRENCY_MAX, NAME_MAX, SMALLINT_MAX
+from .bounds import NAME_MAX, SMALLINT_MAX
 from .errors import ConfigurationError, InvalidOption
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "seconds",
     "smallint",
     "validate_name",
-    "validate_queues",
     "validate_registered_name",
 ]
 
@@ -119,27 +117,3 @@ def json_text(field: str, value: object) -> str:
         key, problem = problems[0]
         raise InvalidOption(field, problem if key == field else f"key {key!r} {problem}")
     return text
-
-
-def validate_queues(queues: Mapping[str, int], *, allow_empty: bool = False) -> dict[str, int]:
-    """A worker's ``{queue: concurrency}``, checked."""
-    if not isinstance(queues, Mapping) or (not queues and not allow_empty):
-        raise ConfigurationError(
-            "queues: give at least one queue, e.g. {'default': 10} (a worker without queues "
-            "needs persistent workers or periodic jobs to run)"
-        )
-    checked: dict[str, int] = {}
-    for name, concurrency in queues.items():
-        validate_name("queues", name)
-        if (
-            not isinstance(concurrency, int)
-            or isinstance(concurrency, bool)
-            or not (1 <= concurrency <= CONCURRENCY_MAX)
-        ):
-            raise ConfigurationError(
-                f"queues[{name!r}]: concurrency must be an integer from 1 to "
-                f"{CONCURRENCY_MAX}, "
-                f"got {concurrency!r}"
-            )
-        checked[name] = concurrency
-    return checked

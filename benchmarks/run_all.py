@@ -24,6 +24,7 @@ import latency
 import limits
 import memory
 import processes
+import scale
 from common import (
     RESULTS_DIR,
     Bench,
@@ -47,6 +48,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "backlog": backlog,
     "limits": limits,
     "processes": processes,
+    "scale": scale,
     "memory": memory,
 }
 

@@ -79,7 +79,9 @@ class AqueueSystem:
 
     name = "aqueue"
 
-    def __init__(self) -> None:
+    def __init__(self, **app_options: Any) -> None:
+        #: Extra ``aqueue.App`` keywords (scale.py: ``listen_url``, ``pooler``).
+        self.app_options = app_options
         self.on_run: Callable[[int], None] = lambda n: None
         self.on_done: Callable[[int], None] = lambda n: None
         self.job_sleep = 0.0
@@ -102,7 +104,7 @@ class AqueueSystem:
     async def open(self, url: str) -> None:
         import aqueue
 
-        self._app = aqueue.App(url)
+        self._app = aqueue.App(url, **self.app_options)
         system = self
 
         @self._app.job(name="noop")

@@ -43,8 +43,8 @@ def emit(payload: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
-async def child(url: str, concurrency: int, job_sleep: float) -> None:
-    system = AqueueSystem()
+async def child(url: str, concurrency: int, job_sleep: float, app_options: str) -> None:
+    system = AqueueSystem(**json.loads(app_options))
     system.job_sleep = job_sleep
     ran: list[int] = []
     in_flight = 0
@@ -92,8 +92,9 @@ def main() -> None:
     parser.add_argument("--url", required=True)
     parser.add_argument("--concurrency", type=int, default=100)
     parser.add_argument("--job-sleep", type=float, default=0.0)
+    parser.add_argument("--app-options", default="{}", help="extra App keywords, as JSON")
     args = parser.parse_args()
-    run_async(lambda: child(args.url, args.concurrency, args.job_sleep))
+    run_async(lambda: child(args.url, args.concurrency, args.job_sleep, args.app_options))
 
 
 if __name__ == "__main__":

@@ -1,15 +1,18 @@
 """Fixtures: one throwaway PostgreSQL per session (aqueue's own pytest plugin provides
-``aqueue_database_url``), one fresh schema per test."""
+``aqueue_database_url``), one fresh schema per test, and a PgBouncer in front of the
+server for the tests that need one (``bouncer``, started on first use)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
+import anyio
 import pytest
 
 import aqueue
 from aqueue.testing import unique_schema
+from tests.bouncer import ROLE, SERVER_POOL, Bouncer, create_role, find_pgbouncer
 
 FAST = {"poll_interval": 0.2, "shutdown_timeout": 5.0}
 
@@ -43,3 +46,18 @@ async def app(make_app: Callable[..., aqueue.App]) -> AsyncIterator[aqueue.App]:
     async with app:
         await app.migrate()
         yield app
+
+
+@pytest.fixture(scope="session")
+def bouncer(aqueue_database_url: str) -> Iterator[Bouncer]:
+    """Debian's PgBouncer in transaction mode in front of the suite's server."""
+    binary = find_pgbouncer()
+    if binary is None:
+        pytest.skip("Debian's pgbouncer binary is not installed (apt-get install pgbouncer)")
+    anyio.run(create_role, aqueue_database_url)
+    bouncer = Bouncer(binary, aqueue_database_url, pool_size=SERVER_POOL, role=ROLE)
+    bouncer.start()
+    try:
+        yield bouncer
+    finally:
+        bouncer.close()

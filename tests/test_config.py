@@ -167,3 +167,18 @@ async def test_app_not_open(aqueue_database_url: str) -> None:
 
     with pytest.raises(aqueue.AppNotOpen):
         await j.enqueue()
+
+
+def test_listen_url_and_pooler() -> None:
+    url = "postgresql://u@pooler/db"
+    app = aqueue.App(url)
+    assert app.listen_url == url and app.settings.pooler is None
+    direct = "postgresql://u@primary/db"
+    app = aqueue.App(url, listen_url=direct, pooler="transaction")
+    assert app.listen_url == direct and app.settings.pooler == "transaction"
+    with pytest.raises(aqueue.ConfigurationError, match="listen_url must start with"):
+        aqueue.App(url, listen_url="mysql://x")
+    with pytest.raises(aqueue.ConfigurationError, match="pooler"):
+        aqueue.App(url, pooler="session")  # type: ignore[arg-type]
+    with pytest.raises(aqueue.ConfigurationError, match="worker_pool_size"):
+        aqueue.App(url, worker_pool_size=0)

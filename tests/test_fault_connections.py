@@ -129,11 +129,11 @@ async def test_pool_connections_killed_under_load_lose_nothing(
             kills = 0
             for threshold in (100, 250, 400):
                 await eventually(lambda t=threshold: sum(runs.values()) >= t, timeout=20)
-                # Every connection of this App: its pool (claims, outcome writes) and its
+                # Every connection of this App: its pools (claims, outcome writes) and its
                 # LISTEN connection, in the middle of whatever they are doing.
                 kills += await admin.fetchval(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name IN ('aqueue', 'aqueue-listen') "
+                    "WHERE application_name IN ('aqueue', 'aqueue-worker', 'aqueue-listen') "
                     "AND datname = current_database()"
                 )
             await eventually(lambda: len(runs) == 600, timeout=30, what="all jobs to run")
@@ -288,8 +288,9 @@ async def test_statements_blocked_without_a_timeout_do_not_hold_shutdown(
                     await admin.execute("SELECT pg_stat_clear_snapshot()")
                     return (
                         await admin.fetchval(
-                            "SELECT count(*) FROM pg_stat_activity WHERE application_name = "
-                            "'aqueue' AND wait_event_type = 'Lock' AND datname = current_database()"
+                            "SELECT count(*) FROM pg_stat_activity WHERE application_name IN "
+                            "('aqueue', 'aqueue-worker') AND wait_event_type = 'Lock' "
+                            "AND datname = current_database()"
                         )
                         >= 2
                     )

@@ -16,11 +16,17 @@ import anyio
 
 from ..app import App
 from ..errors import AqueueError
-from ..flow import Queue
-from ..validate import validate_queues
+from ..flow import Queue, resolve_queues
 from . import format
 from .exits import EXIT_OK
-from .target import add_json_option, app_from_args, load_app, parse_queues, target_options
+from .target import (
+    add_json_option,
+    app_from_args,
+    load_app,
+    load_object,
+    parse_queues,
+    target_options,
+)
 
 __all__ = ["add_commands"]
 
@@ -124,14 +130,18 @@ async def _until_signal(scope: anyio.CancelScope, logger: logging.Logger) -> Non
 
 async def _dashboard(args: argparse.Namespace) -> int:
     try:
-        from ..dashboard.serve import load_object, serve_async
+        from ..dashboard.serve import serve_async
     except ImportError as exc:
         raise AqueueError(
             f"the dashboard needs its extra: pip install 'aqueue[dashboard]' ({exc})"
         ) from None
-    auth = load_object(args.auth, "--auth") if args.auth else None
-    if auth is not None and not callable(auth):
-        raise AqueueError(f"--auth: {args.auth!r} is not callable")
+    auth = (
+        load_object(args.auth, "--auth: ", "MODULE:FUNC (e.g. myapp.auth:check)")
+        if args.auth
+        else None
+    )
+    if args.auth and not callable(auth):
+        raise AqueueError(f"--auth: {args.auth!r} is not a callable (found {type(auth).__name__})")
     app = load_app(args.app)
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
@@ -163,7 +173,8 @@ async def _worker(args: argparse.Namespace) -> int:
     # With --no-queues the worker runs persistent workers and leader duties only. -q
     # names the queues to run and their local concurrency; limits the App declares for
     # them (App(queues=...)) still hold. Without -q the App decides.
-    local = validate_queues(parse_queues(args.queue)) if args.queue else {}
+    local = parse_queues(args.queue)
+    resolve_queues(local, allow_empty=True)  # names and concurrencies, before connecting
     queues: dict[str, int | Queue] = {}
     if not args.no_queues:
         chosen = app.worker_queues(concurrency=local)

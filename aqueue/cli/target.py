@@ -17,6 +17,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from ..app import App
 from ..errors import AqueueError
@@ -25,16 +26,18 @@ __all__ = [
     "add_json_option",
     "app_from_args",
     "load_app",
+    "load_object",
     "parse_queues",
     "target_options",
 ]
 
 
-def load_app(target: str) -> App:
-    """Import ``MODULE:APP`` and return the App it names."""
+def load_object(target: str, what: str, example: str) -> Any:
+    """Import ``MODULE:NAME`` and return what it names (None when the module lacks it);
+    ``what`` prefixes the errors, ``example`` shows the expected form."""
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise AqueueError(f"expected MODULE:APP (e.g. myproject.jobs:app), got {target!r}")
+        raise AqueueError(f"{what}expected {example}, got {target!r}")
     # `aqueue worker myproject.jobs:app` is run from the project's directory, like
     # `python -m`; the console script alone would not find the project's modules.
     if os.getcwd() not in sys.path:
@@ -42,8 +45,13 @@ def load_app(target: str) -> App:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise AqueueError(f"cannot import {module_name!r}: {exc}") from None
-    app = getattr(module, attr, None)
+        raise AqueueError(f"{what}cannot import {module_name!r}: {exc}") from None
+    return getattr(module, attr, None)
+
+
+def load_app(target: str) -> App:
+    """Import ``MODULE:APP`` and return the App it names."""
+    app = load_object(target, "", "MODULE:APP (e.g. myproject.jobs:app)")
     if not isinstance(app, App):
         raise AqueueError(f"{target!r} is not an aqueue.App (found {type(app).__name__})")
     return app

@@ -12,24 +12,22 @@ SIGTERM stop the server gracefully, then the App's pool is closed.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import ipaddress
-import os
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import anyio
 import uvicorn
 
-from ..errors import AqueueError, ConfigurationError
+from ..errors import ConfigurationError
 from .factory import create_app
 from .security import AuthFn
 
 if TYPE_CHECKING:
     from ..app import App
 
-__all__ = ["LOOPBACK", "check_bind", "load_object", "serve_async"]
+__all__ = ["LOOPBACK", "check_bind", "serve_async"]
 
 LOOPBACK = "127.0.0.1"
 
@@ -100,19 +98,3 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-def load_object(target: str, what: str) -> Any:
-    module_name, sep, attr = target.partition(":")
-    if not sep or not module_name or not attr:
-        raise AqueueError(f"{what}: expected MODULE:NAME (e.g. myapp.auth:check), got {target!r}")
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise AqueueError(f"{what}: cannot import {module_name!r}: {exc}") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise AqueueError(f"{what}: {module_name!r} has no {attr!r}") from None

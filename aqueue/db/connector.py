@@ -1,8 +1,34 @@
-"""The connection layer: one App's pool, error mapping, transactions, extra connections.
+"""The connection layer: one App's pools, error mapping, transactions, extra connections.
 
 Nothing outside ``aqueue/db/`` imports asyncpg. Connection failures leave this module as
 ``DatabaseError`` with one readable line, and a missing schema as ``SchemaNotMigrated``.
 The statements themselves are ``database.Database``'s methods.
+
+Connections, and why there are several kinds:
+
+- ``pool`` (``pool_size``): the App's. Enqueues, admin calls, ``app.transaction()``, and
+  whatever jobs do with their App. Jobs can hold all of it for as long as they run.
+- ``worker_pool`` (``worker_pool_size``): a running worker's own statements (claims,
+  outcome writes, lease renewals, maintenance, periodic enqueues). Kept apart so that
+  coordination never waits behind jobs for a connection: a worker whose jobs hold the
+  whole App pool still renews its leases and records outcomes. Its connections open on
+  first use.
+- ``connect()``: one connection outside both pools, over ``listen_url``, for the node
+  heartbeat; ``listener.py`` opens the LISTEN connection the same way.
+
+Transaction poolers (``pooler="transaction"``): every statement here is safe on a
+connection that the pooler may hand to another client between transactions. No session
+``SET`` (the claim's ``set_config(..., true)`` is transaction-local), no session advisory
+locks (migrations take ``pg_advisory_xact_lock``), no temporary tables, no LISTEN on
+``url``. What remains is asyncpg's statement cache: it prepares named statements once per
+connection, and a pooler without prepared-statement support would run them on a server
+connection that never saw them. So with a pooler the pools cache nothing
+(``statement_cache_size=0``): asyncpg then sends Parse, Describe and Flush, then Bind,
+Execute and Sync, with no Sync between, so the pooler keeps one server connection for the
+whole exchange. The cost (a parse and a second round trip per statement) is why a direct
+connection keeps the cache; it is measured in docs/howto/deploying.md. The per-release
+reset query (``RESET ALL``, ``UNLISTEN *``...) is skipped too: with a pooler there is no
+session state of ours to reset, and it would be one more round trip through the pooler.
 """
 
 from __future__ import annotations
@@ -10,12 +36,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
 from ..bounds import DISCONNECT_TIMEOUT
-from ..errors import AppNotOpen, DatabaseError, SchemaNotMigrated
+from ..errors import AppNotOpen, ConfigurationError, DatabaseError, SchemaNotMigrated
 from .queries import Queries, Statement
 
 __all__ = ["Connector", "Row", "describe_url"]
@@ -45,8 +71,12 @@ def describe_url(url: str) -> str:
     return f"{scheme}://{userinfo.split(':', 1)[0]}@{tail}"
 
 
+async def _no_reset(conn: Any) -> None:
+    """Behind a transaction pooler there is no session state of ours to reset."""
+
+
 class Connector:
-    """One App's pool. ``open()`` / ``close()`` are idempotent."""
+    """One App's pools. ``open()`` / ``close()`` are idempotent."""
 
     def __init__(
         self,
@@ -56,13 +86,43 @@ class Connector:
         pool_size: int,
         connect_timeout: float,
         logger: logging.Logger,
+        listen_url: str | None = None,
+        worker_pool_size: int = 2,
+        pooler: Literal["transaction"] | None = None,
     ) -> None:
         self.url = url
+        self.listen_url = url if listen_url is None else listen_url
+        # Given explicitly, it is trusted to be a session (even if equal to url).
+        self._listen_url_given = listen_url is not None
+        self.pooler = pooler
         self.q = Queries(schema)
         self._pool_size = pool_size
+        self._worker_pool_size = worker_pool_size
         self._connect_timeout = connect_timeout
         self._logger = logger
         self._pool: asyncpg.Pool | None = None
+        self._worker_pool: asyncpg.Pool | None = None
+
+    def require_session(self, feature: str) -> str:
+        """``listen_url``, or a ``ConfigurationError`` naming the settings when ``feature``
+        (which needs a session of its own) would go through a transaction pooler."""
+        if self.pooler == "transaction" and not self._listen_url_given:
+            raise ConfigurationError(
+                f"{feature} needs a session of its own, and url goes through a transaction "
+                "pooler (pooler='transaction'): pass listen_url= a direct connection to "
+                "PostgreSQL (or a session-mode pool) to aqueue.App"
+            )
+        return self.listen_url
+
+    def _pool_options(self, application_name: str) -> dict[str, Any]:
+        # Each kind of connection has its own name, so pg_stat_activity shows the budget.
+        options: dict[str, Any] = {
+            "timeout": self._connect_timeout,
+            "server_settings": {"application_name": application_name},
+        }
+        if self.pooler == "transaction":
+            options.update(statement_cache_size=0, reset=_no_reset)
+        return options
 
     @property
     def schema(self) -> str:
@@ -80,13 +140,18 @@ class Connector:
         if self._pool is not None:
             return
         try:
-            self._pool = await asyncpg.create_pool(
-                self.url,
-                min_size=1,
-                max_size=self._pool_size,
-                timeout=self._connect_timeout,
-                server_settings={"application_name": "aqueue"},
+            pool = await asyncpg.create_pool(
+                self.url, min_size=1, max_size=self._pool_size, **self._pool_options("aqueue")
             )
+            # min_size=0 connects nothing, so this cannot fail once the first pool opened:
+            # the worker pool's connections open when a worker runs its first statement.
+            self._worker_pool = await asyncpg.create_pool(
+                self.url,
+                min_size=0,
+                max_size=self._worker_pool_size,
+                **self._pool_options("aqueue-worker"),
+            )
+            self._pool = pool
         except _CONNECTION_ERRORS as exc:
             raise DatabaseError(
                 f"cannot connect to PostgreSQL at {describe_url(self.url)}: "
@@ -99,6 +164,9 @@ class Connector:
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
+        worker_pool, self._worker_pool = self._worker_pool, None
+        if worker_pool is not None:
+            await worker_pool.close()
         if pool is not None:
             await pool.close()
 
@@ -107,6 +175,13 @@ class Connector:
         if self._pool is None:
             raise AppNotOpen("the App is not open: use 'async with app:' before this call")
         return self._pool
+
+    @property
+    def worker_pool(self) -> asyncpg.Pool:
+        """The running worker's own connections (claims, outcomes, leases, maintenance)."""
+        if self._worker_pool is None:
+            raise AppNotOpen("the App is not open: use 'async with app:' before this call")
+        return self._worker_pool
 
     @contextlib.asynccontextmanager
     async def _errors(self) -> AsyncIterator[None]:
@@ -121,6 +196,19 @@ class Connector:
             raise SchemaNotMigrated(
                 f"aqueue's schema {self.schema!r} is incomplete ({exc}): run 'aqueue migrate'"
             ) from None
+        except (
+            asyncpg.exceptions.InvalidSQLStatementNameError,
+            asyncpg.exceptions.DuplicatePreparedStatementError,
+        ) as exc:
+            # aqueue never names statements itself: asyncpg's cached ones went missing or
+            # clash, which is what a transaction pooler without prepared-statement support
+            # does to them. Say which setting fixes it instead of a bare server error.
+            raise DatabaseError(
+                f"PostgreSQL at {describe_url(self.url)} failed a statement [{exc.sqlstate}]: "
+                f"{exc}; if this URL is a transaction pooler (PgBouncer before 1.21), pass "
+                "pooler='transaction' and listen_url= a direct connection to aqueue.App",
+                exc.sqlstate,
+            ) from exc
         except _CONNECTION_ERRORS as exc:
             raise DatabaseError(
                 f"lost the connection to PostgreSQL at {describe_url(self.url)}: "
@@ -144,30 +232,39 @@ class Connector:
             rows: list[asyncpg.Record] = await target.fetch(statement.sql, *args)
             return rows
 
-    async def _fetchrow(self, statement: Statement, *args: Any) -> asyncpg.Record | None:
+    async def _fetchrow(
+        self, statement: Statement, *args: Any, conn: Any = None
+    ) -> asyncpg.Record | None:
         async with self._errors():
-            row: asyncpg.Record | None = await self.pool.fetchrow(statement.sql, *args)
+            target = conn if conn is not None else self.pool
+            row: asyncpg.Record | None = await target.fetchrow(statement.sql, *args)
             return row
 
-    async def _execute(self, statement: Statement, *args: Any) -> str:
+    async def _execute(self, statement: Statement, *args: Any, conn: Any = None) -> str:
         """Runs a statement for its effect; returns the command status (``DELETE 3``)."""
         async with self._errors():
-            status: str = await self.pool.execute(statement.sql, *args)
+            target = conn if conn is not None else self.pool
+            status: str = await target.execute(statement.sql, *args)
             return status
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        """A pooled connection inside a transaction, for statements that commit together."""
-        async with self._errors(), self.pool.acquire() as conn, conn.transaction():
+    async def transaction(self, *, worker: bool = False) -> AsyncIterator[Any]:
+        """A pooled connection inside a transaction, for statements that commit together;
+        from the worker pool when a worker's own duty needs it (periodic enqueues)."""
+        pool = self.worker_pool if worker else self.pool
+        async with self._errors(), pool.acquire() as conn, conn.transaction():
             yield conn
 
     async def connect(self) -> Any:
-        """A connection of its own, outside the pool: for work that must not queue behind
-        jobs for a pooled connection (the node's heartbeat)."""
+        """A connection of its own, outside the pools, over ``listen_url``: for work that
+        must not queue behind anyone for a connection, not even inside a pooler (the
+        node's heartbeat)."""
+        through_pooler = self.pooler == "transaction" and not self._listen_url_given
         async with self._errors():
             return await asyncpg.connect(
-                self.url,
+                self.listen_url,
                 timeout=self._connect_timeout,
+                statement_cache_size=0 if through_pooler else 100,
                 server_settings={"application_name": "aqueue-heartbeat"},
             )
 

@@ -21,7 +21,9 @@ __all__ = ["Database", "Row"]
 
 
 class Database(Connector):
-    """One App's pool and statements."""
+    """One App's pools and statements. What a running worker does for itself (claims,
+    outcomes, heartbeats, leases, maintenance) goes to ``worker_pool``, everything else
+    (enqueue, admin, reads) to the App's ``pool``; see ``connector.py``."""
 
     # -- migrations -------------------------------------------------------------------------
 
@@ -86,15 +88,17 @@ class Database(Connector):
         else:
             statement = self.q.claim if full else self.q.claim_lean
         args = statement.args(queue=queue, limit=limit, kinds=kinds, node_id=node_id)
-        return await self._fetch(statement, *args)
+        return await self._fetch(statement, *args, conn=self.worker_pool)
 
     async def adopt_claims(self, queue: str, node_id: str, held: Sequence[int]) -> list[Row]:
         """Jobs running under ``node_id`` in ``queue`` other than ``held`` (full rows)."""
-        return await self._fetch(self.q.adopt_claims, queue, node_id, list(held))
+        return await self._fetch(
+            self.q.adopt_claims, queue, node_id, list(held), conn=self.worker_pool
+        )
 
     async def record_outcomes(self, outcomes: Outcomes) -> list[Row]:
         statement = self.q.record_outcomes
-        return await self._fetch(statement, *statement.bind(outcomes))
+        return await self._fetch(statement, *statement.bind(outcomes), conn=self.worker_pool)
 
     async def outcomes_in_place(
         self, ids: Sequence[int], attempts: Sequence[int], states: Sequence[str]
@@ -102,7 +106,7 @@ class Database(Connector):
         """Of these outcomes, those the rows already show as written."""
         statement = self.q.outcomes_in_place
         args = statement.args(id=list(ids), attempt=list(attempts), state=list(states))
-        return await self._fetch(statement, *args)
+        return await self._fetch(statement, *args, conn=self.worker_pool)
 
     async def record_progress(
         self, job_id: int, attempt: int, progress: float, note: str | None
@@ -115,7 +119,7 @@ class Database(Connector):
         return status.rsplit(" ", 1)[-1] != "0"
 
     async def cancel_requested(self, job_ids: Sequence[int]) -> list[int]:
-        rows = await self._fetch(self.q.cancel_requested, list(job_ids))
+        rows = await self._fetch(self.q.cancel_requested, list(job_ids), conn=self.worker_pool)
         return [row["id"] for row in rows]
 
     # -- admin ------------------------------------------------------------------------------
@@ -182,11 +186,11 @@ class Database(Connector):
             config=config_json,
             digest=digest,
         )
-        rows = await self._fetch(statement, *args, conn=conn)
+        rows = await self._fetch(statement, *args, conn=conn or self.worker_pool)
         return bool(rows and rows[0]["lapsed"])
 
     async def delete_node(self, node_id: str) -> None:
-        await self._fetch(self.q.delete_node, node_id)
+        await self._fetch(self.q.delete_node, node_id, conn=self.worker_pool)
 
     async def list_nodes(self) -> list[Row]:
         return await self._fetch(self.q.list_nodes)
@@ -203,17 +207,19 @@ class Database(Connector):
         holder has it."""
         statement = self.q.acquire_lease
         args = statement.args(name=name, holder=holder, ttl=ttl, info=info_json, renewing=renewing)
-        row = await self._fetchrow(statement, *args)
+        row = await self._fetchrow(statement, *args, conn=self.worker_pool)
         return None if row is None else int(row["term"])
 
     async def lease_free(self, name: str) -> bool:
-        row = await self._fetchrow(self.q.lease_free, name)
+        row = await self._fetchrow(self.q.lease_free, name, conn=self.worker_pool)
         return bool(row and row["free"])
 
     async def release_lease(self, name: str, holder: str, info_json: str | None = None) -> bool:
         statement = self.q.release_lease
         row = await self._fetchrow(
-            statement, *statement.args(name=name, holder=holder, info=info_json)
+            statement,
+            *statement.args(name=name, holder=holder, info=info_json),
+            conn=self.worker_pool,
         )
         return bool(row and row["released"])
 
@@ -221,20 +227,20 @@ class Database(Connector):
         return await self._fetch(self.q.list_leases)
 
     async def rescue_orphans(self, limit: int) -> list[Row]:
-        return await self._fetch(self.q.rescue_orphans, limit)
+        return await self._fetch(self.q.rescue_orphans, limit, conn=self.worker_pool)
 
     async def delete_expired_nodes(self, older_than: float) -> None:
-        await self._fetch(self.q.delete_expired_nodes, older_than)
+        await self._fetch(self.q.delete_expired_nodes, older_than, conn=self.worker_pool)
 
     async def prune_jobs(self, older_than: float, limit: int) -> int:
-        status = await self._execute(self.q.prune_jobs, older_than, limit)
+        status = await self._execute(self.q.prune_jobs, older_than, limit, conn=self.worker_pool)
         return int(status.rsplit(" ", 1)[-1])
 
     async def prune_periodic_runs(self, older_than: float) -> None:
-        await self._fetch(self.q.prune_periodic_runs, older_than)
+        await self._fetch(self.q.prune_periodic_runs, older_than, conn=self.worker_pool)
 
     async def last_periodic_slots(self, names: Sequence[str]) -> dict[str, datetime]:
-        rows = await self._fetch(self.q.last_periodic_slots, list(names))
+        rows = await self._fetch(self.q.last_periodic_slots, list(names), conn=self.worker_pool)
         return {row["name"]: row["slot"] for row in rows}
 
     async def claim_periodic_slot(self, name: str, slot: datetime, conn: Any) -> bool:
@@ -316,7 +322,7 @@ class Database(Connector):
     async def queue_limits(self, names: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
         """The limits in force for those of these queues that have any: name ->
         (global_limit, partition_limit)."""
-        rows = await self._fetch(self.q.queue_limits, list(names))
+        rows = await self._fetch(self.q.queue_limits, list(names), conn=self.worker_pool)
         return {
             row["name"]: (row["global_limit"], row["partition_limit"])
             for row in rows

@@ -5,11 +5,14 @@ node row expired. So the row is written before the first claim (``run`` reports 
 only then) and deleted after the last outcome is written. Heartbeats are one small
 UPDATE every ``heartbeat_interval``; jobs themselves are never heartbeated.
 
-The heartbeat has a connection of its own, so jobs holding every pooled connection
-cannot starve it, and a time limit, so a hung connection is replaced instead of waited
-on. ``alive_until`` is the local time until which the row is surely unexpired; producers
-claim only while it is comfortably ahead, so a node that cannot heartbeat stops taking
-jobs before the leader could rescue them.
+The heartbeat has a connection of its own (over ``listen_url``), so jobs holding every
+pooled connection cannot starve it, nor can other clients of a pooler in front of
+PostgreSQL; with ``dedicated_heartbeat=False`` it shares the worker pool instead, which
+jobs cannot hold either, one server connection fewer per process. It has a time limit,
+so a hung connection is replaced instead of waited on. ``alive_until`` is the local time
+until which the row is surely unexpired; producers claim only while it is comfortably
+ahead, so a node that cannot heartbeat stops taking jobs before the leader could rescue
+them.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ class Node:
         heartbeat_interval: float,
         ttl: float,
         logger: logging.Logger,
+        dedicated: bool = True,
     ) -> None:
         self.id = node_id
         self.config = node_config
@@ -58,6 +62,7 @@ class Node:
         self._interval = heartbeat_interval
         self._ttl = ttl
         self._logger = logger
+        self._dedicated = dedicated
         #: Local clock time until which this node's row is surely alive.
         self.alive_until = 0.0
         self._conn: Any = None
@@ -70,7 +75,7 @@ class Node:
         sent = anyio.current_time()
         try:
             with anyio.fail_after(max(self._ttl / 3, self._interval)):
-                if self._conn is None:
+                if self._conn is None and self._dedicated:
                     self._conn = await self._db.connect()
                 lapsed = await self._db.upsert_node(
                     self.id,

@@ -77,13 +77,15 @@ class PeriodicScheduler:
         self, entry: PeriodicEntry, slot: datetime | None, *, catch_up: bool = False
     ) -> None:
         try:
-            if slot is None:
-                job = await self._enqueuer.enqueue_request(entry.request)
-            else:
-                async with self._db.transaction() as conn:
-                    if not await self._db.claim_periodic_slot(entry.name, slot, conn):
-                        return  # another leader enqueued this slot already
-                    job = (await self._enqueuer.insert([entry.request], conn))[0]
+            # On the worker pool, like every leader duty: jobs holding the App's pool
+            # must not delay a slot.
+            async with self._db.transaction(worker=True) as conn:
+                if slot is not None and not await self._db.claim_periodic_slot(
+                    entry.name, slot, conn
+                ):
+                    return  # another leader enqueued this slot already
+                job = (await self._enqueuer.insert([entry.request], conn))[0]
+                if slot is not None:
                     await self._db.set_periodic_job(entry.name, slot, job.id, conn)
         except Exception as exc:  # the next slot tries again; a failing one is not retried
             self._logger.error(

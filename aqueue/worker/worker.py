@@ -67,6 +67,7 @@ class Worker:
             heartbeat_interval=settings.heartbeat_interval,
             ttl=settings.node_ttl,
             logger=self._logger,
+            dedicated=settings.dedicated_heartbeat,
         )
         self.maintenance = Maintenance(runtime.db, settings, self._logger)
         self.periodic = PeriodicScheduler(runtime, registry.periodic)
