@@ -56,7 +56,10 @@ async def _nodes(
     *,
     count: int = 3,
     seconds: float = 0.03,
+    start: bool = True,
 ) -> tuple[aqueue.App, str]:
+    """``count`` Apps (nodes) on one schema with the ``call`` job and a ``runs`` table it
+    writes to; their workers started unless ``start`` is False."""
     apps = [make_app(**CLUSTER) for _ in range(count)]
     first = apps[0]
     await stack.enter_async_context(first)
@@ -69,7 +72,7 @@ async def _nodes(
         _register(app, table, pool, seconds)
         if app is not first:
             await stack.enter_async_context(app)
-    for app in apps:
+    for app in apps if start else ():
         await stack.enter_async_context(app.worker({"api": spec}))
     return first, table
 
@@ -122,14 +125,7 @@ async def test_a_small_tenant_is_not_starved_by_a_big_backlog(
 ) -> None:
     spec = aqueue.Queue(concurrency=2, partition=aqueue.Partition(limit=2))
     async with AsyncExitStack() as stack:
-        app = make_app(**CLUSTER)
-        await stack.enter_async_context(app)
-        await app.migrate()
-        table = f"{schema_of(app)}.runs"
-        await runs.execute(
-            f"CREATE TABLE {table} (n int, key text, started timestamptz, ended timestamptz)"
-        )
-        _register(app, table, runs, 0.01)
+        app, table = await _nodes(make_app, stack, runs, spec, count=1, seconds=0.01, start=False)
         await app.enqueue_many([app.build("call", {"n": n, "key": "big"}) for n in range(200)])
         small = await app.enqueue("call", {"n": 1000, "key": "small"})
         await stack.enter_async_context(app.worker({"api": spec}))
@@ -278,14 +274,7 @@ async def test_partitions_take_turns_when_places_are_fewer_than_keys(
     # jobs before any other key got one.
     spec = aqueue.Queue(concurrency=1, partition=aqueue.Partition(limit=5))
     async with AsyncExitStack() as stack:
-        app = make_app(**CLUSTER)
-        await stack.enter_async_context(app)
-        await app.migrate()
-        table = f"{schema_of(app)}.runs"
-        await runs.execute(
-            f"CREATE TABLE {table} (n int, key text, started timestamptz, ended timestamptz)"
-        )
-        _register(app, table, runs, 0.0)
+        app, table = await _nodes(make_app, stack, runs, spec, count=1, seconds=0.0, start=False)
         keys = ["a", "b", "c", "d", "e", "f"]
         await app.enqueue_many(
             [app.build("call", {"n": n, "key": key}) for key in keys for n in range(5)]
