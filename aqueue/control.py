@@ -187,6 +187,8 @@ class Control:
                 running_by_node=json.loads(row["running_by_node"]),
                 unrunnable=json.loads(row["unrunnable"]),
                 nodes=row["nodes"],
+                global_limit=row["global_limit"],
+                partition_limit=row["partition_limit"],
             )
         return stats
 

@@ -305,7 +305,13 @@ class JobDefinition(_Enqueuer[P, R]):
         by = self.partition_by
         if by is None:
             return None
-        value = by(dict(args)) if callable(by) else args.get(by)
+        if callable(by):
+            value = by(dict(args))
+        elif by in args:
+            value = args[by]
+        else:  # left out: the function's own default is the key
+            param = self.schema.signature.parameters.get(by)
+            value = None if param is None or param.default is param.empty else param.default
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, str | int):

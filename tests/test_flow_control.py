@@ -211,6 +211,8 @@ async def test_limits_in_force_live_in_the_database_and_drift_is_reported(
                     f"SELECT global_limit FROM {schema_of(first)}.queues WHERE name = 'api'"
                 )
             assert stored == 7
+            stats = (await first.queue_stats("api"))["api"]
+            assert (stats.global_limit, stats.partition_limit) == (7, None)
             status = await eventually(lambda: _drift(first), what="drift between the two nodes")
     [drift] = status
     assert (drift.section, drift.name) == ("queues", "api")
@@ -284,3 +286,48 @@ async def test_partitions_take_turns_when_places_are_fewer_than_keys(
         order = [row[0] for row in await runs.fetch(f"SELECT key FROM {table} ORDER BY started")]
     assert sorted(order[:6]) == keys  # every key once before any key twice
     assert sorted(order[6:12]) == keys
+
+
+async def test_jobs_without_a_key_and_keyed_jobs_take_turns(
+    make_app: Callable[..., aqueue.App], runs: asyncpg.Pool
+) -> None:
+    # One place at a time: neither jobs without a key nor keyed ones may take them all.
+    spec = aqueue.Queue(concurrency=1, partition=aqueue.Partition(limit=5))
+    async with AsyncExitStack() as stack:
+        app, table = await _nodes(make_app, stack, runs, spec, count=1, seconds=0.0, start=False)
+        await app.enqueue_many([app.build("call", {"n": n}) for n in range(6)])
+        await app.enqueue_many([app.build("call", {"n": 10 + n, "key": "k"}) for n in range(6)])
+        await stack.enter_async_context(app.worker({"api": spec}))
+        await eventually(lambda: _finished(app, 12), what="12 jobs done")
+        order = [row[0] for row in await runs.fetch(f"SELECT key FROM {table} ORDER BY started")]
+    assert order[:6].count("k") == 3  # alternating, not six of one kind first
+
+
+async def test_a_partition_parameter_left_out_takes_its_default(app: aqueue.App) -> None:
+    @app.job(partition_by="customer")
+    async def report(day: str, customer: str = "shared") -> None: ...
+
+    job = await report.enqueue(day="monday")
+    async with app.db.pool.acquire() as conn:
+        key = await conn.fetchval(
+            f"SELECT partition_key FROM {schema_of(app)}.jobs WHERE id = $1", job.id
+        )
+    assert key == "shared"
+
+
+async def test_obliterating_a_limited_queue_keeps_its_limits(
+    make_app: Callable[..., aqueue.App],
+) -> None:
+    app = make_app(**CLUSTER)
+
+    @app.job(queue="api")
+    async def call() -> None: ...
+
+    async with app:
+        await app.migrate()
+        async with app.worker({"api": aqueue.Queue(global_limit=3)}):
+            pass
+        await call.enqueue()
+        await app.obliterate_queue("api")
+        stats = (await app.queue_stats("api"))["api"]
+    assert stats.global_limit == 3

@@ -100,6 +100,15 @@ class Completer:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
+        try:
+            await self._loop()
+        finally:
+            # Nothing more will be written: no ack="sync" slot may wait for it.
+            for item in self._pending:
+                if item.written is not None:
+                    item.written.set()
+
+    async def _loop(self) -> None:
         while True:
             await self._has_items.wait()
             if not self._pending:

@@ -28,6 +28,7 @@ import anyio
 import pydantic_core
 
 from ..backoff import DEFAULT_BACKOFF, Backoff
+from ..bounds import FLUSH_TIMEOUT
 from ..errors import (
     Cancel,
     Discard,
@@ -188,10 +189,14 @@ class Executor:
             return
         attempt.written = asyncio.Event()
         self._done(attempt)
-        # Shielded: the outcome is handed in; the slot waits for its write even while the
-        # worker stops (the completer's flush deadline bounds it).
-        with anyio.CancelScope(shield=True):
+        try:
             await attempt.written.wait()
+        except anyio.get_cancelled_exc_class():
+            # Shutdown: the outcome is handed in, give its write a bounded while (a job
+            # whose outcome is never written stays running and is rescued).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(FLUSH_TIMEOUT):
+                await attempt.written.wait()
+            raise
 
     def hand_back(self, row: Row) -> None:
         """A claimed job that never started (shutdown): back to ``available``, attempt

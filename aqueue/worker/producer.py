@@ -126,12 +126,21 @@ class Producer:
         expected = self.concurrency * self._claim_avg / max(self._run_avg, 1e-6)
         return min(self.concurrency, int(expected))
 
+    def set_limits(self, limited: bool, global_limit: int | None) -> None:
+        """The limits in force changed (read from the database by the worker)."""
+        self.limited = limited
+        self.global_limit = global_limit
+        # What was counted under the old limits no longer says anything about the new.
+        self._unwritten.clear()
+        self._released_early.clear()
+        self._wake.set()
+
     def released(self, attempts: Iterable[Attempt]) -> None:
         """Outcomes were written: the places those jobs held are free again."""
         for attempt in attempts:
             if attempt.job_id in self._unwritten:
                 self._unwritten.discard(attempt.job_id)
-            elif attempt.queue == self.queue:
+            elif attempt.job_id in self._held:
                 # Written before its slot let go of it (ack="sync" waits for the write).
                 self._released_early.add(attempt.job_id)
         self._wake.set()

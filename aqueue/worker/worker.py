@@ -231,9 +231,7 @@ class Worker:
         for name, producer in self.producers.items():
             global_limit = limits[name][0] if name in limits else None
             if producer.limited != (name in limits) or producer.global_limit != global_limit:
-                producer.limited = name in limits
-                producer.global_limit = global_limit
-                producer.wake()
+                producer.set_limits(name in limits, global_limit)
 
     async def _watch_cancels(self) -> None:
         # Covers cancel notifications missed while the LISTEN connection was down.
@@ -266,9 +264,13 @@ class Worker:
         # The completer is done with these outcomes: a limited queue's places they held
         # are free (in the database too, unless the write failed for good, and then the
         # jobs are the rescue's).
-        for producer in self.producers.values():
-            if producer.limited:
-                producer.released(attempts)
+        by_queue: dict[str, list[Attempt]] = {}
+        for attempt in attempts:
+            by_queue.setdefault(attempt.queue, []).append(attempt)
+        for queue, done in by_queue.items():
+            producer = self.producers.get(queue)
+            if producer is not None and producer.limited:
+                producer.released(done)
 
     def _committed(self, attempts: list[Attempt]) -> None:
         poll = self._runtime.settings.poll_interval

@@ -54,7 +54,13 @@ DECLARE
     v_keys text[] := '{}';
     v_rooms integer[] := '{}';
 BEGIN
-    PERFORM pg_advisory_xact_lock(1634825574, hashtext(p_queue));
+    -- The argument above holds in READ COMMITTED only: a snapshot older than the lock
+    -- would miss the previous holder's claim.
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'aqueue: claims of limited queues need READ COMMITTED, not %',
+            current_setting('transaction_isolation');
+    END IF;
+    PERFORM pg_advisory_xact_lock(1634825574, hashtext('{schema}.' || p_queue));
     SELECT * INTO settings FROM {schema}.queues WHERE name = p_queue;
     IF NOT FOUND OR settings.paused_at IS NOT NULL THEN
         RETURN;
@@ -67,8 +73,8 @@ BEGIN
     IF free <= 0 THEN
         RETURN;
     END IF;
-    -- As for every claim: a claim lost in a crash leaves the jobs available (see claims.sql).
-    PERFORM set_config('synchronous_commit', 'off', true);
+    -- Unlike the plain claim, this one commits durably: a limited claim lost in a crash
+    -- after its jobs started would hand their places to others while they still run.
     IF settings.partition_limit IS NULL THEN
         RETURN QUERY
         UPDATE {schema}.jobs AS j
@@ -117,7 +123,8 @@ BEGIN
         SELECT r.key, r.room, r.turn
         FROM unnest(v_keys, v_rooms) WITH ORDINALITY AS r(key, room, turn)
     ), candidates AS (
-        SELECT c.id, NULL::text AS key, c.rank, 0::bigint AS turn
+        SELECT c.id, NULL::text AS key, c.rank,
+               (CASE WHEN cursor_key = '' THEN cardinality(v_keys) + 1 ELSE 0 END)::bigint AS turn
         FROM (SELECT id, row_number() OVER (ORDER BY priority, scheduled_at, id) AS rank
               FROM {schema}.jobs
               WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
@@ -136,26 +143,29 @@ BEGIN
     ), chosen AS (
         SELECT * FROM candidates ORDER BY rank, turn LIMIT free
     ), picked AS (
+        -- The conditions again, on the locked row: after waiting for a concurrent update,
+        -- PostgreSQL re-checks only what is written about this row here.
         SELECT j.id, chosen.key, chosen.rank, chosen.turn
         FROM {schema}.jobs AS j JOIN chosen ON chosen.id = j.id
+        WHERE j.state IN ('available', 'scheduled', 'retryable') AND j.queue = p_queue
+          AND j.scheduled_at <= now() AND j.kind = ANY (p_kinds)
         FOR UPDATE OF j SKIP LOCKED
     )
     SELECT array_agg(id),
-           (array_agg(key ORDER BY rank DESC, turn DESC) FILTER (WHERE key IS NOT NULL))[1]
+           (array_agg(coalesce(key, '') ORDER BY rank DESC, turn DESC))[1]
     INTO picked_ids, last_key
     FROM picked;
     IF picked_ids IS NULL THEN
         RETURN;
     END IF;
-    IF last_key IS NOT NULL THEN
-        -- The next claim starts after the last key served: round-robin across claims.
-        UPDATE {schema}.queues SET rr_cursor = last_key WHERE name = p_queue;
-    END IF;
+    -- The next claim starts after the last key served (round-robin across claims); ''
+    -- when that was a job without a key, whose group then goes last next time.
+    UPDATE {schema}.queues SET rr_cursor = last_key WHERE name = p_queue;
     RETURN QUERY
     UPDATE {schema}.jobs AS j
     SET state = 'running', attempt = least(j.attempt + 1, 32767), attempted_at = now(),
         node_id = p_node
-    WHERE j.id = ANY (picked_ids)
+    WHERE j.id = ANY (picked_ids) AND j.state IN ('available', 'scheduled', 'retryable')
     RETURNING j.*;
 END
 $$;

@@ -74,8 +74,9 @@ WITH doomed AS (
 SELECT (SELECT count(*) FROM deleted) AS deleted, (SELECT count(*) FROM cancelled) AS cancelled;
 
 -- name: forget_queue
--- After an obliterate: drop the queue's settings row unless it holds a pause.
-DELETE FROM {schema}.queues WHERE name = $1 AND paused_at IS NULL;
+-- After an obliterate: drop the queue's settings row unless it holds a pause or limits.
+DELETE FROM {schema}.queues
+WHERE name = $1 AND paused_at IS NULL AND global_limit IS NULL AND partition_limit IS NULL;
 
 -- name: queue_stats
 -- One row per queue ($1: only that one; NULL: all): the queues jobs name, the queues with
