@@ -227,13 +227,17 @@ BEGIN
     ), chosen AS (
         SELECT * FROM candidates ORDER BY rank, turn LIMIT free
     ), picked AS (
-        -- The conditions again, on the locked row: after waiting for a concurrent update,
-        -- PostgreSQL re-checks only what is written about this row here.
-        SELECT j.id, chosen.key, chosen.rank, chosen.turn
-        FROM {schema}.jobs AS j JOIN chosen ON chosen.id = j.id
-        WHERE j.state IN ('available', 'scheduled', 'retryable') AND j.queue = p_queue
-          AND j.scheduled_at <= now() AND j.kind = ANY (p_kinds)
-        FOR UPDATE OF j SKIP LOCKED
+        -- Each chosen job locked by primary key, with the conditions again on the locked
+        -- row: after waiting for a concurrent update, PostgreSQL re-checks them, so a job
+        -- cancelled, renamed or claimed meanwhile is skipped.
+        SELECT l.id, chosen.key, chosen.rank, chosen.turn
+        FROM chosen,
+             LATERAL (SELECT j.id FROM {schema}.jobs AS j
+                      WHERE j.id = chosen.id
+                        AND j.state IN ('available', 'scheduled', 'retryable')
+                        AND j.queue = p_queue AND j.scheduled_at <= now()
+                        AND j.kind = ANY (p_kinds)
+                      FOR UPDATE SKIP LOCKED) AS l
     )
     SELECT array_agg(id),
            (array_agg(coalesce(key, '') ORDER BY rank DESC, turn DESC))[1]
@@ -249,7 +253,7 @@ BEGIN
     UPDATE {schema}.jobs AS j
     SET state = 'running', attempt = least(j.attempt + 1, 32767), attempted_at = now(),
         node_id = p_node
-    WHERE j.id = ANY (picked_ids) AND j.state IN ('available', 'scheduled', 'retryable')
+    WHERE j.id = ANY (picked_ids)
     RETURNING j.*;
 END
 $$;
