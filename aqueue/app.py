@@ -61,6 +61,13 @@ class _JobDecorator(Protocol):
     @overload
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
 
+    # A plain `def` (run in a worker thread, see threads.py).
+    @overload
+    def __call__(self, fn: Callable[Concatenate[JobContext, P], R], /) -> JobDefinition[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> JobDefinition[P, R]: ...
+
 
 class App(Extensions):
     """One aqueue application: jobs registered on it, a pool to one database schema.
@@ -155,6 +162,12 @@ class App(Extensions):
     def job(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
 
     @overload
+    def job(self, fn: Callable[Concatenate[JobContext, P], R], /) -> JobDefinition[P, R]: ...
+
+    @overload
+    def job(self, fn: Callable[P, R], /) -> JobDefinition[P, R]: ...
+
+    @overload
     def job(
         self,
         *,
@@ -166,7 +179,7 @@ class App(Extensions):
 
     def job(
         self,
-        fn: Callable[..., Awaitable[Any]] | None = None,
+        fn: Callable[..., Any] | None = None,
         *,
         name: str | None = None,
         aliases: Sequence[str] = (),
@@ -174,6 +187,8 @@ class App(Extensions):
         **defaults: Unpack[JobOptions],
     ) -> Any:
         """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``.
+        A plain ``def`` runs in a worker thread (``aqueue.threads``: bounded by the
+        ``job_threads`` setting; a thread cannot be interrupted by a timeout).
 
         The options (``aqueue.options.JobOptions``) are the job's defaults; each enqueue
         can override them with ``.options(...)``."""
@@ -188,7 +203,7 @@ class App(Extensions):
             raise ConfigurationError("aliases: must be a list of kind names, not a string")
         alias_tuple = tuple(validate_name("aliases", alias) for alias in aliases)
 
-        def register(func: Callable[..., Awaitable[Any]]) -> JobDefinition[Any, Any]:
+        def register(func: Callable[..., Any]) -> JobDefinition[Any, Any]:
             kind = validate_name("name", name if name is not None else func.__name__)
             definition: JobDefinition[Any, Any] = JobDefinition(
                 self._enqueuer,

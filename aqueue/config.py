@@ -68,6 +68,8 @@ class Settings(pydantic.BaseModel):
     restart_delay_max: float = pydantic.Field(60.0, gt=0, le=86400)
     #: Most outcomes the completer writes in one statement.
     completer_batch: int = pydantic.Field(1000, ge=1, le=10000)
+    #: Threads a worker runs plain ``def`` jobs in, at most, at once (``threads.py``).
+    job_threads: int = pydantic.Field(40, ge=1, le=1000)
 
     @pydantic.model_validator(mode="after")
     def _ttl_vs_heartbeat(self) -> Settings:
@@ -95,6 +97,7 @@ class SettingsOptions(TypedDict, total=False):
     restart_delay: float
     restart_delay_max: float
     completer_batch: int
+    job_threads: int
 
 
 _SETTING_NAMES = SettingsOptions.__optional_keys__

@@ -1,4 +1,5 @@
-"""Job definitions: a decorated ``async def`` plus its kind, defaults and argument schema.
+"""Job definitions: a decorated ``async def`` (or plain ``def``, run in a thread) plus
+its kind, defaults and argument schema.
 
 Arguments are validated by pydantic from the function's signature, once at enqueue
 time (nothing is written when they are wrong) and again when the job runs, from the
@@ -31,6 +32,7 @@ from .context import JobContext
 from .errors import ConfigurationError, InvalidJobArgs, InvalidOption
 from .jobs import Job, Outcome
 from .options import EnqueueOptions, Options
+from .threads import ThreadedJob
 from .unique import Unique
 from .validate import json_nul_problems, validate_name
 
@@ -284,9 +286,11 @@ class JobDefinition(_Enqueuer[P, R]):
         defaults: Options,
         partition_by: PartitionBy | None = None,
     ) -> None:
-        require_coroutine_function(fn, f"job {kind!r}:")
         self.inserter = inserter
-        self.fn = fn
+        #: Always awaitable: a plain ``def`` runs in a worker thread (``threads.py``).
+        self.fn: Callable[..., Awaitable[R]] = (
+            fn if inspect.iscoroutinefunction(fn) else ThreadedJob(fn, kind)
+        )
         self.kind = kind
         self.aliases = aliases
         self.definition = self

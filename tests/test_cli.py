@@ -89,11 +89,14 @@ def test_migrate_with_an_app_module_uses_its_schema(
     assert "0001_init.sql" in first.stdout
     again = run_cli("migrate", "--app", "cli_jobs_migrate:app", env=env)
     assert again.returncode == 0 and "up to date" in again.stdout
-    # The same rule, and the same words, as the admin commands' --app.
+    # The positional form names the same App.
+    positional = run_cli("migrate", "cli_jobs_migrate:app", env=env)
+    assert positional.returncode == 0 and "up to date" in positional.stdout
+    # The same rule, and the same words, as the admin commands' --app: a usage error.
     mixed = run_cli("migrate", "--app", "cli_jobs_migrate:app", "--schema", "x", env=env)
-    assert mixed.returncode == 1
+    assert mixed.returncode == 2
     assert mixed.stderr.splitlines() == [
-        "aqueue: error: --schema goes with --url; an --app brings its own schema"
+        "aqueue: error: --schema goes with --url; an App (MODULE:APP or --app) brings its own"
     ]
 
 
@@ -205,7 +208,7 @@ def test_no_queues_excludes_queue_arguments(tmp_path: Path, aqueue_database_url:
         "PYTHONPATH": str(tmp_path),
     }
     result = run_cli("worker", "cli_jobs_noq:app", "--no-queues", "-q", "default=2", env=env)
-    assert result.returncode == 1 and "exclude each other" in result.stderr
+    assert result.returncode == 2 and "exclude each other" in result.stderr
     # An App with neither persistent workers nor periodic jobs has nothing to run.
     result = run_cli("worker", "cli_jobs_noq:app", "--no-queues", "--migrate", env=env)
     assert result.returncode == 1 and "at least one queue" in result.stderr

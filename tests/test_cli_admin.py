@@ -198,7 +198,7 @@ def test_queues_drain_and_obliterate(cli: Cli) -> None:
     assert cli("queues", "drain", "mail", "--timeout", "0.3") == 5
     assert "still has 3 waiting or running job(s)" in cli.err
     assert cli("queues", "drain", "nope", "--timeout", "1") == 3
-    assert cli("queues", "obliterate", "mail") == 1
+    assert cli("queues", "obliterate", "mail") == 2  # a usage error, like argparse's own
     assert "add --yes" in cli.err
     cli.with_app(_set_state(jobs[0].id, "running"))
     assert cli("queues", "obliterate", "mail", "--yes") == 4
@@ -237,7 +237,11 @@ def test_admin_commands_with_an_app_module(
     status = main(["jobs", "rename-kind", "send", "mail.send", "--app", f"{module}:app"])
     assert status == 0
     assert [j.kind for j in cli.with_app(lambda app: app.list_jobs())] == ["mail.send"]
-    assert main(["queues", "list", "--app", f"{module}:app", "--schema", "x"]) == 1
+    assert main(["queues", "list", "--app", f"{module}:app", "--schema", "x"]) == 2
+    # Every command takes the App positionally as well, as `worker` and `cluster` do.
+    assert main(["queues", "list", f"{module}:app", "--json"]) == 0
+    assert main(["jobs", "show", f"{module}:app", "999999"]) == 3
+    assert main(["queues", "list", f"{module}:app", "--app", "other:app"]) == 2
 
 
 def test_not_found_means_exactly_no_such_job_queue_or_kind() -> None:

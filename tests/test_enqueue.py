@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -77,15 +77,22 @@ def test_alias_clashing_with_a_kind_is_rejected(make_app: Callable[..., aqueue.A
     assert app.registry.get("second") is None and app.registry.get("fourth") is None
 
 
-def test_non_async_function_is_rejected(make_app: Callable[..., aqueue.App]) -> None:
+def test_plain_def_is_registered_to_run_in_a_thread(make_app: Callable[..., aqueue.App]) -> None:
     app = make_app()
 
     def sync_job(x: int) -> int:
         return x
 
-    with pytest.raises(aqueue.ConfigurationError, match="async def"):
-        app.job(sync_job)  # type: ignore[arg-type]
-    assert app.registry.get("sync_job") is None
+    definition = app.job(sync_job)
+    assert app.registry.get("sync_job") is definition
+    assert definition.schema.names == ("x",)  # validated from the function's signature
+
+    def numbers() -> Iterator[int]:
+        yield 1
+
+    with pytest.raises(aqueue.ConfigurationError, match="generator"):
+        app.job(numbers)
+    assert app.registry.get("numbers") is None
 
 
 def test_positional_only_parameter_is_rejected(make_app: Callable[..., aqueue.App]) -> None:

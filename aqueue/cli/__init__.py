@@ -1,8 +1,8 @@
 """The ``aqueue`` command. The only place in aqueue that installs signal handlers.
 
-    aqueue migrate  --app MODULE:APP | --url URL [--schema S]
-    aqueue worker   MODULE:APP -q default=10 -q mail=5   (or --no-queues)
-    aqueue cluster  MODULE:APP [--json]   nodes, leader, leases, drift
+    aqueue migrate  [MODULE:APP | --app MODULE:APP | --url URL [--schema S]]
+    aqueue worker   MODULE:APP [-q default=10 -q mail=5 | --no-queues] [--processes N]
+    aqueue cluster  [MODULE:APP | --url URL] [--json]   nodes, leader, leases, drift
     aqueue demo     enqueue and run a mix of jobs on a throwaway PostgreSQL
     aqueue dev      start a throwaway PostgreSQL, print its URL, run until Ctrl-C
     aqueue jobs | queues   admin commands
@@ -17,8 +17,10 @@ One concept per module:
 - ``format``: tables and JSON documents;
 - ``exits``: exit statuses and the one-line error report.
 
-Errors aqueue knows about (bad input, unreachable database) print one line to stderr
-and exit with status 1; usage errors exit with 2 (``exits`` has the full table).
+Every command names its App the same ways (``target``), and takes ``-v`` before or
+after its name. Errors aqueue knows about (bad input, unreachable database) print one
+line to stderr and exit with status 1; usage errors exit with 2 (``exits`` has the full
+table).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import anyio
 
 from ..errors import AqueueError
 from . import admin, commands
-from .exits import EXIT_ERROR, EXIT_INTERRUPTED, fail, first_leaf
+from .exits import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, fail, first_leaf
 
 __all__ = ["main"]
 
@@ -48,6 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], Awaitable[int]] = args.handler
     try:
         return _run(lambda: handler(args))
+    except UsageError as exc:
+        return fail(exc, EXIT_USAGE)
     except AqueueError as exc:
         return fail(exc, EXIT_ERROR)
     except BaseExceptionGroup as group:
@@ -57,7 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         known, rest = group.split(AqueueError)
         if known is None or rest is not None:
             raise
-        return fail(first_leaf(known), EXIT_ERROR)
+        leaf = first_leaf(known)
+        return fail(leaf, EXIT_USAGE if isinstance(leaf, UsageError) else EXIT_ERROR)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 
@@ -70,7 +75,20 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_commands(sub)
     admin.add_commands(sub)
+    _verbose_everywhere(sub)
     return parser
+
+
+def _verbose_everywhere(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # `aqueue worker -v app:app` as well as `aqueue -v worker app:app`. SUPPRESS: a
+    # subcommand that was not given -v must not reset the top level's.
+    for parser in sub.choices.values():
+        parser.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log more"
+        )
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _verbose_everywhere(action)
 
 
 def _run(fn: Callable[[], Awaitable[int]]) -> int:

@@ -8,8 +8,9 @@
     aqueue queues drain NAME [--timeout SECONDS]
     aqueue queues obliterate NAME [--force] --yes
 
-Every command takes ``--app MODULE:APP`` or ``--url URL [--schema S]`` (default: the
-``AQUEUE_DATABASE_URL`` environment variable, schema ``aqueue``) and ``--json``. Tables
+Every command takes ``MODULE:APP`` (first, or as ``--app MODULE:APP``) or ``--url URL
+[--schema S]`` (default: the ``AQUEUE_DATABASE_URL`` environment variable, schema
+``aqueue``) and ``--json``. Tables
 go to stdout for people, ``--json`` prints one JSON document for scripts.
 
 Exit status (see ``exits``): 0 done, 1 error (bad input, database), 2 usage, 3 no such
@@ -24,10 +25,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..app import App
-from ..errors import AqueueError, JobNotFound, JobStateError
+from ..errors import JobNotFound, JobStateError
 from ..jobs import Job, JobState
 from . import format
-from .exits import EXIT_NOT_FOUND, EXIT_OK, EXIT_REFUSED, EXIT_TIMEOUT, NOT_FOUND, fail
+from .exits import (
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    NOT_FOUND,
+    UsageError,
+    fail,
+)
 from .target import add_json_option, app_from_args, target_options
 
 __all__ = ["add_commands"]
@@ -221,7 +230,7 @@ async def _queues_drain(app: App, args: argparse.Namespace) -> int:
 
 async def _queues_obliterate(app: App, args: argparse.Namespace) -> int:
     if not args.yes:
-        raise AqueueError(
+        raise UsageError(
             f"obliterate deletes every job of queue {args.name!r} and cannot be undone: "
             "add --yes to confirm"
         )

@@ -17,20 +17,19 @@ import anyio
 from ..app import App
 from ..errors import AqueueError
 from ..flow import Queue, resolve_queues
-from . import format
-from .exits import EXIT_OK
+from . import format, talk
+from .exits import EXIT_OK, UsageError
 from .target import (
     add_json_option,
     app_from_args,
-    load_app,
     load_object,
     parse_queues,
+    processes_count,
     target_options,
 )
 
 __all__ = ["add_commands"]
 
-_APP_HELP = "where the App lives, e.g. myapp.jobs:app"
 # Kept here, not imported from aqueue.dashboard: that needs the optional extra.
 _LOOPBACK = "127.0.0.1"
 
@@ -39,18 +38,19 @@ def add_commands(sub: Any) -> None:
     """Add ``worker``, ``cluster``, ``migrate``, ``demo`` and ``dev`` to the parser."""
     p = sub.add_parser(
         "worker",
+        parents=[target_options(url=False)],
         help="run a worker for an App until SIGTERM/SIGINT",
         description="Run a worker for MODULE:APP until SIGTERM or Ctrl-C, "
         "then shut down gracefully (shutdown_timeout).",
     )
-    p.add_argument("app", metavar="MODULE:APP", help=_APP_HELP)
     p.add_argument(
         "-q",
         "--queue",
         action="append",
         default=[],
         metavar="NAME=N",
-        help="a queue and its concurrency; repeat for more (default: default=10)",
+        help="a queue and its concurrency; repeat for more (default: App(queues=...), "
+        "else every queue the App's jobs name, concurrency 10)",
     )
     p.add_argument(
         "--no-queues",
@@ -58,15 +58,36 @@ def add_commands(sub: Any) -> None:
         help="claim no jobs: run only persistent workers and leader duties",
     )
     p.add_argument("--migrate", action="store_true", help="apply migrations before starting")
+    p.add_argument(
+        "--processes",
+        metavar="N",
+        type=processes_count,
+        help="run N supervised worker processes (auto: one per CPU); "
+        "a process that dies is restarted",
+    )
+    p.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: restart the worker when a .py file under the current directory changes",
+    )
+    p.add_argument(
+        "--summary-every",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="log a throughput summary this often (default 60; 0: never)",
+    )
+    # Set by a supervising parent (--processes, --reload) on the workers it starts.
+    p.add_argument("--process-label", default="", help=argparse.SUPPRESS)
     p.set_defaults(handler=_worker)
 
     p = sub.add_parser(
         "cluster",
+        parents=[target_options()],
         help="show worker nodes, the leader, leases and configuration drift",
         description="Show the cluster as the database sees it: worker nodes and their "
         "heartbeats, the leader, persistent-worker leases, configuration drift.",
     )
-    p.add_argument("app", metavar="MODULE:APP", help=_APP_HELP)
     add_json_option(p)
     p.set_defaults(handler=_cluster)
 
@@ -99,11 +120,11 @@ def add_commands(sub: Any) -> None:
 
     p = sub.add_parser(
         "dashboard",
+        parents=[target_options()],
         help="serve the web dashboard of an App",
         description="Serve the web dashboard of MODULE:APP with uvicorn until Ctrl-C. "
         f"Without --auth it listens on {_LOOPBACK} only. Needs aqueue[dashboard].",
     )
-    p.add_argument("app", metavar="MODULE:APP", help=_APP_HELP)
     p.add_argument("--host", default=_LOOPBACK, help=f"address to listen on (default {_LOOPBACK})")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
     p.add_argument(
@@ -142,10 +163,10 @@ async def _dashboard(args: argparse.Namespace) -> int:
     )
     if args.auth and not callable(auth):
         raise AqueueError(f"--auth: {args.auth!r} is not a callable (found {type(auth).__name__})")
-    app = load_app(args.app)
+    app = app_from_args(args)
     stop = anyio.Event()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_until_signal_set, stop)
+        tg.start_soon(_until_signal_set, stop, None)
         await serve_async(
             app,
             args.host,
@@ -159,17 +180,21 @@ async def _dashboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _until_signal_set(event: anyio.Event) -> None:
+async def _until_signal_set(event: anyio.Event, logger: logging.Logger | None = None) -> None:
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for _ in signals:
+        async for signum in signals:
+            if logger is not None:
+                logger.warning("aqueue: received %s, stopping", signal.Signals(signum).name)
             event.set()
             return
 
 
 async def _worker(args: argparse.Namespace) -> int:
-    app = load_app(args.app)
     if args.no_queues and args.queue:
-        raise AqueueError("--no-queues and -q exclude each other")
+        raise UsageError("--no-queues and -q exclude each other")
+    if args.summary_every < 0:
+        raise UsageError("--summary-every: seconds must be 0 (never) or more")
+    app = app_from_args(args, needs_jobs=True)
     # With --no-queues the worker runs persistent workers and leader duties only. -q
     # names the queues to run and their local concurrency; limits the App declares for
     # them (App(queues=...)) still hold. Without -q the App decides.
@@ -179,17 +204,66 @@ async def _worker(args: argparse.Namespace) -> int:
     if not args.no_queues:
         chosen = app.worker_queues(concurrency=local)
         queues = {name: chosen[name] for name in local} if local else chosen
+    if args.processes is not None or args.reload:
+        return await _supervise(app, args)
+    _talk_at_info(app.logger, args)
     async with app:
         if args.migrate:
             await app.migrate()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_until_signal, tg.cancel_scope, app.logger)
-            await app.run_worker(queues)
+        async with app.worker(queues) as worker:
+            label = f" ({args.process_label})" if args.process_label else ""
+            for line in talk.banner(worker, app.registry, processes=label):
+                app.logger.info("%s", line)
+            for queue, kinds in talk.unserved_kinds(app.registry, worker.queues).items():
+                app.logger.warning(
+                    "aqueue: this worker does not serve queue %r: jobs of %s wait there "
+                    "until a worker does (add -q %s)",
+                    queue,
+                    ", ".join(repr(k) for k in kinds),
+                    queue,
+                )
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_until_signal, tg.cancel_scope, app.logger)
+                if args.summary_every:
+                    tg.start_soon(talk.summarize_every, args.summary_every, worker, app.logger)
+                await worker.wait_stopped()
+                tg.cancel_scope.cancel()
+    return EXIT_OK
+
+
+def _talk_at_info(logger: logging.Logger, args: argparse.Namespace) -> None:
+    # A worker shows its banner, failures, summaries and the jobs' own ctx.logger lines
+    # by default (-v: everything aqueue logs). A level the user's program set is kept.
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.DEBUG if args.verbose else logging.INFO)
+
+
+async def _supervise(app: App, args: argparse.Namespace) -> int:
+    from .processes import Supervisor, child_command
+
+    if args.migrate:
+        async with app:
+            await app.migrate()
+    count = args.processes or 1
+    logger = app.logger
+    _talk_at_info(logger, args)
+    supervisor = Supervisor(
+        lambda label: child_command(args, label),
+        count,
+        shutdown_timeout=app.settings.shutdown_timeout,
+        logger=logger,
+        reload=args.reload,
+    )
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_until_signal_set, stop, logger)
+        await supervisor.run(stop)
+        tg.cancel_scope.cancel()
     return EXIT_OK
 
 
 async def _cluster(args: argparse.Namespace) -> int:
-    app = load_app(args.app)
+    app = app_from_args(args)
     async with app:
         status = await app.cluster_status()
     print(format.cluster_json(status) if args.json else format.cluster_text(status))
@@ -216,7 +290,10 @@ async def _dev(args: argparse.Namespace) -> int:
         async with app:
             await app.migrate()
         print(f"PostgreSQL {server.version} running: {server.source_description}")
-        print(f"AQUEUE_DATABASE_URL={server.url}")
+        # Always single-quoted, for the shell: a URL may hold characters it interprets
+        # (&, ?, $), and a line that is quoted only sometimes looks like two formats.
+        quoted = "'" + server.url.replace("'", "'\\''") + "'"
+        print(f"export AQUEUE_DATABASE_URL={quoted}")
         print("schema migrated; press Ctrl-C to stop and delete it", flush=True)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for _ in signals:

@@ -2,7 +2,8 @@
 
     0  done
     1  error: bad input, unreachable database, anything aqueue raises
-    2  usage (argparse)
+    2  usage: argparse's own errors and ``UsageError`` (options that exclude each other,
+       a confirmation left out)
     3  not found: no such job, queue or kind (admin commands)
     4  refused because of a job's or queue's state (admin commands)
     5  timed out (``queues drain --timeout``)
@@ -16,7 +17,7 @@ from __future__ import annotations
 import sys
 from typing import Final
 
-from ..errors import JobNotFound, UnknownJobKind, UnknownQueue
+from ..errors import AqueueError, JobNotFound, UnknownJobKind, UnknownQueue
 
 __all__ = [
     "EXIT_ERROR",
@@ -27,6 +28,7 @@ __all__ = [
     "EXIT_TIMEOUT",
     "EXIT_USAGE",
     "NOT_FOUND",
+    "UsageError",
     "fail",
     "first_leaf",
 ]
@@ -42,6 +44,11 @@ EXIT_INTERRUPTED: Final = 130  # the shell's 128 + SIGINT
 # Exactly the errors that mean "the thing you named does not exist". Not LookupError:
 # a KeyError or IndexError from a bug must stay exit 1, not pass for a typo in an id.
 NOT_FOUND: Final = (UnknownQueue, UnknownJobKind, JobNotFound)
+
+
+class UsageError(AqueueError):
+    """The command line asks for something contradictory or incomplete: exit 2, as
+    argparse's own usage errors do."""
 
 
 def fail(exc: BaseException, status: int) -> int:

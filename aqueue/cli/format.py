@@ -71,9 +71,9 @@ def stats_data(stats: QueueStats) -> dict[str, Any]:
 
 
 def cluster_json(status: ClusterStatus) -> str:
-    # `default=str`, unlike to_json: `aqueue cluster --json` has always printed datetimes
-    # as str() does ("2026-01-01 09:00:00+00:00"), and scripts may parse that.
-    return json.dumps(dataclasses.asdict(status), default=str, indent=2)
+    # ISO 8601 like every other --json ("2026-01-01T09:00:00+00:00"); before 0.2 this
+    # printed str(datetime), with a space, which datetime.fromisoformat reads as well.
+    return to_json(dataclasses.asdict(status))
 
 
 # -- tables and values ----------------------------------------------------------------------

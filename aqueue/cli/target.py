@@ -1,13 +1,13 @@
 """Which App a command acts on, and the options every command spells the same way.
 
-A command names its App in one of two ways:
+Every command names its App the same ways (``target_options``):
 
-- ``MODULE:APP`` (``load_app``): import the user's module and use the App in it, with
-  its URL, schema and registered jobs. ``worker`` and ``cluster`` take it as a
-  positional argument, ``migrate`` and the admin commands as ``--app``.
-- ``--url URL [--schema S]`` (``app_from_args``): a bare App that registers no jobs,
-  for commands that only need the database. Without ``--url`` the App reads
-  ``AQUEUE_DATABASE_URL``.
+- ``MODULE:APP``, as the first argument after the command or as ``--app MODULE:APP``
+  (``load_app``): import the user's module and use the App in it, with its URL, schema
+  and registered jobs;
+- ``--url URL [--schema S]``: a bare App that registers no jobs, for commands that only
+  need the database (every command but ``worker``);
+- neither: a bare App on ``AQUEUE_DATABASE_URL`` (schema ``aqueue``, or ``--schema``).
 """
 
 from __future__ import annotations
@@ -20,16 +20,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..app import App
-from ..errors import AqueueError
+from ..errors import AqueueError, ConfigurationError
+from .exits import UsageError
 
 __all__ = [
     "add_json_option",
     "app_from_args",
+    "app_target",
     "load_app",
     "load_object",
     "parse_queues",
+    "processes_count",
     "target_options",
 ]
+
+_APP_HELP = "where the App lives, e.g. myapp.jobs:app"
 
 
 def load_object(target: str, what: str, example: str) -> Any:
@@ -57,13 +62,39 @@ def load_app(target: str) -> App:
     return app
 
 
-def app_from_args(args: argparse.Namespace) -> App:
-    """The App named by ``--app``, or a bare one for ``--url``/``--schema``."""
-    if args.app and args.schema:
-        raise AqueueError("--schema goes with --url; an --app brings its own schema")
-    if args.app:
-        return load_app(args.app)
-    return App(args.url, schema=args.schema or "aqueue")
+def app_target(args: argparse.Namespace) -> str | None:
+    """The ``MODULE:APP`` given positionally or as ``--app`` (a usage error if both)."""
+    positional = getattr(args, "target", None)
+    option = getattr(args, "app", None)
+    if positional and option and positional != option:
+        raise UsageError(f"two Apps named: {positional!r} and --app {option!r}; give one")
+    return positional or option
+
+
+def app_from_args(args: argparse.Namespace, *, needs_jobs: bool = False) -> App:
+    """The App named by ``MODULE:APP``/``--app``, or a bare one for ``--url``/``--schema``.
+
+    ``needs_jobs``: the command runs the App's jobs, so a bare App will not do."""
+    target = app_target(args)
+    url = getattr(args, "url", None)
+    schema = getattr(args, "schema", None)
+    if target and url:
+        raise UsageError("--url and an App exclude each other: the App brings its own URL")
+    if target and schema:
+        raise UsageError("--schema goes with --url; an App (MODULE:APP or --app) brings its own")
+    if target:
+        return load_app(target)
+    if needs_jobs:
+        raise UsageError("name the App whose jobs to run: MODULE:APP (e.g. myproject.jobs:app)")
+    try:
+        return App(url, schema=schema or "aqueue")
+    except ConfigurationError as exc:
+        if url is None and not os.environ.get("AQUEUE_DATABASE_URL"):
+            raise UsageError(
+                "no database: give MODULE:APP (or --app MODULE:APP), --url URL, or set "
+                "AQUEUE_DATABASE_URL (e.g. postgresql://user@localhost/db)"
+            ) from None
+        raise exc from None
 
 
 def parse_queues(values: Sequence[str]) -> dict[str, int]:
@@ -86,15 +117,36 @@ def parse_queues(values: Sequence[str]) -> dict[str, int]:
     return queues
 
 
-def target_options() -> argparse.ArgumentParser:
-    """A parent parser with ``--app MODULE:APP | --url URL`` and ``--schema``."""
+def processes_count(value: str) -> int:
+    """``--processes N`` (1 to 256) or ``auto``: the CPUs this process may run on."""
+    if value == "auto":
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # not on Linux
+            return os.cpu_count() or 1
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {value!r}") from None
+    if not 1 <= count <= 256:
+        raise argparse.ArgumentTypeError(f"expected 1 to 256 processes, got {count}")
+    return count
+
+
+def target_options(*, url: bool = True, positional: bool = True) -> argparse.ArgumentParser:
+    """A parent parser with ``[MODULE:APP]``, ``--app MODULE:APP`` and, with ``url``,
+    ``--url URL`` and ``--schema``."""
     # A fresh parser per call: argparse parents share their action objects with every
     # child, so one module-level parent would be state mutated by whoever uses it.
     common = argparse.ArgumentParser(add_help=False)
-    target = common.add_mutually_exclusive_group()
-    target.add_argument("--app", metavar="MODULE:APP", help="use this App's URL and schema")
-    target.add_argument("--url", help="database URL (default: $AQUEUE_DATABASE_URL)")
-    common.add_argument("--schema", help="schema name, with --url (default: aqueue)")
+    if positional:
+        common.add_argument("target", nargs="?", metavar="MODULE:APP", help=_APP_HELP)
+    common.add_argument("--app", metavar="MODULE:APP", help="the same, as an option")
+    if url:
+        common.add_argument(
+            "--url", help="database URL, for a bare App (default: $AQUEUE_DATABASE_URL)"
+        )
+        common.add_argument("--schema", help="schema name, with --url (default: aqueue)")
     return common
 
 

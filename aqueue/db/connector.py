@@ -183,6 +183,12 @@ class Connector:
             raise AppNotOpen("the App is not open: use 'async with app:' before this call")
         return self._worker_pool
 
+    def _migrate_command(self) -> str:
+        # The command that fixes it, for this schema: `aqueue migrate` alone migrates
+        # the default one, and a user on another would run it and see the error again.
+        suffix = "" if self.schema == "aqueue" else f" --schema {self.schema}"
+        return f"aqueue migrate{suffix}"
+
     @contextlib.asynccontextmanager
     async def _errors(self) -> AsyncIterator[None]:
         try:
@@ -190,11 +196,12 @@ class Connector:
         except asyncpg.exceptions.UndefinedTableError as exc:
             raise SchemaNotMigrated(
                 f"aqueue's tables are missing in schema {self.schema!r} ({exc}): "
-                "run 'aqueue migrate' or 'await app.migrate()'"
+                f"run '{self._migrate_command()}' or 'await app.migrate()'"
             ) from None
         except asyncpg.exceptions.UndefinedObjectError as exc:
             raise SchemaNotMigrated(
-                f"aqueue's schema {self.schema!r} is incomplete ({exc}): run 'aqueue migrate'"
+                f"aqueue's schema {self.schema!r} is incomplete ({exc}): "
+                f"run '{self._migrate_command()}'"
             ) from None
         except (
             asyncpg.exceptions.InvalidSQLStatementNameError,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -220,7 +221,9 @@ class Executor:
     def _done(self, attempt: Attempt) -> None:
         error = attempt.outcome.error
         if error is not None and attempt.outcome.state is not JobState.AVAILABLE:
-            self._logger.info(
+            # A discarded job will not run again by itself: someone has to look at it.
+            self._logger.log(
+                logging.WARNING if attempt.outcome.state is JobState.DISCARDED else logging.INFO,
                 "aqueue: job %s (%s) attempt %s -> %s: %s: %s",
                 attempt.row["id"],
                 attempt.row["kind"],

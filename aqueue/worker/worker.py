@@ -12,6 +12,7 @@ cancel watcher) are cancelled and the node row deleted.
 
 from __future__ import annotations
 
+import collections
 import uuid
 from collections.abc import Mapping
 
@@ -22,6 +23,7 @@ from ..cluster import config_digest
 from ..db.notifier import Notifier
 from ..flow import Queue, resolve_queues
 from ..jobs import JobState
+from ..threads import job_threads
 from .attempt import Attempt
 from .completer import Completer
 from .executor import Executor
@@ -106,6 +108,8 @@ class Worker:
             )
             for queue, spec in self.specs.items()
         }
+        #: Outcomes committed so far, by state (``aqueue worker``'s throughput summary).
+        self.outcomes: collections.Counter[JobState] = collections.Counter()
         self._stopped = anyio.Event()
         self._stop_event = anyio.Event()
         self._stop_requested = False
@@ -137,6 +141,11 @@ class Worker:
         if self._started:
             raise RuntimeError("a Worker runs once; create a new one with app.worker(...)")
         self._started = True
+        # The worker's own bound on threads for plain `def` jobs, inherited by its tasks.
+        with job_threads(self._runtime.settings.job_threads):
+            await self._run(task_status)
+
+    async def _run(self, task_status: TaskStatus[None]) -> None:
         notifier = await self._runtime.notifier()
         await self._store_limits()
         try:
@@ -275,6 +284,7 @@ class Worker:
     def _committed(self, attempts: list[Attempt]) -> None:
         poll = self._runtime.settings.poll_interval
         for attempt in attempts:
+            self.outcomes[attempt.state] += 1
             producer = self.producers.get(attempt.queue)
             if producer is None:
                 continue
