@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -79,7 +80,8 @@ def _set_state(job_id: int, state: str) -> Callable[[aqueue.App], Awaitable[None
         async with app.db.pool.acquire() as conn:
             await conn.execute(
                 f'UPDATE "{app.schema}".jobs SET state = $2::text::"{app.schema}".job_state, '
-                "attempt = 1 WHERE id = $1",
+                "attempt = 1, finalized_at = CASE WHEN $2::text IN "
+                "('completed', 'cancelled', 'discarded') THEN now() END WHERE id = $1",
                 job_id,
                 state,
             )
@@ -98,12 +100,26 @@ def test_jobs_list_table_json_and_filters(cli: Cli) -> None:
     assert cli("jobs", "list") == 0
     lines = cli.out.splitlines()
     assert lines[0].split() == [
-        "ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "PRIORITY", "SCHEDULED", "(UTC)"
+        "ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "RAN", "PRIORITY", "SCHEDULED", "(UTC)"
     ]  # fmt: skip
-    assert lines[1].split()[:5] == [str(jobs[0].id), "send", "mail", "available", "0/20"]
+    assert lines[1].split()[:6] == [str(jobs[0].id), "send", "mail", "available", "0/20", "-"]
     assert lines[-1] == "4 job(s)"
     assert cli("jobs", "list", "--limit", "2") == 0
-    assert cli.out.splitlines()[-1] == "2 job(s) (the --limit: there may be more)"
+    assert cli.out.splitlines()[-1] == f"2 job(s); the next page: --cursor {jobs[1].id}"
+    # The cursor pages on; the last page says nothing more.
+    assert cli("jobs", "list", "--limit", "2", "--cursor", str(jobs[1].id)) == 0
+    assert [line.split()[0] for line in cli.out.splitlines()[1:-1]] == [
+        str(jobs[2].id),
+        str(jobs[3].id),
+    ]
+    assert cli.out.splitlines()[-1] == "2 job(s)"
+    newest = cli.json("jobs", "list", "--newest", "--limit", "3")
+    assert [j["id"] for j in newest] == [jobs[3].id, jobs[2].id, jobs[1].id]
+    page = cli.json("jobs", "list", "--newest", "--cursor", str(jobs[1].id))
+    assert [j["id"] for j in page] == [jobs[0].id]
+    assert len(cli.json("jobs", "list", "--since", "10m")) == 4
+    assert cli.json("jobs", "list", "--since", "2999-01-01T00:00:00") == []
+    assert cli("jobs", "list", "--since", "yesterday") == 2
     data = cli.json("jobs", "list", "--queue", "mail", "--limit", "2")
     assert [job["id"] for job in data] == [jobs[0].id, jobs[1].id]
     assert data[0]["args"] == {"to": "u0@x"} and data[0]["state"] == "available"
@@ -113,6 +129,13 @@ def test_jobs_list_table_json_and_filters(cli: Cli) -> None:
     assert cli.err.startswith("aqueue: error: state: 'finished' is not one of")
     assert cli("jobs", "list", "--limit", "0") == 1
     assert "limit" in cli.err
+    # failed = retryable and discarded: where to look first.
+    cli.with_app(_set_state(jobs[0].id, "retryable"))
+    cli.with_app(_set_state(jobs[2].id, "discarded"))
+    failed = cli.json("jobs", "list", "--state", "failed")
+    assert [j["id"] for j in failed] == [jobs[0].id, jobs[2].id]
+    some = cli.json("jobs", "list", "--state", "discarded,available")
+    assert [j["id"] for j in some] == [jobs[1].id, jobs[2].id, jobs[3].id]
 
 
 def test_jobs_show(cli: Cli) -> None:
@@ -126,6 +149,33 @@ def test_jobs_show(cli: Cli) -> None:
     assert cli.err.strip() == "aqueue: error: job 999999 does not exist"
     assert cli("jobs", "show", "0") == 1  # not a valid id
     assert cli("jobs", "show", "abc") == 2  # usage: not an integer
+
+
+async def test_jobs_show_prints_each_attempts_run_time_and_the_last_traceback(
+    make_app: Callable[..., aqueue.App], capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = make_app()
+
+    @app.job(max_attempts=2, retry=aqueue.Backoff(base=0.01, max_delay=0.01, jitter=0))
+    async def flaky() -> None:
+        raise KeyError("the missing key")
+
+    async with app:
+        await app.migrate()
+        job = await flaky.enqueue()
+        async with app.worker({"default": 1}):
+            done = await app.wait(job.id, timeout=20)
+    assert done.state is aqueue.JobState.DISCARDED
+    argv = ["--url", app.url, "--schema", app.schema]
+    assert await anyio.to_thread.run_sync(main, ["jobs", "show", str(job.id), *argv]) == 0
+    out = capsys.readouterr().out
+    ran = re.findall(r"attempt (\d)\s+ran (\d+ms|[\d.]+s): KeyError: 'the missing key'", out)
+    assert [attempt for attempt, _ in ran] == ["1", "2"], out
+    assert "last error's traceback (attempt 2):" in out
+    assert 'raise KeyError("the missing key")' in out
+    assert await anyio.to_thread.run_sync(main, ["jobs", "list", "--state", "failed", *argv]) == 0
+    row = capsys.readouterr().out.splitlines()[1].split()
+    assert row[3:5] == ["discarded", "2/2"] and re.fullmatch(r"\d+ms|[\d.]+s", row[5])
 
 
 def test_jobs_retry_cancel_delete(cli: Cli) -> None:

@@ -43,9 +43,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``aqueue`` command with ``argv`` (default: ``sys.argv[1:]``); the exit status."""
     args = _parser().parse_args(argv)
     # Logging is configured here and nowhere else in aqueue: the library only logs.
+    # The workers of `--processes` share one terminal: their lines carry their pid.
+    pid = "[%(process)d] " if getattr(args, "process_label", "") else ""
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(message)s",
+        format=f"%(asctime)s {pid}%(levelname)s %(message)s",
     )
     handler: Callable[[argparse.Namespace], Awaitable[int]] = args.handler
     try:

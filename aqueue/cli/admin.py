@@ -1,6 +1,7 @@
 """``aqueue jobs ...`` and ``aqueue queues ...``: the admin commands.
 
-    aqueue jobs list [--state S] [--queue Q] [--kind K] [--limit N]
+    aqueue jobs list [--state S[,S]|failed] [--queue Q] [--kind K] [--newest]
+                     [--since WHEN] [--cursor ID] [--limit N]
     aqueue jobs show|retry|cancel|delete ID
     aqueue jobs rename-kind OLD NEW [--batch-size N] [--allow-unknown]
     aqueue queues list
@@ -27,7 +28,7 @@ from typing import Any
 from ..app import App
 from ..errors import JobNotFound, JobStateError
 from ..jobs import Job, JobState
-from . import format
+from . import format, listing
 from .exits import (
     EXIT_NOT_FOUND,
     EXIT_OK,
@@ -59,10 +60,28 @@ def add_commands(sub: Any) -> None:
     jobs = sub.add_parser(
         "jobs", help="list, show, retry, cancel, delete jobs; rename a kind"
     ).add_subparsers(dest="action", required=True, metavar="ACTION")
-    p = leaf(jobs, "list", _jobs_list, "list jobs, oldest first")
-    p.add_argument("--state", help=f"one of {', '.join(s.value for s in JobState)}")
+    p = leaf(jobs, "list", _jobs_list, "list jobs, oldest first (or --newest first)")
+    p.add_argument(
+        "--state",
+        help=f"one of {', '.join(s.value for s in JobState)}, several separated by commas, "
+        "or failed (retryable and discarded)",
+    )
     p.add_argument("--queue", help="only this queue")
     p.add_argument("--kind", help="only this kind (as stored; aliases are not expanded)")
+    p.add_argument("--newest", action="store_true", help="newest first")
+    p.add_argument(
+        "--since",
+        type=listing.since_value,
+        metavar="WHEN",
+        help="only jobs active since then (finalized, attempted or created): "
+        "30s, 10m, 2h, 7d ago, or an ISO 8601 time",
+    )
+    p.add_argument(
+        "--cursor",
+        type=int,
+        metavar="ID",
+        help="the page after job ID (a full page prints the --cursor of the next)",
+    )
     p.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
     for name, handler, text in (
         ("show", _jobs_show, "show one job in full"),
@@ -127,12 +146,12 @@ def _connected(handler: Handler) -> Callable[[argparse.Namespace], Awaitable[int
 
 
 async def _jobs_list(app: App, args: argparse.Namespace) -> int:
-    jobs = await app.list_jobs(state=args.state, queue=args.queue, kind=args.kind, limit=args.limit)
+    jobs, cursor = await listing.jobs_page(app, args)
     if args.json:
         print(format.to_json([format.job_data(job) for job in jobs]))
         return EXIT_OK
     print(format.jobs_table(jobs))
-    more = " (the --limit: there may be more)" if len(jobs) == args.limit else ""
+    more = f"; the next page: --cursor {cursor}" if cursor is not None else ""
     print(f"{len(jobs)} job(s){more}")
     return EXIT_OK
 

@@ -217,7 +217,7 @@ async def _worker(args: argparse.Namespace) -> int:
             for queue, kinds in talk.unserved_kinds(app.registry, worker.queues).items():
                 app.logger.warning(
                     "aqueue: this worker does not serve queue %r: jobs of %s wait there "
-                    "until a worker does (add -q %s)",
+                    "until a worker does (one started with -q %s)",
                     queue,
                     ", ".join(repr(k) for k in kinds),
                     queue,

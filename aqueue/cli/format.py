@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,9 +20,11 @@ __all__ = [
     "age",
     "cluster_json",
     "cluster_text",
+    "duration",
     "job_data",
     "job_detail",
     "jobs_table",
+    "last_run",
     "queues_table",
     "stats_data",
     "table",
@@ -104,8 +106,50 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     )
 
 
+def duration(seconds: float | None) -> str:
+    """``350ms``, ``4.2s``, ``3m10s``, ``2h05m``: a run time, at a glance."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+    return f"{int(seconds // 3600)}h{int(seconds % 3600 // 60):02d}m"
+
+
+def last_run(job: Job, now: datetime | None = None) -> str:
+    """How long the job's latest attempt ran (``+`` while it still runs)."""
+    if job.attempted_at is None:
+        return "-"
+    if job.state is JobState.RUNNING:
+        now = now or datetime.now(UTC)
+        return duration(max(0.0, (now - job.attempted_at).total_seconds())) + "+"
+    error = job.errors[-1] if job.errors else None
+    if error is not None and error.get("attempt") == job.attempt:
+        return duration(_error_run_time(job, error))
+    if job.state is JobState.COMPLETED and job.finalized_at is not None:
+        return duration((job.finalized_at - job.attempted_at).total_seconds())
+    return "-"
+
+
+def _error_run_time(job: Job, error: Mapping[str, Any]) -> float | None:
+    if "duration" in error:
+        return float(error["duration"])
+    # Records written before aqueue stored durations: the latest attempt's start is known.
+    if error.get("attempt") == job.attempt and job.attempted_at is not None and "at" in error:
+        try:
+            ended = datetime.fromisoformat(str(error["at"]))
+        except ValueError:
+            return None
+        return max(0.0, (ended - job.attempted_at).total_seconds())
+    return None
+
+
 def jobs_table(jobs: Sequence[Job]) -> str:
-    header = ("ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "PRIORITY", "SCHEDULED (UTC)")
+    header = ("ID", "KIND", "QUEUE", "STATE", "ATTEMPT", "RAN", "PRIORITY", "SCHEDULED (UTC)")
+    now = datetime.now(UTC)
     rows = (
         (
             job.id,
@@ -113,6 +157,7 @@ def jobs_table(jobs: Sequence[Job]) -> str:
             job.queue,
             job.state.value,
             f"{job.attempt}/{job.max_attempts}",
+            last_run(job, now),
             job.priority,
             when(job.scheduled_at),
         )
@@ -150,12 +195,29 @@ def job_detail(job: Job) -> str:
         lines.append(f"  meta          {json.dumps(job.meta)}")
     if job.result is not None:
         lines.append(f"  result        {json.dumps(job.result)}")
+    lines.extend(_attempts(job))
+    traceback = job.errors[-1].get("traceback") if job.errors else None
+    if traceback:
+        lines.append(f"  last error's traceback (attempt {job.errors[-1].get('attempt')}):")
+        lines.extend(f"    {line}" for line in str(traceback).rstrip().splitlines())
+    return "\n".join(lines)
+
+
+def _attempts(job: Job) -> list[str]:
+    """One line per attempt that left a record: its run time and how it ended."""
+    lines = []
     for error in job.errors:
+        seconds = _error_run_time(job, error)
+        ran = duration(seconds) if seconds is not None else "?"
         lines.append(
-            f"  error         attempt {error.get('attempt')}: "
+            f"  attempt {error.get('attempt')}     ran {ran}: "
             f"{error.get('type')}: {error.get('message')}"
         )
-    return "\n".join(lines)
+    recorded = {error.get("attempt") for error in job.errors}
+    ended = {JobState.COMPLETED: "completed", JobState.RUNNING: "running"}.get(job.state)
+    if ended and job.attempt not in recorded and job.attempted_at is not None:
+        lines.append(f"  attempt {job.attempt}     ran {last_run(job)}: {ended}")
+    return lines
 
 
 def _limits(stats: QueueStats) -> str:

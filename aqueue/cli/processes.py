@@ -121,6 +121,11 @@ class Supervisor:
             )
             await stop.wait()
             self._stopping = True
+            self._logger.info(
+                "aqueue: stopping %d worker process(es) (shutdown_timeout %gs each)",
+                len(self._children),
+                self._grace - EXIT_GRACE,
+            )
             await self._stop_children(list(self._children))
             tg.cancel_scope.cancel()
 

@@ -18,6 +18,7 @@ import anyio
 from ..enqueue import DEFAULT_QUEUE
 from ..jobs import JobState
 from ..registry import Registry
+from ..threads import is_threaded
 from ..worker.worker import Worker
 
 __all__ = ["banner", "summarize_every", "unserved_kinds"]
@@ -47,7 +48,9 @@ def banner(worker: Worker, registry: Registry, *, processes: str = "") -> list[s
     queues = ", ".join(_queue_text(worker, name) for name in worker.specs) or "none"
     by_queue: dict[str, list[str]] = {}
     for definition in registry.definitions():
-        by_queue.setdefault(definition.defaults.queue or DEFAULT_QUEUE, []).append(definition.kind)
+        thread = " (def: in a thread)" if is_threaded(definition.fn) else ""
+        queue = definition.defaults.queue or DEFAULT_QUEUE
+        by_queue.setdefault(queue, []).append(definition.kind + thread)
     kinds = "; ".join(f"{q}: {', '.join(sorted(k))}" for q, k in sorted(by_queue.items()))
     lines = [
         f"aqueue: worker {worker.node_id[:8]} ready{processes}",

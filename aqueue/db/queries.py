@@ -70,6 +70,7 @@ SQL_FILES = (
     "migrations.sql",
     "browse.sql",
     "metrics.sql",
+    "listing.sql",
 )
 
 

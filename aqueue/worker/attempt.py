@@ -40,12 +40,14 @@ def _storable_text(text: str) -> str:
     return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def error_record(attempt: int, exc: BaseException) -> str:
-    """The JSON appended to ``Job.errors`` for an attempt that ended with ``exc``."""
+def error_record(attempt: int, exc: BaseException, duration: float | None = None) -> str:
+    """The JSON appended to ``Job.errors`` for an attempt that ended with ``exc`` after
+    running ``duration`` seconds (``aqueue jobs show`` prints it)."""
     return json.dumps(
         {
             "attempt": attempt,
             "at": datetime.now(UTC).isoformat(),
+            **({"duration": round(duration, 6)} if duration is not None else {}),
             "type": type(exc).__qualname__,
             "message": _storable_text(str(exc)),
             "traceback": _storable_text("".join(traceback.format_exception(exc))),
@@ -88,7 +90,11 @@ class Attempt:
         self.state = state
         self.outcome = outcome
         self.result_json = result_json
-        self.error_json = error_record(row["attempt"], recorded) if recorded is not None else None
+        self.error_json = (
+            error_record(row["attempt"], recorded, outcome.duration)
+            if recorded is not None
+            else None
+        )
         self.delay = delay
         #: The columns the outcome write changed (finalized_at, scheduled_at, attempt), set
         #: by the completer once the write is committed.
