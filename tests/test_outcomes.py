@@ -16,7 +16,7 @@ import pytest
 import aqueue
 from tests.support import eventually
 
-ERROR_KEYS = {"attempt", "at", "type", "message", "traceback"}
+ERROR_KEYS = {"attempt", "at", "duration", "type", "message", "traceback"}
 QUICK = aqueue.Backoff(base=0.02, jitter=0)
 
 
