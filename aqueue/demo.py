@@ -64,6 +64,20 @@ def _build_app(url: str, notes: list[str]) -> tuple[App, dict[str, Any]]:
     }
 
 
+_TIMED = """\
+  timed: the enqueue is one enqueue_many call (one INSERT of {jobs} rows, one round
+  trip); the run is from the worker's start (queues default=10, mail=5, bulk=100) until
+  the five jobs above and every bulk job were recorded, retries' backoff included, all
+  on a throwaway local server (docs/explanation/performance.md has measured numbers)"""
+
+_NEXT = """
+what to try next:
+  aqueue dev                          a throwaway PostgreSQL that stays up, with the
+                                      export AQUEUE_DATABASE_URL=... line to paste
+  docs/tutorial/quickstart.md         write a job, run `aqueue worker`, enqueue from Python
+  aqueue demo --jobs 20000            a bigger drain"""
+
+
 async def run_demo(jobs: int = 2000) -> int:
     from .embedded import EmbeddedPostgres
 
@@ -124,6 +138,8 @@ async def run_demo(jobs: int = 2000) -> int:
                 f"\n{jobs} bulk jobs: enqueued in {enqueue_s * 1000:.0f} ms, all run and "
                 f"recorded within {drain_s:.2f} s"
             )
+            print(_TIMED.format(jobs=jobs))
+            print(_NEXT)
             states = Counter(j.state.value for j in finished)
             ok = states == Counter({"completed": 4, "discarded": 1}) and len(notes) == 2
         return 0 if ok else 1
