@@ -183,8 +183,8 @@ def job_detail(job: Job) -> str:
         f"  args          {json.dumps(job.args)}",
         f"  created at    {when(job.created_at)} UTC",
         f"  scheduled at  {when(job.scheduled_at)} UTC",
-        f"  attempted at  {when(job.attempted_at)}",
-        f"  finalized at  {when(job.finalized_at)}",
+        f"  attempted at  {when(job.attempted_at)} UTC",
+        f"  finalized at  {when(job.finalized_at)} UTC",
     ]
     if job.progress is not None:
         note = f"  {job.progress_note}" if job.progress_note else ""
