@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import aqueue
-from tests.test_cli_admin import Cli, cli  # noqa: F401 - the fixture
+from tests.test_cli_admin import Cli, cli
 
 __all__ = ["cli"]
 
