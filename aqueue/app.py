@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskStatus
@@ -25,6 +25,7 @@ from .context import JobContext, PersistentContext
 from .control import Control, QueueStats
 from .db.database import Database
 from .db.notifier import Notifier
+from .decorator import JobDecorator
 from .definition import (
     ConfiguredJob,
     JobDefinition,
@@ -42,9 +43,11 @@ from .persistent import PersistentDefinition, PersistentFn
 from .progress import ProgressReporter
 from .registry import Registry
 from .schedule import PeriodicEntry
+from .steps import BatchInfo, StepRecorder
 from .validate import validate_name
 from .worker.runtime import Runtime
 from .worker.worker import Worker
+from .workflow_calls import WorkflowCalls
 
 __all__ = ["App"]
 
@@ -52,24 +55,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _JobDecorator(Protocol):
-    @overload
-    def __call__(
-        self, fn: Callable[Concatenate[JobContext, P], Awaitable[R]], /
-    ) -> JobDefinition[P, R]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
-
-    # A plain `def` (run in a worker thread, see threads.py).
-    @overload
-    def __call__(self, fn: Callable[Concatenate[JobContext, P], R], /) -> JobDefinition[P, R]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, R], /) -> JobDefinition[P, R]: ...
-
-
-class App(Extensions):
+class App(Extensions, WorkflowCalls):
     """One aqueue application: jobs registered on it, a pool to one database schema.
 
     ``url`` is a ``postgresql://`` URL; ``None`` reads ``AQUEUE_DATABASE_URL``. Settings
@@ -134,9 +120,19 @@ class App(Extensions):
     def __repr__(self) -> str:
         return f"<aqueue.App schema={self.schema!r} jobs={len(self.registry.definitions())}>"
 
-    def _job_context(self, job: Job) -> JobContext:
+    async def _job_context(self, job: Job) -> JobContext:
         reporter = ProgressReporter(self.db, job.id, job.attempt)
-        return JobContext(job=job, app=self, logger=self.logger, reporter=reporter)
+        batch = None
+        if job.batch_id is not None and job.step == "callback":
+            batch = BatchInfo(job.batch_id, await self.db.batch_counts(job.batch_id))
+        return JobContext(
+            job=job,
+            app=self,
+            logger=self.logger,
+            reporter=reporter,
+            steps=StepRecorder(self.db, job),
+            batch=batch,
+        )
 
     def _persistent_context(
         self, *, name: str, replica: int, node_id: str, term: int, lease_lost: anyio.Event
@@ -175,7 +171,7 @@ class App(Extensions):
         aliases: Sequence[str] = (),
         partition_by: PartitionBy | None = None,
         **defaults: Unpack[JobOptions],
-    ) -> _JobDecorator: ...
+    ) -> JobDecorator: ...
 
     def job(
         self,
@@ -186,9 +182,8 @@ class App(Extensions):
         partition_by: PartitionBy | None = None,
         **defaults: Unpack[JobOptions],
     ) -> Any:
-        """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``.
-        A plain ``def`` runs in a worker thread (``aqueue.threads``: bounded by the
-        ``job_threads`` setting; a thread cannot be interrupted by a timeout).
+        """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``;
+        a plain ``def`` runs in a worker thread (``aqueue.threads``).
 
         The options (``aqueue.options.JobOptions``) are the job's defaults; each enqueue
         can override them with ``.options(...)``."""
