@@ -297,7 +297,12 @@ def test_admin_commands_with_an_app_module(
 def test_not_found_means_exactly_no_such_job_queue_or_kind() -> None:
     # Not LookupError as a whole: a KeyError from a bug must not exit 3 as if the user had
     # mistyped an id. Each of the three is exercised above through a real command.
-    assert set(NOT_FOUND) == {aqueue.UnknownQueue, aqueue.UnknownJobKind, aqueue.JobNotFound}
+    assert set(NOT_FOUND) == {
+        aqueue.UnknownQueue,
+        aqueue.UnknownJobKind,
+        aqueue.JobNotFound,
+        aqueue.WorkflowNotFound,
+    }
     assert all(issubclass(exc, LookupError) for exc in NOT_FOUND)
 
 
