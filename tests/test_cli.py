@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import anyio
@@ -246,6 +247,9 @@ async def test_cluster_shows_nodes_leader_and_json(
             assert raw.returncode == 0, raw.stderr
             status = json.loads(raw.stdout)
             assert [n["id"] for n in status["nodes"]] == [worker.node_id]
+            # ISO 8601, as every other --json prints times.
+            heartbeat = status["nodes"][0]["heartbeat_at"]
+            assert "T" in heartbeat and datetime.fromisoformat(heartbeat).tzinfo is not None
             assert status["nodes"][0]["queues"] == {"default": 1}
             assert [lease["name"] for lease in status["leases"]] == ["leader"]
 

@@ -273,3 +273,12 @@ def test_missing_url_names_the_option_and_the_variable(
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert "--url" in err and "AQUEUE_DATABASE_URL" in err, err
+
+
+def test_an_unmigrated_schema_names_the_command_that_migrates_it(
+    aqueue_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    schema = unique_schema()
+    assert main(["queues", "list", "--url", aqueue_database_url, "--schema", schema]) == 1
+    err = capsys.readouterr().err
+    assert f"run 'aqueue migrate --schema {schema}'" in err, err
