@@ -53,12 +53,14 @@ class Worker:
     def __init__(self, cwd: Path, env: dict[str, str], *args: str) -> None:
         self.log = cwd / f"worker-{len(list(cwd.glob('worker-*.log')))}.log"
         with self.log.open("w") as out:
+            # A session of its own, like a shell's foreground job: killpg is Ctrl-C.
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "aqueue.cli", "worker", *args],
                 cwd=cwd,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     @property
@@ -188,6 +190,8 @@ async def test_processes_restart_a_killed_child_and_stop_together(
                 return found if len(found) == 2 else None
 
             first = await eventually(two_nodes, what="two worker processes, each a node")
+            # And both told so (the node row is written before the banner).
+            await eventually(lambda: parent.text.count("ready (process ") == 2, what="banners")
             assert parent.proc.pid not in first  # the parent is no node
             victim = min(first)
             os.kill(victim, signal.SIGKILL)
@@ -214,7 +218,32 @@ async def test_processes_restart_a_killed_child_and_stop_together(
             assert not any(_alive(pid) for pid in children)
         finally:
             _stop(parent)
-    assert parent.text.count("ready (process ") == 3  # two, then the restarted one
+    assert parent.text.count("ready (process ") == 3, parent.text  # two, then the restarted one
+
+
+async def test_ctrl_c_to_the_process_group_lets_in_flight_jobs_finish(
+    project: tuple[Path, dict[str, str]],
+) -> None:
+    # The terminal sends SIGINT to the whole foreground group. The children are in a
+    # session of their own, so each gets one signal (the parent's SIGTERM), not two:
+    # a second signal would mean "stop now" and abandon the job.
+    cwd, env = project
+    app = _app(env)
+    async with app:
+        await app.migrate()
+        parent = Worker(cwd, env, "talk_jobs:app", "--processes", "1", "--summary-every", "0")
+        try:
+            await parent.says("ready (process 1 of 1)")
+            marker = cwd / "slow-started"
+            job = await app.enqueue("slow", {"started": str(marker)})
+            await eventually(marker.exists, what="the slow job in flight")
+            os.killpg(parent.proc.pid, signal.SIGINT)
+            assert await parent.exits() == 0, parent.text
+            done = await app.get_job(job.id)
+            assert done is not None and done.result == "finished", parent.text
+        finally:
+            _stop(parent)
+    assert parent.text.count("received SIGTERM, shutting down gracefully") == 1
 
 
 async def test_reload_restarts_the_worker_when_a_file_changes(

@@ -133,11 +133,20 @@ class Supervisor:
         delay = RESTART_DELAY
         label = f"process {index + 1} of {self._count}"
         while not self._stopping:
+            # A session of its own: Ctrl-C in the terminal reaches the parent only, which
+            # sends each child one SIGTERM; a child sent both would take the second
+            # signal as "stop now" and abandon its running jobs.
             process = await anyio.open_process(
-                self._command(label), stdin=subprocess.DEVNULL, stdout=None, stderr=None
+                self._command(label),
+                stdin=subprocess.DEVNULL,
+                stdout=None,
+                stderr=None,
+                start_new_session=True,
             )
             self._children[index] = process
             self.started.append(process.pid)
+            if self._stopping:  # started while the others were being stopped
+                _signal(process, signal.SIGTERM)
             began = time.monotonic()
             # Shielded: a stopping parent must still see its child exit (run() waits).
             with anyio.CancelScope(shield=True):
