@@ -13,7 +13,9 @@ One concept per module:
   and the options every command spells the same way;
 - ``commands``: ``worker``, ``cluster``, ``migrate``, ``demo``, ``dev`` (and the signal
   handling of the two that run until stopped);
-- ``admin``: ``jobs ...`` and ``queues ...``;
+- ``talk``: what a worker logs about itself (banner, unserved queues, throughput);
+- ``processes``: the supervisor of ``worker --processes N`` and ``--reload``;
+- ``admin``: ``jobs ...`` and ``queues ...``, with ``listing`` for ``jobs list``'s options;
 - ``workflows``: ``workflows ...``;
 - ``format``: tables and JSON documents;
 - ``exits``: exit statuses and the one-line error report.
