@@ -292,6 +292,10 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "MODULE:APP" in capsys.readouterr().err
     assert main(["worker", "a:app", "--app", "b:app"]) == 2
     assert main(["worker", "a:app", "--summary-every", "-1"]) == 2
+    # Checked before connecting: the database here does not exist.
+    unreachable = "postgresql://nobody@127.0.0.1:1/none"
+    assert main(["queues", "obliterate", "mail", "--url", unreachable]) == 2
+    assert "add --yes" in capsys.readouterr().err
 
 
 def test_missing_url_names_the_option_and_the_variable(

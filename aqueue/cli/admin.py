@@ -124,12 +124,18 @@ def add_commands(sub: Any) -> None:
         "--force", action="store_true", help="also delete running jobs (their runs are cancelled)"
     )
     p.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+    p.set_defaults(precheck=_confirm_obliterate)
 
 
 def _connected(handler: Handler) -> Callable[[argparse.Namespace], Awaitable[int]]:
     # Not-found and refused are told apart from other errors here, for the admin commands
     # only: `main` turns everything else aqueue raises into exit 1.
     async def run(args: argparse.Namespace) -> int:
+        # Usage is checked before anything connects: a missing --yes is exit 2 even
+        # when the database is down.
+        precheck: Callable[[argparse.Namespace], None] | None = getattr(args, "precheck", None)
+        if precheck is not None:
+            precheck(args)
         app = app_from_args(args)
         try:
             async with app:
@@ -247,12 +253,15 @@ async def _queues_drain(app: App, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def _queues_obliterate(app: App, args: argparse.Namespace) -> int:
+def _confirm_obliterate(args: argparse.Namespace) -> None:
     if not args.yes:
         raise UsageError(
             f"obliterate deletes every job of queue {args.name!r} and cannot be undone: "
             "add --yes to confirm"
         )
+
+
+async def _queues_obliterate(app: App, args: argparse.Namespace) -> int:
     deleted = await app.obliterate_queue(args.name, force=args.force)
     text = f"queue {args.name!r} obliterated: {deleted} job(s) deleted"
     _report(args, {"queue": args.name, "deleted": deleted}, text)
