@@ -126,7 +126,10 @@ def test_bad_queue_argument_is_rejected(tmp_path: Path, aqueue_database_url: str
         "PYTHONPATH": str(tmp_path),
     }
     result = run_cli("worker", "cli_jobs_bad:app", "-q", "default=lots", env=env)
-    assert result.returncode == 1 and "NAME=CONCURRENCY" in result.stderr
+    assert result.returncode == 2 and "NAME=CONCURRENCY" in result.stderr  # like argparse's
+    # A well-formed value out of range is aqueue's to refuse: exit 1, naming the rule.
+    result = run_cli("worker", "cli_jobs_bad:app", "-q", "default=0", env=env)
+    assert result.returncode == 1 and "concurrency" in result.stderr
 
 
 async def _wait_for(predicate: Callable[[], bool], timeout: float = 20) -> None:

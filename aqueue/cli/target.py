@@ -112,7 +112,7 @@ def parse_queues(values: Sequence[str]) -> dict[str, int]:
         try:
             queues[name] = int(raw)
         except ValueError:
-            raise AqueueError(f"-q {value!r}: expected NAME=CONCURRENCY, e.g. -q mail=5") from None
+            raise UsageError(f"-q {value!r}: expected NAME=CONCURRENCY, e.g. -q mail=5") from None
     # No -q at all: the App decides (App(queues=...), else the queues its jobs name).
     return queues
 
