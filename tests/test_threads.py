@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import anyio
 import anyio.from_thread
@@ -141,3 +141,23 @@ async def test_a_def_job_that_checks_stops_when_cancelled(app: aqueue.App) -> No
         await app.cancel(job.id)
         done = await app.wait(job.id, timeout=20)
     assert done.state is JobState.CANCELLED
+
+
+async def test_middleware_wraps_a_def_job_like_any(app: aqueue.App) -> None:
+    seen: list[str] = []
+
+    @app.middleware
+    async def around(job: aqueue.Job, call_next: Callable[[], Awaitable[object]]) -> object:
+        seen.append(f"before {job.kind}")
+        result = await call_next()
+        seen.append(f"after {result!r}")
+        return result
+
+    @app.job
+    def double(n: int) -> int:
+        return n * 2
+
+    job = await double.enqueue(n=21)
+    async with app.worker({"default": 1}):
+        done = await app.wait(job.id, timeout=20)
+    assert done.result == 42 and seen == ["before double", "after 42"]
