@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+from collections.abc import AsyncIterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import anyio
@@ -137,16 +139,31 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(handler=_dashboard)
 
 
-async def _until_signal(scope: anyio.CancelScope, logger: logging.Logger) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            logger.warning(
-                "aqueue: received %s, shutting down gracefully", signal.Signals(signum).name
-            )
-            # Cancelling reaches run_worker as a stop request: it stops claiming and lets
-            # running jobs finish within shutdown_timeout (App._run_shielded).
-            scope.cancel()
-            return
+def _signals() -> AbstractContextManager[AsyncIterator[signal.Signals]]:
+    # Opened before the command starts anything, so that a signal during startup is
+    # queued here (and handled gracefully) instead of raising KeyboardInterrupt.
+    return anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT)
+
+
+async def _cancel_on_signal(
+    signals: AsyncIterator[signal.Signals], scope: anyio.CancelScope, logger: logging.Logger
+) -> None:
+    async for signum in signals:
+        logger.warning("aqueue: received %s, shutting down gracefully", signum.name)
+        # Cancelling reaches run_worker as a stop request: it stops claiming and lets
+        # running jobs finish within shutdown_timeout (App._run_shielded).
+        scope.cancel()
+        return
+
+
+async def _set_on_signal(
+    signals: AsyncIterator[signal.Signals], event: anyio.Event, logger: logging.Logger | None
+) -> None:
+    async for signum in signals:
+        if logger is not None:
+            logger.warning("aqueue: received %s, stopping", signum.name)
+        event.set()
+        return
 
 
 async def _dashboard(args: argparse.Namespace) -> int:
@@ -165,28 +182,20 @@ async def _dashboard(args: argparse.Namespace) -> int:
         raise AqueueError(f"--auth: {args.auth!r} is not a callable (found {type(auth).__name__})")
     app = app_from_args(args)
     stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_until_signal_set, stop, None)
-        await serve_async(
-            app,
-            args.host,
-            args.port,
-            stop=stop,
-            auth=auth,
-            read_only=args.read_only,
-            base_path=args.base_path,
-        )
-        tg.cancel_scope.cancel()
+    with _signals() as signals:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_set_on_signal, signals, stop, None)
+            await serve_async(
+                app,
+                args.host,
+                args.port,
+                stop=stop,
+                auth=auth,
+                read_only=args.read_only,
+                base_path=args.base_path,
+            )
+            tg.cancel_scope.cancel()
     return EXIT_OK
-
-
-async def _until_signal_set(event: anyio.Event, logger: logging.Logger | None = None) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if logger is not None:
-                logger.warning("aqueue: received %s, stopping", signal.Signals(signum).name)
-            event.set()
-            return
 
 
 async def _worker(args: argparse.Namespace) -> int:
@@ -210,25 +219,35 @@ async def _worker(args: argparse.Namespace) -> int:
     async with app:
         if args.migrate:
             await app.migrate()
-        async with app.worker(queues) as worker:
-            label = f" ({args.process_label})" if args.process_label else ""
-            for line in talk.banner(worker, app.registry, processes=label):
-                app.logger.info("%s", line)
-            for queue, kinds in talk.unserved_kinds(app.registry, worker.queues).items():
-                app.logger.warning(
-                    "aqueue: this worker does not serve queue %r: jobs of %s wait there "
-                    "until a worker does (one started with -q %s)",
-                    queue,
-                    ", ".join(repr(k) for k in kinds),
-                    queue,
-                )
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_until_signal, tg.cancel_scope, app.logger)
-                if args.summary_every:
-                    tg.start_soon(talk.summarize_every, args.summary_every, worker, app.logger)
-                await worker.wait_stopped()
-                tg.cancel_scope.cancel()
+        with _signals() as signals:
+            await _run_worker(app, queues, signals, args)
     return EXIT_OK
+
+
+async def _run_worker(
+    app: App,
+    queues: dict[str, int | Queue],
+    signals: AsyncIterator[signal.Signals],
+    args: argparse.Namespace,
+) -> None:
+    async with app.worker(queues) as worker:
+        label = f" ({args.process_label})" if args.process_label else ""
+        for line in talk.banner(worker, app.registry, processes=label):
+            app.logger.info("%s", line)
+        for queue, kinds in talk.unserved_kinds(app.registry, worker.queues).items():
+            app.logger.warning(
+                "aqueue: this worker does not serve queue %r: jobs of %s wait there "
+                "until a worker does (one started with -q %s)",
+                queue,
+                ", ".join(repr(k) for k in kinds),
+                queue,
+            )
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_cancel_on_signal, signals, tg.cancel_scope, app.logger)
+            if args.summary_every:
+                tg.start_soon(talk.summarize_every, args.summary_every, worker, app.logger)
+            await worker.wait_stopped()
+            tg.cancel_scope.cancel()
 
 
 def _talk_at_info(logger: logging.Logger, args: argparse.Namespace) -> None:
@@ -255,10 +274,11 @@ async def _supervise(app: App, args: argparse.Namespace) -> int:
         reload=args.reload,
     )
     stop = anyio.Event()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_until_signal_set, stop, logger)
-        await supervisor.run(stop)
-        tg.cancel_scope.cancel()
+    with _signals() as signals:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_set_on_signal, signals, stop, logger)
+            await supervisor.run(stop)
+            tg.cancel_scope.cancel()
     return EXIT_OK
 
 
@@ -294,8 +314,8 @@ async def _dev(args: argparse.Namespace) -> int:
         # (&, ?, $), and a line that is quoted only sometimes looks like two formats.
         quoted = "'" + server.url.replace("'", "'\\''") + "'"
         print(f"export AQUEUE_DATABASE_URL={quoted}")
-        print("schema migrated; press Ctrl-C to stop and delete it", flush=True)
-        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        with _signals() as signals:
+            print("schema migrated; press Ctrl-C to stop and delete it", flush=True)
             async for _ in signals:
                 break
     finally:
