@@ -30,6 +30,7 @@ from .errors import (
     UnknownQueue,
 )
 from .flow import Partition, Queue, Rate
+from .hosting import lifespan
 from .jobs import Job, JobState, Outcome
 from .registry import EnqueueCall
 from .unique import Unique
@@ -78,4 +79,5 @@ __all__ = [
     "UnknownQueue",
     "Worker",
     "__version__",
+    "lifespan",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskStatus
@@ -21,6 +21,7 @@ from .admin import JobAdmin
 from .bounds import APP_CLOSE_TIMEOUT
 from .cluster import ClusterStatus, LeaseInfo, NodeInfo, find_drift
 from .config import SettingsOptions, build_settings, resolve_database_url, resolve_listen_url
+from .connections import Connections
 from .context import JobContext, PersistentContext
 from .control import Control, QueueStats
 from .db.database import Database
@@ -43,6 +44,7 @@ from .progress import ProgressReporter
 from .registry import Registry
 from .schedule import PeriodicEntry
 from .validate import validate_name
+from .worker.inline import InlineRunner
 from .worker.runtime import Runtime
 from .worker.worker import Worker
 
@@ -62,7 +64,7 @@ class _JobDecorator(Protocol):
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
 
 
-class App(Extensions):
+class App(Extensions, Connections):
     """One aqueue application: jobs registered on it, a pool to one database schema.
 
     ``url`` is a ``postgresql://`` URL; ``None`` reads ``AQUEUE_DATABASE_URL``. Settings
@@ -78,9 +80,15 @@ class App(Extensions):
         queues: Mapping[str, int | Queue] | None = None,
         listen_url: str | None = None,
         logger: logging.Logger | None = None,
+        testing: Literal["inline"] | None = None,
         **settings: Unpack[SettingsOptions],
     ) -> None:
-        self.url = resolve_database_url(url)
+        if testing not in (None, "inline"):
+            raise ConfigurationError(f"testing: must be 'inline' or None, got {testing!r}")
+        #: ``"inline"``: enqueue runs each job at once in the caller's task, with no
+        #: database (worker/inline.py says what that mode can and cannot emulate).
+        self.testing = testing
+        self.url = resolve_database_url(url, required=testing is None)
         # Checked now, so a bad spec fails at construction; used by every worker.
         self.queues: dict[str, int | Queue] | None = None
         if queues is not None:
@@ -119,16 +127,23 @@ class App(Extensions):
             job_context=self._job_context,
             persistent_context=self._persistent_context,
         )
+        #: Runs jobs with no database: every enqueue in inline mode, and perform_job.
+        self.inline = InlineRunner(self.runtime, self._held_job_context)
+        self._enqueuer.runner = self.inline
+        self._enqueuer.inline = testing == "inline"
 
     @property
     def schema(self) -> str:
-        return self.settings.schema_name
+        return self.db.schema
 
     def __repr__(self) -> str:
         return f"<aqueue.App schema={self.schema!r} jobs={len(self.registry.definitions())}>"
 
     def _job_context(self, job: Job) -> JobContext:
         reporter = ProgressReporter(self.db, job.id, job.attempt)
+        return JobContext(job=job, app=self, logger=self.logger, reporter=reporter)
+
+    def _held_job_context(self, job: Job, reporter: ProgressReporter) -> JobContext:
         return JobContext(job=job, app=self, logger=self.logger, reporter=reporter)
 
     def _persistent_context(
@@ -244,8 +259,9 @@ class App(Extensions):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the connection pool (``async with app`` does this)."""
-        await self.db.open()
+        """Open the connection pool (``async with app`` does this); an inline App has none."""
+        if self.testing != "inline":
+            await self.db.open()
 
     async def close(self) -> None:
         notifier, self._notifier = self._notifier, None
@@ -323,16 +339,11 @@ class App(Extensions):
         """Insert many jobs in one statement (one round trip); returns them in order."""
         return await self._enqueuer.enqueue_many(requests, conn=conn)
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        """A connection of the App's pool inside a transaction: pass it as ``conn=`` and
-        the jobs exist only if it commits."""
-        async with self.db.transaction() as conn:
-            yield conn
-
     # -- job admin (admin.py) ---------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
+        if self.testing == "inline":
+            return self.inline.get(job_id)
         return await self._jobs.get(job_id)
 
     async def list_jobs(
@@ -344,6 +355,8 @@ class App(Extensions):
         limit: int = 100,
     ) -> list[Job]:
         """Jobs matching every filter given, oldest first."""
+        if self.testing == "inline":
+            return self.inline.matching(state=state, queue=queue, kind=kind, limit=limit)
         return await self._jobs.list(state=state, queue=queue, kind=kind, limit=limit)
 
     async def cancel(self, job_id: int) -> Job | None:
@@ -368,6 +381,8 @@ class App(Extensions):
 
     async def wait(self, job_id: int, timeout: float | None = None) -> Job:
         """Wait until the job is completed, cancelled or discarded; ``TimeoutError`` otherwise."""
+        if self.testing == "inline":
+            return self.inline.wait(job_id)
         return await self._jobs.wait(job_id, timeout)
 
     # -- cluster ----------------------------------------------------------------------------
@@ -444,6 +459,7 @@ class App(Extensions):
 
         ``queues`` defaults to ``worker_queues()``: ``App(queues=...)``, else every queue a
         registered job names."""
+        self._no_database("a worker")
         worker = Worker(self.runtime, self.worker_queues(queues))
         # Fail fast with SchemaNotMigrated (or AppNotOpen) instead of a worker whose claims
         # fail and are retried forever.

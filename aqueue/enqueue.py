@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from .db.database import Database, Row
 from .db.params import InsertColumns
@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_QUEUE",
     "Enqueuer",
     "ResolvedOptions",
+    "Runner",
 ]
 
 DEFAULT_QUEUE = "default"
@@ -108,12 +109,25 @@ class ResolvedOptions:
         )
 
 
+class Runner(Protocol):
+    """Runs jobs at enqueue instead of inserting them (``App(testing="inline")``; the
+    implementation is ``worker.inline.InlineRunner``)."""
+
+    async def enqueue(
+        self, requests: Sequence[JobRequest], resolved: Sequence[ResolvedOptions]
+    ) -> list[Job]: ...
+
+
 class Enqueuer:
     """Builds and inserts jobs for one App (its registry and database)."""
 
     def __init__(self, db: Database, registry: Registry) -> None:
         self._db = db
         self._registry = registry
+        #: Set by the App: what runs jobs without a database (perform_job, inline mode);
+        #: with ``inline``, every enqueue goes to it instead of the database.
+        self.runner: Runner | None = None
+        self.inline = False
 
     def build(
         self,
@@ -197,6 +211,8 @@ class Enqueuer:
             args.append(request.args_json)
             groups.append(found[1])
             keys.append(request.partition_key)
+        if self.inline and self.runner is not None:
+            return await self.runner.enqueue(requests, per_job)
         if unique:
             return await self._insert_unique(columns, requests, per_job, conn)
         inserted = await self._db.insert_jobs(columns, conn=conn)

@@ -59,6 +59,7 @@ PUBLIC_NAMES = [
     "UnknownQueue",
     "Worker",
     "__version__",
+    "lifespan",
 ]
 
 PYPROJECT = Path(aqueue.__file__).parent.parent / "pyproject.toml"
