@@ -18,12 +18,25 @@ _DROP_TIMEOUT = 30.0
 
 
 def unique_schema(prefix: str = "t") -> str:
-    """A schema name no other test uses, such as ``t_3f9c0a1b2d4e``."""
+    """A schema name no other test uses, such as ``t_3f9c0a1b2d4e``.
+
+    Example::
+
+        app = aqueue.App(aqueue_database_url, schema=unique_schema())
+    """
     return f"{prefix}_{uuid.uuid4().hex[:12]}"
 
 
 async def drop_schema(app: App) -> None:
-    """Remove everything aqueue created in the app's schema (the schema too)."""
+    """Remove everything aqueue created in the app's schema (the schema too).
+
+    Example::
+
+        async with app:
+            await app.migrate()
+            yield app
+            await drop_schema(app)
+    """
     await app.db.drop_schema()
 
 
