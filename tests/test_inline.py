@@ -55,7 +55,7 @@ async def test_bad_arguments_raise_before_anything_runs() -> None:
         ran.append(n)
 
     with pytest.raises(aqueue.InvalidJobArgs):
-        await work.enqueue(n="many")
+        await work.enqueue(n="many")  # type: ignore[arg-type]
     with pytest.raises(aqueue.UnknownJobKind):
         await app.enqueue("nope", {})
     assert ran == [] and await app.list_jobs() == []
