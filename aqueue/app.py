@@ -285,6 +285,7 @@ class App(Extensions, Connections):
 
     async def migrate(self) -> list[str]:
         """Create or upgrade aqueue's tables; returns the migrations applied now."""
+        self._no_database("app.migrate()")
         return await self.db.migrate()
 
     async def notifier(self) -> Notifier:

@@ -175,6 +175,8 @@ async def test_what_needs_a_database_says_so() -> None:
     with pytest.raises(aqueue.ConfigurationError, match="inline"):
         async with app.worker():
             pass
+    with pytest.raises(aqueue.ConfigurationError, match="inline"):
+        await app.migrate()
     with pytest.raises(aqueue.JobNotFound):
         await app.wait(12345)
     async with aqueue.lifespan(app):  # no pool, no worker
