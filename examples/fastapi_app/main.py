@@ -72,12 +72,13 @@ def create_service(settings: Settings, mailer: Mailer | None = None) -> Service:
 
     @contextlib.asynccontextmanager
     async def lifespan(api: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate:
+            async with app:  # before a worker starts: it needs aqueue's tables
+                await app.migrate()
+                await create_tables(app)
         # Opens the App's pool and, when asked, runs a worker in this process; leaving it
         # stops the worker gracefully, then closes the pool.
         async with aqueue.lifespan(app, worker=settings.run_worker):
-            if settings.migrate:
-                await app.migrate()
-                await create_tables(app)
             yield
 
     api = FastAPI(lifespan=lifespan)

@@ -1,6 +1,6 @@
 """The example service's tests, written with aqueue's testing kit: the plugin's
-``aqueue_database_url`` fixture, ``isolated``, ``assert_enqueued``/``refute_enqueued``,
-``drain_queue`` and ``perform_job``.
+``aqueue_database_url`` and ``aqueue_schema`` fixtures, ``isolated``,
+``assert_enqueued``/``refute_enqueued``, ``drain_queue`` and ``perform_job``.
 
 httpx's ``ASGITransport`` does not run the app's lifespan, so the tests enter it
 themselves (``async with service.lifespan(service.api)``); the lifespan opens the App and,
@@ -142,3 +142,20 @@ async def test_a_report_times_out_when_no_worker_runs(
     assert await drain_queue(svc.jobs.app, "reports") == {aqueue.JobState.COMPLETED: 1}
     done = await svc.jobs.app.get_job(job.id)
     assert done is not None and done.result == {"domain": "example.com", "signups": 0}
+
+
+async def test_the_service_starts_on_an_empty_schema(
+    aqueue_database_url: str, aqueue_schema: str, mailer: RecordingMailer
+) -> None:
+    # As in production: the lifespan migrates, then starts the worker (aqueue_schema is
+    # dropped after the test).
+    settings = Settings(database_url=aqueue_database_url, schema=aqueue_schema)
+    service = create_service(settings, mailer)
+    transport = httpx.ASGITransport(app=service.api)
+    async with (
+        service.lifespan(service.api),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        signup = (await client.post("/signups", json={"email": "ada@example.com"})).json()
+        done = await service.jobs.app.wait(signup["job_id"], timeout=10)
+    assert done.state is aqueue.JobState.COMPLETED and mailer.sent == ["ada@example.com"]
