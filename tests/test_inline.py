@@ -118,6 +118,11 @@ async def test_middleware_wraps_inline_runs_and_jobs_can_enqueue_jobs() -> None:
         order.append(f"out:{job.kind}")
         return result
 
+    @app.enqueue_middleware
+    async def tag(call: aqueue.EnqueueCall, call_next: Callable[[], Awaitable[Any]]) -> Any:
+        call.meta["origin"] = "test"
+        return await call_next()
+
     @app.job
     async def child(n: int) -> int:
         return n * 2
@@ -128,7 +133,7 @@ async def test_middleware_wraps_inline_runs_and_jobs_can_enqueue_jobs() -> None:
         return int(job.result)
 
     done = await parent.enqueue()
-    assert done.result == 42
+    assert done.result == 42 and done.meta == {"origin": "test"}
     assert order == ["in:parent", "in:child", "out:child", "out:parent"]
     # The testing helpers read what an inline App ran.
     await assert_enqueued(app, child, args={"n": 21}, state="completed", count=1)
