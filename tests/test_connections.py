@@ -96,3 +96,16 @@ async def test_connection_needs_an_open_app(make_app: Callable[..., aqueue.App])
     with pytest.raises(aqueue.AppNotOpen):
         async with app.transaction():
             pass
+
+
+async def test_a_connection_killed_in_the_block_does_not_hide_the_callers_error(
+    app: aqueue.App,
+) -> None:
+    with pytest.raises(ValueError, match="mine"):
+        async with app.connection() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            async with app.connection() as other:
+                assert await other.fetchval("SELECT pg_terminate_backend($1)", pid)
+            raise ValueError("mine")
+    async with app.connection() as conn:  # the pool replaced it
+        assert await conn.fetchval("SELECT 1") == 1

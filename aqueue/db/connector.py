@@ -276,8 +276,13 @@ class Connector:
             yield conn
         finally:
             # Shielded and bounded: a cancelled caller still gives the connection back.
+            # A release that fails has terminated the connection (the pool replaces it);
+            # that is no error of the caller's, and must not hide the one it may raise.
             with anyio.CancelScope(shield=True):
-                await pool.release(conn, timeout=DISCONNECT_TIMEOUT)
+                try:
+                    await pool.release(conn, timeout=DISCONNECT_TIMEOUT)
+                except Exception as exc:
+                    self._logger.warning("aqueue: a connection was dropped on release: %r", exc)
 
     @contextlib.asynccontextmanager
     async def user_transaction(self) -> AsyncIterator[Any]:
