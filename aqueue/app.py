@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import anyio
@@ -43,10 +44,12 @@ from .persistent import PersistentDefinition, PersistentFn
 from .progress import ProgressReporter
 from .registry import Registry
 from .schedule import PeriodicEntry
+from .steps import BatchInfo, StepRecorder
 from .validate import validate_name
 from .worker.inline import InlineRunner
 from .worker.runtime import Runtime
 from .worker.worker import Worker
+from .workflow_calls import WorkflowCalls
 
 __all__ = ["App"]
 
@@ -64,7 +67,7 @@ class _JobDecorator(Protocol):
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
 
 
-class App(Extensions, Connections):
+class App(Extensions, WorkflowCalls, Connections):
     """One aqueue application: jobs registered on it, a pool to one database schema.
 
     ``url`` is a ``postgresql://`` URL; ``None`` reads ``AQUEUE_DATABASE_URL``. Settings
@@ -85,9 +88,7 @@ class App(Extensions, Connections):
     ) -> None:
         if testing not in (None, "inline"):
             raise ConfigurationError(f"testing: must be 'inline' or None, got {testing!r}")
-        #: ``"inline"``: enqueue runs each job at once in the caller's task, with no
-        #: database (worker/inline.py says what that mode can and cannot emulate).
-        self.testing = testing
+        self.testing = testing  # "inline": jobs run at enqueue, no database (worker/inline.py)
         self.url = resolve_database_url(url, required=testing is None)
         # Checked now, so a bad spec fails at construction; used by every worker.
         self.queues: dict[str, int | Queue] | None = None
@@ -128,9 +129,9 @@ class App(Extensions, Connections):
             persistent_context=self._persistent_context,
         )
         #: Runs jobs with no database: every enqueue in inline mode, and perform_job.
-        self.inline = InlineRunner(self.runtime, self._held_job_context)
-        self._enqueuer.runner = self.inline
-        self._enqueuer.inline = testing == "inline"
+        self.inline = InlineRunner(self.runtime, partial(JobContext, app=self, logger=self.logger))
+        self._enqueuer.runner, self._enqueuer.inline = self.inline, testing == "inline"
+        self._reads: JobAdmin | InlineRunner = self.inline if testing else self._jobs
 
     @property
     def schema(self) -> str:
@@ -139,12 +140,19 @@ class App(Extensions, Connections):
     def __repr__(self) -> str:
         return f"<aqueue.App schema={self.schema!r} jobs={len(self.registry.definitions())}>"
 
-    def _job_context(self, job: Job) -> JobContext:
+    async def _job_context(self, job: Job) -> JobContext:
         reporter = ProgressReporter(self.db, job.id, job.attempt)
-        return JobContext(job=job, app=self, logger=self.logger, reporter=reporter)
-
-    def _held_job_context(self, job: Job, reporter: ProgressReporter) -> JobContext:
-        return JobContext(job=job, app=self, logger=self.logger, reporter=reporter)
+        batch = None
+        if job.batch_id is not None and job.step == "callback":
+            batch = BatchInfo(job.batch_id, await self.db.batch_counts(job.batch_id))
+        return JobContext(
+            job=job,
+            app=self,
+            logger=self.logger,
+            reporter=reporter,
+            steps=StepRecorder(self.db, job),
+            batch=batch,
+        )
 
     def _persistent_context(
         self, *, name: str, replica: int, node_id: str, term: int, lease_lost: anyio.Event
@@ -343,9 +351,7 @@ class App(Extensions, Connections):
     # -- job admin (admin.py) ---------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
-        if self.testing == "inline":
-            return self.inline.get(job_id)
-        return await self._jobs.get(job_id)
+        return await self._reads.get(job_id)
 
     async def list_jobs(
         self,
@@ -356,9 +362,7 @@ class App(Extensions, Connections):
         limit: int = 100,
     ) -> list[Job]:
         """Jobs matching every filter given, oldest first."""
-        if self.testing == "inline":
-            return self.inline.matching(state=state, queue=queue, kind=kind, limit=limit)
-        return await self._jobs.list(state=state, queue=queue, kind=kind, limit=limit)
+        return await self._reads.list(state=state, queue=queue, kind=kind, limit=limit)
 
     async def cancel(self, job_id: int) -> Job | None:
         """Cancel a job: a waiting one at once, a running one at its next await (any node).
@@ -382,9 +386,7 @@ class App(Extensions, Connections):
 
     async def wait(self, job_id: int, timeout: float | None = None) -> Job:
         """Wait until the job is completed, cancelled or discarded; ``TimeoutError`` otherwise."""
-        if self.testing == "inline":
-            return self.inline.wait(job_id)
-        return await self._jobs.wait(job_id, timeout)
+        return await self._reads.wait(job_id, timeout)
 
     # -- cluster ----------------------------------------------------------------------------
 

@@ -217,3 +217,41 @@ async def test_a_cancelled_caller_cancels_the_inline_job() -> None:
     [job] = await app.list_jobs()
     # Handed back, as a worker's shutdown would: waiting again, the attempt given back.
     assert job.state is aqueue.JobState.AVAILABLE and job.attempt == 0
+
+
+async def test_workflows_and_batches_are_refused_before_anything_runs() -> None:
+    app = inline_app()
+    ran: list[str] = []
+
+    @app.job
+    async def step(name: str) -> None:
+        ran.append(name)
+
+    workflow = aqueue.Workflow("etl")
+    workflow.add("fetch", step.build(name="fetch"))
+    workflow.add("load", step.build(name="load"), deps=["fetch"])
+    with pytest.raises(aqueue.ConfigurationError, match="inline mode cannot run a workflow"):
+        await app.enqueue_workflow(workflow)
+    with pytest.raises(aqueue.ConfigurationError, match="inline mode cannot run a batch"):
+        await app.enqueue_batch([step.build(name="a")], callback=step.build(name="done"))
+    assert ran == [] and await app.list_jobs() == []
+
+
+async def test_steps_are_recorded_across_the_inline_retries() -> None:
+    app = inline_app()
+    charged: list[int] = []
+
+    async def charge(order_id: int) -> dict[str, int]:
+        charged.append(order_id)
+        return {"receipt": order_id * 10}
+
+    @app.job(max_attempts=3)
+    async def checkout(ctx: aqueue.JobContext, order_id: int) -> int:
+        receipt = await ctx.step("charge", charge, order_id)
+        if ctx.attempt == 1:
+            raise RuntimeError("shipping failed after the charge")
+        return int(receipt["receipt"])
+
+    done = await checkout.enqueue(order_id=7)
+    assert done.state is aqueue.JobState.COMPLETED and done.result == 70
+    assert charged == [7]  # the retry got the recorded step back instead of charging again

@@ -28,19 +28,26 @@ Inline mode runs each job to the end before ``enqueue`` returns:
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
+import inspect
 import itertools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import anyio
+import pydantic_core
 
 from ..context import JobContext
+from ..db.database import Database
+from ..db.queries import JOB_COLUMN_NAMES
 from ..enqueue import ResolvedOptions
-from ..errors import InvalidOption, JobNotFound
+from ..errors import InvalidOption, JobNotFound, ResultNotJSON
 from ..jobs import Job, JobState, Outcome, job_from_row
-from ..progress import HeldProgress, ProgressReporter
+from ..progress import HeldProgress
+from ..steps import StepRecorder
+from ..validate import to_storable_json
 from .attempt import Attempt
 from .executor import Executor, RunningJob
 from .hooks import job_after
@@ -51,8 +58,39 @@ if TYPE_CHECKING:
 
 __all__ = ["ContextFactory", "InlineRunner"]
 
-#: Builds the ``JobContext`` of an attempt that reports progress to ``reporter``.
-ContextFactory = Callable[[Job, ProgressReporter], JobContext]
+#: Builds the ``JobContext`` of an attempt, called as ``(job=, reporter=, steps=)``: the
+#: App's, bound to itself (``ctx.app``) and its logger.
+ContextFactory = Callable[..., JobContext]
+
+
+class HeldSteps(StepRecorder):
+    """``ctx.step`` with the records kept in memory, per job: a retried attempt (inline
+    mode retries at once) gets a recorded step's result back without running it again,
+    as it would from the database."""
+
+    __slots__ = ("_records",)
+
+    def __init__(self, db: Database, job: Job, records: dict[str, str]) -> None:
+        super().__init__(db, job)
+        self._records = records
+
+    async def _run(
+        self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        recorded = self._records.get(name)
+        if recorded is None:
+            value = fn(*args, **kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+            try:
+                recorded = to_storable_json(value)
+            except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
+                raise ResultNotJSON(
+                    f"step {name!r} of job {self._job.id} returned a value that cannot be "
+                    f"recorded as JSON ({type(value).__name__}): {exc}"
+                ) from None
+            self._records[name] = recorded
+        return pydantic_core.from_json(recorded)
 
 
 class InlineRunner:
@@ -64,18 +102,20 @@ class InlineRunner:
         self._context = context
         self._ids = itertools.count(1)
         self._jobs: dict[int, Job] = {}
+        self._steps: dict[int, dict[str, str]] = {}  # job id -> step name -> result JSON
 
     @property
-    def jobs(self) -> list[Job]:
+    def jobs(self) -> builtins.list[Job]:
         """Every job enqueued inline, oldest first, as it is now."""
         return sorted(self._jobs.values(), key=lambda job: job.id)
 
-    def get(self, job_id: int) -> Job | None:
+    async def get(self, job_id: int) -> Job | None:
+        """``app.get_job`` in inline mode."""
         return self._jobs.get(job_id)
 
-    def matching(
+    async def list(
         self, *, state: JobState | str | None, queue: str | None, kind: str | None, limit: int
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         """``app.list_jobs`` over the jobs enqueued inline."""
         return [
             job
@@ -85,7 +125,7 @@ class InlineRunner:
             and (kind is None or job.kind == kind)
         ][:limit]
 
-    def wait(self, job_id: int) -> Job:
+    async def wait(self, job_id: int, timeout: float | None = None) -> Job:
         """``app.wait``: inline, a job is as final as it will get once enqueue returned, so
         waiting longer cannot change it and a job that is not final times out at once."""
         job = self._jobs.get(job_id)
@@ -97,7 +137,7 @@ class InlineRunner:
 
     async def enqueue(
         self, requests: Sequence[JobRequest], resolved: Sequence[ResolvedOptions]
-    ) -> list[Job]:
+    ) -> builtins.list[Job]:
         """Run each request to its end, in order; nothing runs if one of them asks for
         what inline mode cannot honour."""
         for request, opts in zip(requests, resolved, strict=True):
@@ -158,9 +198,13 @@ class InlineRunner:
     ) -> tuple[Attempt, HeldProgress]:
         reporter = HeldProgress()
         done: list[Attempt] = []
-        runtime = dataclasses.replace(
-            self._runtime, job_context=lambda job: self._context(job, reporter)
-        )
+        records = self._steps.setdefault(row["id"], {})
+
+        async def context(job: Job) -> JobContext:
+            steps = HeldSteps(self._runtime.db, job, records)
+            return self._context(job=job, reporter=reporter, steps=steps)
+
+        runtime = dataclasses.replace(self._runtime, job_context=context)
         executor = Executor(runtime, done.append)
         # The executor sets the job's timeout as this scope's deadline and re-raises the
         # cancellation it caused, which the scope absorbs; any other cancellation (the
@@ -188,6 +232,7 @@ class InlineRunner:
         if due is None:
             due = now + timedelta(seconds=opts.schedule_in or 0)
         return {
+            **dict.fromkeys(JOB_COLUMN_NAMES),  # what a claim reads, None unless set here
             "id": job_id,
             "kind": request.kind,
             "queue": opts.queue,
