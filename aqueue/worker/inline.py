@@ -21,7 +21,10 @@ Inline mode runs each job to the end before ``enqueue`` returns:
   can be exceeded. ``conn=`` does not delay the run to the commit: the job runs even if
   the caller's transaction later rolls back.
 - ``unique`` decides *whether* a job runs, from the jobs in the database. Inline mode has
-  none to ask, so a unique enqueue raises ``InvalidOption`` instead of answering wrongly.
+  none to ask, so a unique enqueue raises ``InvalidOption`` instead of answering wrongly;
+  workflows and batches, whose steps wait on each other in the database, are refused too
+  (``ConfigurationError``, raised by the enqueue path).
+- ``ctx.step`` records are kept in memory per job, so an inline retry gets them back.
 - A kind this App does not define (``allow_unknown=True``) is recorded ``available``, as
   the database would hold it for a worker that knows it, and does not run.
 """
