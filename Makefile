@@ -21,11 +21,11 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check aqueue tests benchmarks examples/fastapi_app
-	$(BIN)/ruff format --check aqueue tests benchmarks examples/fastapi_app
+	$(BIN)/ruff check aqueue tests benchmarks examples
+	$(BIN)/ruff format --check aqueue tests benchmarks examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy aqueue examples/fastapi_app
+	$(BIN)/mypy aqueue examples
 
 check: lint typecheck test
 
