@@ -1,7 +1,8 @@
 """limits: what flow control costs. N no-op jobs drained by one worker at concurrency C:
 with no limit, with ``global_limit`` = C, with P partitions of limit 2 (keys spread
 round-robin over the jobs), and pgqueuer with its per-entrypoint ``concurrency_limit`` = C
-(its cluster-wide limit, the closest to ``global_limit``); then a rate limit of R starts a
+(its cluster-wide limit, the closest to ``global_limit``); the first two again with
+``ack="sync"`` (what a synchronous outcome write costs); then a rate limit of R starts a
 second, measured from the jobs' own claim times over the first 10 s. Each run on a fresh
 database, same server; the modes take turns within each run (run 1 of every mode, then
 run 2 ...), so a busy machine skews them alike.
@@ -42,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="skip pgqueuer's concurrency_limit row",
     )
+    parser.add_argument(
+        "--no-sync", dest="sync", action="store_false", help="skip the ack='sync' rows"
+    )
 
 
 async def limited_once(url: str, jobs: int, concurrency: int, mode: str, size: int) -> float:
@@ -63,8 +67,12 @@ async def limited_once(url: str, jobs: int, concurrency: int, mode: str, size: i
     spec: Any
     if mode == "unlimited":
         spec = aqueue.Queue(concurrency=concurrency)
+    elif mode == "unlimited_sync":
+        spec = aqueue.Queue(concurrency=concurrency, ack="sync")
     elif mode == "global":
         spec = aqueue.Queue(concurrency=concurrency, global_limit=concurrency)
+    elif mode == "global_sync":
+        spec = aqueue.Queue(concurrency=concurrency, global_limit=concurrency, ack="sync")
     elif mode == "rate":
         spec = aqueue.Queue(concurrency=concurrency, rate=aqueue.Rate(size, per=1.0))
     else:
@@ -132,6 +140,9 @@ def scenario(bench: Bench) -> ScenarioResult:
         "global": f"aqueue, global_limit={args.concurrency}",
         "partitioned": f"aqueue, {partitions} partitions of limit 2",
     }
+    if args.sync:
+        labels["unlimited_sync"] = "aqueue, no limit, ack=sync"
+        labels["global_sync"] = f"aqueue, global_limit={args.concurrency}, ack=sync"
     notes: list[str] = []
     if args.pgqueuer and not select_systems("pgqueuer", notes):
         result.notes.extend(notes)
