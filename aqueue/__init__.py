@@ -15,11 +15,13 @@ from .errors import (
     Cancel,
     ConfigurationError,
     DatabaseError,
+    DependencyFailed,
     Discard,
     DuplicateJobKind,
     EmbeddedPostgresError,
     InvalidJobArgs,
     InvalidOption,
+    InvalidWorkflow,
     JobNotFound,
     JobStateError,
     JobTimeout,
@@ -28,12 +30,15 @@ from .errors import (
     Snooze,
     UnknownJobKind,
     UnknownQueue,
+    WorkflowNotFound,
 )
 from .flow import Partition, Queue, Rate
 from .jobs import Job, JobState, Outcome
 from .registry import EnqueueCall
+from .steps import BatchInfo
 from .unique import Unique
 from .worker.worker import Worker
+from .workflow import Batch, Workflow, WorkflowInfo, WorkflowRun, WorkflowStatus
 
 __version__ = "0.1.0"
 
@@ -42,11 +47,14 @@ __all__ = [
     "AppNotOpen",
     "AqueueError",
     "Backoff",
+    "Batch",
+    "BatchInfo",
     "Cancel",
     "ClusterStatus",
     "ConfigurationError",
     "ConfiguredJob",
     "DatabaseError",
+    "DependencyFailed",
     "Discard",
     "Drift",
     "DuplicateJobKind",
@@ -54,6 +62,7 @@ __all__ = [
     "EnqueueCall",
     "InvalidJobArgs",
     "InvalidOption",
+    "InvalidWorkflow",
     "Job",
     "JobContext",
     "JobDefinition",
@@ -77,5 +86,10 @@ __all__ = [
     "UnknownJobKind",
     "UnknownQueue",
     "Worker",
+    "Workflow",
+    "WorkflowInfo",
+    "WorkflowNotFound",
+    "WorkflowRun",
+    "WorkflowStatus",
     "__version__",
 ]

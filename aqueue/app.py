@@ -42,9 +42,11 @@ from .persistent import PersistentDefinition, PersistentFn
 from .progress import ProgressReporter
 from .registry import Registry
 from .schedule import PeriodicEntry
+from .steps import BatchInfo, StepRecorder
 from .validate import validate_name
 from .worker.runtime import Runtime
 from .worker.worker import Worker
+from .workflow_calls import WorkflowCalls
 
 __all__ = ["App"]
 
@@ -62,7 +64,7 @@ class _JobDecorator(Protocol):
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
 
 
-class App(Extensions):
+class App(Extensions, WorkflowCalls):
     """One aqueue application: jobs registered on it, a pool to one database schema.
 
     ``url`` is a ``postgresql://`` URL; ``None`` reads ``AQUEUE_DATABASE_URL``. Settings
@@ -127,9 +129,19 @@ class App(Extensions):
     def __repr__(self) -> str:
         return f"<aqueue.App schema={self.schema!r} jobs={len(self.registry.definitions())}>"
 
-    def _job_context(self, job: Job) -> JobContext:
+    async def _job_context(self, job: Job) -> JobContext:
         reporter = ProgressReporter(self.db, job.id, job.attempt)
-        return JobContext(job=job, app=self, logger=self.logger, reporter=reporter)
+        batch = None
+        if job.batch_id is not None and job.step == "callback":
+            batch = BatchInfo(job.batch_id, await self.db.batch_counts(job.batch_id))
+        return JobContext(
+            job=job,
+            app=self,
+            logger=self.logger,
+            reporter=reporter,
+            steps=StepRecorder(self.db, job),
+            batch=batch,
+        )
 
     def _persistent_context(
         self, *, name: str, replica: int, node_id: str, term: int, lease_lost: anyio.Event

@@ -52,6 +52,9 @@ _JOB_COLUMNS = (
     "progress",
     "progress_note",
     "progress_attempt",
+    "workflow_id",
+    "batch_id",
+    "step",
 )
 _JOB_COLUMNS_RE = re.compile(r"\{job_columns(?::(\w+))?\}")
 _FRAGMENT_RE = re.compile(r"\{@(\w+)\}")
@@ -70,6 +73,8 @@ SQL_FILES = (
     "migrations.sql",
     "browse.sql",
     "metrics.sql",
+    "workflows.sql",
+    "steps.sql",
 )
 
 
@@ -190,8 +195,9 @@ class Queries:
 
 
 def load_schema(schema: str) -> str:
-    """``schema.sql`` rendered for ``schema``: the current schema in one piece."""
-    return _render(_read("schema.sql"), schema)
+    """``schema.sql`` rendered for ``schema``: the current schema in one piece (with
+    ``schema_flow.sql``, its flow-control functions, kept in a file of their own)."""
+    return _render(_read("schema.sql") + "\n" + _read("schema_flow.sql"), schema)
 
 
 def load_migrations(schema: str) -> list[tuple[int, str, str]]:

@@ -43,6 +43,16 @@ CREATE TABLE {schema}.jobs (
     progress_note text CHECK (length(progress_note) <= 500),
     progress_at timestamptz,
     progress_attempt smallint,
+    -- The workflow (aqueue.Workflow) or batch (app.enqueue_batch) the job belongs to, and
+    -- its step's name there ('callback' for a batch's callback).
+    workflow_id bigint,
+    batch_id bigint,
+    step text CHECK (length(step) BETWEEN 1 AND 200),
+    -- For a job with dependencies: how many have not ended, how many ended other than
+    -- completed, and whether it runs anyway when some failed (on_dep_failure="run").
+    deps_left integer CHECK (deps_left >= 0),
+    deps_failed integer CHECK (deps_failed >= 0),
+    run_on_dep_failure boolean,
     -- A final state always has a finalization time, and only a final state has one.
     CONSTRAINT jobs_finalized_in_final_state CHECK (
         (state IN ('completed', 'cancelled', 'discarded')) = (finalized_at IS NOT NULL)
@@ -65,6 +75,41 @@ CREATE INDEX jobs_finalized_idx ON {schema}.jobs (finalized_at)
 -- Exactly the jobs holding their unique key now.
 CREATE UNIQUE INDEX jobs_unique_idx ON {schema}.jobs (unique_key)
     WHERE unique_key IS NOT NULL AND state = ANY (unique_states);
+
+-- A workflow's steps by name (unique: a step name means one job), and a batch's jobs.
+CREATE UNIQUE INDEX jobs_workflow_step_idx ON {schema}.jobs (workflow_id, step)
+    WHERE workflow_id IS NOT NULL;
+CREATE INDEX jobs_batch_idx ON {schema}.jobs (batch_id) WHERE batch_id IS NOT NULL;
+-- Jobs waiting on dependencies: the backstop's scan.
+CREATE INDEX jobs_pending_idx ON {schema}.jobs (id) WHERE state = 'pending';
+
+-- One row per workflow or batch, for its name, kind and size.
+CREATE TABLE {schema}.workflows (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind text NOT NULL CHECK (kind IN ('workflow', 'batch')),
+    name text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    steps integer NOT NULL CHECK (steps >= 1),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- job_id waits for dep_id.
+CREATE TABLE {schema}.job_deps (
+    dep_id bigint NOT NULL,
+    job_id bigint NOT NULL,
+    PRIMARY KEY (dep_id, job_id)
+);
+CREATE INDEX job_deps_job_idx ON {schema}.job_deps (job_id);
+
+-- Resumable steps (ctx.step): each completed step's result, by job and step name.
+CREATE TABLE {schema}.job_steps (
+    job_id bigint NOT NULL REFERENCES {schema}.jobs (id) ON DELETE CASCADE,
+    name text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    result jsonb NOT NULL,
+    -- The attempt that ran the step.
+    attempt smallint NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, name)
+);
 
 -- Worker processes and their heartbeats.
 CREATE TABLE {schema}.nodes (
@@ -138,291 +183,84 @@ CREATE TABLE IF NOT EXISTS {schema}.migrations (
     applied_at timestamptz NOT NULL DEFAULT now()
 );
 
--- How many seconds until a rate-limited queue has a place again for its due jobs: the
--- earliest time the oldest start of a full window leaves it (of the queue's window, or,
--- per partition, of the windows of keys with due jobs, at most 1000 keys looked at).
--- NULL when the rate is not what holds the queue back. Read without the lock: a hint
--- (see the essay at the top).
-CREATE FUNCTION {schema}.rate_wait(p_queue text, p_kinds text[])
-RETURNS double precision LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    settings {schema}.queues%ROWTYPE;
-    v_at timestamptz := clock_timestamp();
-    v_since timestamptz;
-    v_key text := NULL;
-    v_next text;
-    v_free timestamptz;
-    v_soonest timestamptz := NULL;
-    v_keyless boolean;
+-- Promotion of workflow and batch dependents (the reasoning is in
+-- migrations/0007_workflows.sql).
+CREATE FUNCTION {schema}.note_finished() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    SELECT * INTO settings FROM {schema}.queues WHERE name = p_queue;
-    IF NOT FOUND OR settings.rate_limit IS NULL OR settings.paused_at IS NOT NULL THEN
-        RETURN NULL;
-    END IF;
-    v_since := v_at - settings.rate_per * interval '1 second';
-    v_keyless := NOT settings.rate_per_partition OR EXISTS (
-        SELECT 1 FROM {schema}.jobs
-        WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
-          AND partition_key IS NULL AND scheduled_at <= now() AND kind = ANY (p_kinds));
-    IF v_keyless THEN
-        v_soonest := {schema}.rate_frees_at(p_queue, '', settings.rate_limit, v_since);
-    END IF;
-    IF settings.rate_per_partition THEN
-        FOR i IN 1..1000 LOOP
-            v_next := NULL;
-            SELECT partition_key INTO v_next FROM {schema}.jobs
-            WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
-              AND partition_key > coalesce(v_key, '') AND scheduled_at <= now()
-              AND kind = ANY (p_kinds)
-            ORDER BY partition_key LIMIT 1;
-            EXIT WHEN v_next IS NULL;
-            v_free := {schema}.rate_frees_at(p_queue, v_next, settings.rate_limit, v_since);
-            v_soonest := least(v_soonest, v_free);
-            v_key := v_next;
-        END LOOP;
-    END IF;
-    RETURN extract(epoch FROM v_soonest + settings.rate_per * interval '1 second' - v_at);
+    -- ' id' for a completed job, ' -id' for one that failed (discarded or cancelled).
+    PERFORM set_config('aqueue.' || {channel},
+        coalesce(current_setting('aqueue.' || {channel}, true), '')
+        || CASE WHEN NEW.state = 'completed' THEN ' ' ELSE ' -' END || NEW.id, true);
+    RETURN NULL;
 END
 $$;
 
--- The oldest start in the window of (queue, key) when that window is full, else NULL.
-CREATE FUNCTION {schema}.rate_frees_at(
-    p_queue text, p_key text, p_limit integer, p_since timestamptz
-) RETURNS timestamptz LANGUAGE sql STABLE AS $$
-    SELECT CASE WHEN sum(starts) >= p_limit THEN min(started_at) END
-    FROM {schema}.rate_starts
-    WHERE queue = p_queue AND partition_key = p_key AND started_at > p_since
-$$;
-
--- Deletes the starts no window can count any more: older than their queue's window, or
--- of a queue without a rate now. Under each queue's lock, like the claims that count them
--- (an expired start deleted between a claim's clock read and its count would go
--- uncounted); the locks are taken one queue at a time and held only until commit.
-CREATE FUNCTION {schema}.prune_rate_starts() RETURNS bigint LANGUAGE plpgsql VOLATILE AS $$
+CREATE FUNCTION {schema}.advance_dependents() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    v_queue text := NULL;
-    v_per double precision;
-    v_done bigint := 0;
-    v_count bigint;
+    v_list text;
+    v_sent bigint;
 BEGIN
+    IF pg_trigger_depth() > 1 THEN
+        RETURN NULL;  -- the outer call's loop takes what this level noted
+    END IF;
     LOOP
-        SELECT queue INTO v_queue FROM {schema}.rate_starts
-        WHERE queue > coalesce(v_queue, '') ORDER BY queue LIMIT 1;
-        EXIT WHEN NOT FOUND;
-        PERFORM pg_advisory_xact_lock(1634825574, hashtext('{schema}.' || v_queue));
-        SELECT rate_per INTO v_per FROM {schema}.queues
-        WHERE name = v_queue AND rate_limit IS NOT NULL;
-        DELETE FROM {schema}.rate_starts
-        WHERE queue = v_queue
-          AND (v_per IS NULL OR started_at <= clock_timestamp() - v_per * interval '1 second');
-        GET DIAGNOSTICS v_count = ROW_COUNT;
-        v_done := v_done + v_count;
-    END LOOP;
-    RETURN v_done;
-END
-$$;
-
--- The claim of a limited queue (the reasoning is in migrations/0005_flow_control.sql
--- and, for rate limits, 0009_rate_limits.sql).
-CREATE FUNCTION {schema}.claim_limited(
-    p_queue text, p_limit integer, p_kinds text[], p_node text
-) RETURNS SETOF {schema}.jobs LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    settings {schema}.queues%ROWTYPE;
-    free integer := p_limit;
-    cursor_key text;
-    picked_ids bigint[];
-    last_key text;
-    v_at timestamptz;
-    v_since timestamptz;
-    v_rated boolean;
-    v_by_key boolean;
-    v_keyless integer;
-    v_key text;
-    v_next text;
-    v_wrapped boolean := false;
-    v_room integer;
-    v_keys text[] := '{}';
-    v_rooms integer[] := '{}';
-BEGIN
-    -- The argument above holds in READ COMMITTED only: a snapshot older than the lock
-    -- would miss the previous holder's claim.
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'aqueue: claims of limited queues need READ COMMITTED, not %',
-            current_setting('transaction_isolation');
-    END IF;
-    PERFORM pg_advisory_xact_lock(1634825574, hashtext('{schema}.' || p_queue));
-    -- The time of this claim's starts: read once the lock is held (see 0009).
-    v_at := clock_timestamp();
-    SELECT * INTO settings FROM {schema}.queues WHERE name = p_queue;
-    IF NOT FOUND OR settings.paused_at IS NOT NULL THEN
-        RETURN;
-    END IF;
-    IF settings.global_limit IS NOT NULL THEN
-        free := least(free, settings.global_limit - (
-            SELECT count(*) FROM {schema}.jobs
-            WHERE queue = p_queue AND state = 'running')::integer);
-    END IF;
-    v_rated := settings.rate_limit IS NOT NULL;
-    IF v_rated THEN
-        v_since := v_at - settings.rate_per * interval '1 second';
-        IF NOT settings.rate_per_partition THEN
-            free := least(free, settings.rate_limit - (
-                SELECT coalesce(sum(starts), 0) FROM {schema}.rate_starts
-                WHERE queue = p_queue AND partition_key = '' AND started_at > v_since)::integer);
-        END IF;
-    END IF;
-    IF free <= 0 THEN
-        RETURN;
-    END IF;
-    v_by_key := settings.partition_limit IS NOT NULL
-        OR (v_rated AND settings.rate_per_partition);
-    -- Unlike the plain claim, this one commits durably: a limited claim lost in a crash
-    -- after its jobs started would hand their places to others while they still run.
-    IF NOT v_by_key THEN
-        RETURN QUERY
-        WITH claimed AS (
+        v_list := current_setting('aqueue.' || {channel}, true);
+        EXIT WHEN v_list IS NULL OR v_list = '';
+        PERFORM set_config('aqueue.' || {channel}, '', true);
+        WITH finished AS (
+            SELECT abs(x::bigint) AS id, x::bigint < 0 AS failed
+            FROM unnest(string_to_array(btrim(v_list), ' ')) AS x
+        ), counts AS (
+            SELECT e.job_id, count(*)::integer AS n,
+                   (count(*) FILTER (WHERE f.failed))::integer AS failed
+            FROM {schema}.job_deps AS e JOIN finished AS f ON e.dep_id = f.id
+            GROUP BY e.job_id
+        ), locked AS (
+            SELECT j.id FROM {schema}.jobs AS j
+            WHERE j.id IN (SELECT job_id FROM counts) AND j.state = 'pending'
+            ORDER BY j.id
+            FOR UPDATE
+        ), moved AS (
             UPDATE {schema}.jobs AS j
-            SET state = 'running', attempt = least(j.attempt + 1, 32767),
-                attempted_at = v_at, node_id = p_node
-            FROM (SELECT id FROM {schema}.jobs
-                  WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
-                    AND scheduled_at <= now() AND kind = ANY (p_kinds)
-                  ORDER BY priority, scheduled_at, id
-                  LIMIT free
-                  FOR UPDATE SKIP LOCKED) AS picked
-            WHERE j.id = picked.id
-            RETURNING j.*
-        ), recorded AS (
-            INSERT INTO {schema}.rate_starts (queue, partition_key, started_at, starts)
-            SELECT p_queue, '', v_at, count(*) FROM claimed
-            WHERE v_rated HAVING count(*) > 0
-            RETURNING partition_key
-        ), expired AS (
-            DELETE FROM {schema}.rate_starts AS r
-            USING recorded
-            WHERE r.queue = p_queue AND r.partition_key = recorded.partition_key
-              AND r.started_at <= v_since
+            SET deps_left = j.deps_left - c.n,
+                deps_failed = j.deps_failed + c.failed,
+                state = (CASE
+                    WHEN j.deps_failed + c.failed > 0 AND NOT j.run_on_dep_failure
+                        THEN 'cancelled'
+                    WHEN j.deps_left - c.n > 0 THEN 'pending'
+                    WHEN j.scheduled_at > now() THEN 'scheduled'
+                    ELSE 'available' END)::{schema}.job_state,
+                finalized_at = CASE WHEN j.deps_failed + c.failed > 0
+                                         AND NOT j.run_on_dep_failure THEN now() END,
+                errors = CASE WHEN j.deps_failed + c.failed > 0 AND NOT j.run_on_dep_failure
+                    THEN j.errors || jsonb_build_array(jsonb_build_object(
+                        'attempt', j.attempt, 'at', now(), 'type', 'DependencyFailed',
+                        'message', 'cancelled: a dependency was discarded or cancelled',
+                        'traceback', NULL))
+                    ELSE j.errors END
+            FROM counts AS c, locked AS l
+            WHERE j.id = c.job_id AND j.id = l.id AND j.state = 'pending'
+            RETURNING j.id, j.state, j.queue
+        ), woken AS (
+            SELECT pg_notify({channel}, 'i:' || q.queue)
+            FROM (SELECT DISTINCT queue FROM moved WHERE state = 'available') AS q
+        ), ended AS (
+            SELECT pg_notify({channel}, 'f:' || id) FROM moved WHERE state = 'cancelled'
         )
-        SELECT * FROM claimed;
-        RETURN;
-    END IF;
-    -- Jobs without a key: not partition-limited, but under a per-partition rate they share
-    -- one window of their own.
-    v_keyless := free;
-    IF v_rated AND settings.rate_per_partition THEN
-        v_keyless := greatest(0, least(free, settings.rate_limit - (
-            SELECT coalesce(sum(starts), 0) FROM {schema}.rate_starts
-            WHERE queue = p_queue AND partition_key = '' AND started_at > v_since)::integer));
-    END IF;
-    cursor_key := settings.rr_cursor;
-    -- The keys with a due job and a free place, in turn: starting after the key served
-    -- last, wrapping around once, stopping as soon as there are as many keys as free
-    -- places (each gives at least one job). Two index probes per key looked at (three
-    -- with a per-partition rate).
-    v_key := cursor_key;
-    LOOP
-        v_next := NULL;
-        SELECT partition_key INTO v_next FROM {schema}.jobs
-        WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
-          AND partition_key > coalesce(v_key, '') AND scheduled_at <= now()
-          AND kind = ANY (p_kinds)
-        ORDER BY partition_key LIMIT 1;
-        IF v_next IS NULL THEN
-            EXIT WHEN v_wrapped OR cursor_key IS NULL;
-            v_wrapped := true;
-            v_key := NULL;
-            CONTINUE;
-        END IF;
-        EXIT WHEN v_wrapped AND v_next > cursor_key;
-        v_room := free;
-        IF settings.partition_limit IS NOT NULL THEN
-            v_room := least(v_room, settings.partition_limit - (
-                SELECT count(*) FROM {schema}.jobs
-                WHERE queue = p_queue AND state = 'running' AND partition_key = v_next)::integer);
-        END IF;
-        IF v_room > 0 AND v_rated AND settings.rate_per_partition THEN
-            v_room := least(v_room, settings.rate_limit - (
-                SELECT coalesce(sum(starts), 0) FROM {schema}.rate_starts
-                WHERE queue = p_queue AND partition_key = v_next
-                  AND started_at > v_since)::integer);
-        END IF;
-        IF v_room > 0 THEN
-            v_keys := v_keys || v_next;
-            v_rooms := v_rooms || v_room;
-            EXIT WHEN cardinality(v_keys) >= free;
-        END IF;
-        v_key := v_next;
+        SELECT (SELECT count(*) FROM woken) + (SELECT count(*) FROM ended) INTO v_sent;
     END LOOP;
-    WITH rotation AS (
-        SELECT r.key, r.room, r.turn
-        FROM unnest(v_keys, v_rooms) WITH ORDINALITY AS r(key, room, turn)
-    ), candidates AS (
-        SELECT c.id, NULL::text AS key, c.rank,
-               (CASE WHEN cursor_key = '' THEN cardinality(v_keys) + 1 ELSE 0 END)::bigint AS turn
-        FROM (SELECT id, row_number() OVER (ORDER BY priority, scheduled_at, id) AS rank
-              FROM {schema}.jobs
-              WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
-                AND partition_key IS NULL AND scheduled_at <= now() AND kind = ANY (p_kinds)
-              ORDER BY priority, scheduled_at, id LIMIT v_keyless) AS c
-        UNION ALL
-        SELECT p.id, rotation.key, p.rank, rotation.turn
-        FROM rotation,
-             LATERAL (SELECT id, row_number() OVER (ORDER BY priority, scheduled_at, id) AS rank
-                      FROM {schema}.jobs
-                      WHERE state IN ('available', 'scheduled', 'retryable')
-                        AND queue = p_queue AND partition_key = rotation.key
-                        AND scheduled_at <= now() AND kind = ANY (p_kinds)
-                      ORDER BY priority, scheduled_at, id
-                      LIMIT rotation.room) AS p
-    ), chosen AS (
-        SELECT * FROM candidates ORDER BY rank, turn LIMIT free
-    ), picked AS (
-        -- Each chosen job locked by primary key, with the conditions again on the locked
-        -- row: after waiting for a concurrent update, PostgreSQL re-checks them, so a job
-        -- cancelled, renamed or claimed meanwhile is skipped.
-        SELECT l.id, chosen.key, chosen.rank, chosen.turn
-        FROM chosen,
-             LATERAL (SELECT j.id FROM {schema}.jobs AS j
-                      WHERE j.id = chosen.id
-                        AND j.state IN ('available', 'scheduled', 'retryable')
-                        AND j.queue = p_queue AND j.scheduled_at <= now()
-                        AND j.kind = ANY (p_kinds)
-                      FOR UPDATE SKIP LOCKED) AS l
-    )
-    SELECT array_agg(id),
-           (array_agg(coalesce(key, '') ORDER BY rank DESC, turn DESC))[1]
-    INTO picked_ids, last_key
-    FROM picked;
-    IF picked_ids IS NULL THEN
-        RETURN;
-    END IF;
-    IF v_rated THEN
-        -- Recorded in the claim's transaction: a queue-wide rate as one row (key ''), a
-        -- per-partition one as a row per key; the same keys' expired starts go.
-        WITH recorded AS (
-            INSERT INTO {schema}.rate_starts (queue, partition_key, started_at, starts)
-            SELECT p_queue,
-                   CASE WHEN settings.rate_per_partition THEN coalesce(j.partition_key, '')
-                        ELSE '' END,
-                   v_at, count(*)
-            FROM {schema}.jobs AS j WHERE j.id = ANY (picked_ids)
-            GROUP BY 2
-            RETURNING partition_key
-        )
-        DELETE FROM {schema}.rate_starts AS r
-        USING recorded
-        WHERE r.queue = p_queue AND r.partition_key = recorded.partition_key
-          AND r.started_at <= v_since;
-    END IF;
-    -- The next claim starts after the last key served (round-robin across claims); ''
-    -- when that was a job without a key, whose group then goes last next time.
-    UPDATE {schema}.queues SET rr_cursor = last_key WHERE name = p_queue;
-    RETURN QUERY
-    UPDATE {schema}.jobs AS j
-    SET state = 'running', attempt = least(j.attempt + 1, 32767), attempted_at = v_at,
-        node_id = p_node
-    WHERE j.id = ANY (picked_ids)
-    RETURNING j.*;
+    RETURN NULL;
 END
 $$;
+
+CREATE TRIGGER jobs_note_finished
+    AFTER UPDATE OF state ON {schema}.jobs
+    FOR EACH ROW
+    WHEN ((NEW.workflow_id IS NOT NULL OR NEW.batch_id IS NOT NULL)
+          AND NEW.finalized_at IS NOT NULL AND OLD.finalized_at IS NULL)
+    EXECUTE FUNCTION {schema}.note_finished();
+
+CREATE TRIGGER jobs_advance_dependents
+    AFTER UPDATE OF state ON {schema}.jobs
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION {schema}.advance_dependents();

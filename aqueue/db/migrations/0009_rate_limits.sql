@@ -259,7 +259,7 @@ $$;
 -- earliest time the oldest start of a full window leaves it (of the queue's window, or,
 -- per partition, of the windows of keys with due jobs, at most 1000 keys looked at).
 -- NULL when the rate is not what holds the queue back. Read without the lock: a hint
--- (see the essay at the top).
+-- (see the essay at the top of this file).
 CREATE FUNCTION {schema}.rate_wait(p_queue text, p_kinds text[])
 RETURNS double precision LANGUAGE plpgsql VOLATILE AS $$
 DECLARE

@@ -214,6 +214,8 @@ WITH old AS (
     SELECT id FROM {schema}.jobs
     WHERE state IN ('completed', 'cancelled', 'discarded')
       AND finalized_at < now() - make_interval(secs => $1)
+      -- Jobs of workflows and batches go with their whole workflow (prune_workflows).
+      AND workflow_id IS NULL AND batch_id IS NULL
     ORDER BY finalized_at
     LIMIT $2
     FOR UPDATE SKIP LOCKED
