@@ -23,8 +23,9 @@
 --
 -- Per partition: the same count, for the key (jobs without a key share one window of
 -- their own: they neither throttle a keyed partition nor go unlimited). Starts made
--- while a queue had no rate are not recorded: a rate holds from the first claim made
--- under it. A job claimed and then handed back unstarted (shutdown) still counted as a
+-- while a queue had no rate are not recorded, and a changed rate (a longer per, or
+-- per_partition switched) may not see all the starts made under the old one: a rate holds
+-- from the first claim made under it. A job claimed and then handed back unstarted (shutdown) still counted as a
 -- start: the bound is never exceeded, at worst undershot.
 --
 -- Waiting: a worker whose claim came back short asks rate_wait when the next place frees
