@@ -17,16 +17,17 @@
 -- window holds more than rate_limit starts. Starts older than the window (started_at <=
 -- t - per) can never be counted again, and are deleted under the same lock (by the claim
 -- for the keys it records, by prune_rate_starts for the rest). Windows are measured by
--- the database server's clock, which the argument assumes is not stepped backwards by
--- more than a window. The window slides (no fixed buckets, whose edges would let twice
+-- the database server's clock, which the argument assumes is never stepped backwards (a
+-- claim reading an earlier time than its predecessor could miss starts that predecessor
+-- deleted as expired). The window slides (no fixed buckets, whose edges would let twice
 -- the rate through across a boundary).
 --
 -- Per partition: the same count, for the key (jobs without a key share one window of
 -- their own: they neither throttle a keyed partition nor go unlimited). Starts made
 -- while a queue had no rate are not recorded, and a changed rate (a longer per, or
 -- per_partition switched) may not see all the starts made under the old one: a rate holds
--- from the first claim made under it. A job claimed and then handed back unstarted (shutdown) still counted as a
--- start: the bound is never exceeded, at worst undershot.
+-- from the first claim made under it. A job claimed and then handed back unstarted
+-- (shutdown) still counted as a start: the bound is never exceeded, at worst undershot.
 --
 -- Waiting: a worker whose claim came back short asks rate_wait when the next place frees
 -- (the oldest start in a full window leaves it at started_at + per) and sleeps until then,
