@@ -18,6 +18,7 @@ import anyio
 import pytest
 
 import aqueue
+from aqueue.cli.format import queues_table
 from tests.support import CLUSTER, eventually, schema_of
 
 # The most starts any window [t, t + per) holds, t running over the starts themselves
@@ -228,6 +229,7 @@ async def test_an_unlimited_queue_keeps_running_while_a_rate_limited_one_waits(
     assert (stats.counts["completed"], stats.counts["available"]) == (1, 2)
     assert (stats.rate_limit, stats.rate_per, stats.rate_per_partition) == (1, 3600.0, False)
     assert stats.rate_used == 1
+    assert "rate 1/1 per 3600s" in queues_table([stats])  # aqueue queues list
 
 
 async def test_expired_starts_are_pruned_and_a_removed_rate_stops_limiting(
