@@ -125,11 +125,11 @@ class StepRecorder:
         validate_name("step name", name)
         if job.workflow_id is None:
             raise InvalidWorkflow(f"job {job.id} is not a workflow step: it has no dependencies")
-        row = await self._db.dep_result(job.id, job.workflow_id, name)
+        row = await self._db.dep_result(job.id, name)
         if row is None:
+            if await self._db.has_step(job.workflow_id, name):
+                raise InvalidWorkflow(f"step {name!r} is not a dependency of step {job.step!r}")
             raise InvalidWorkflow(f"workflow {job.workflow_id} has no step {name!r}")
-        if not row["is_dep"]:
-            raise InvalidWorkflow(f"step {name!r} is not a dependency of step {job.step!r}")
         if row["state"] != "completed":
             raise DependencyFailed(name, row["state"])
         return pydantic_core.from_json(row["result"]) if row["result"] is not None else None
