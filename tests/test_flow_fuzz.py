@@ -161,6 +161,7 @@ async def test_no_spec_lets_a_limit_be_exceeded(cluster: Cluster, spec: Spec) ->
         scopes: list[str | None] = ["", *KEYS] if queue.rate.per_partition else [None]
         for scope in scopes:
             assert await _max(first, WINDOW, name, per, scope) <= n, (scope, spec)
-    # Local concurrency bounds each node: never more running than all nodes' slots.
-    assert await _max(first, OVERLAP, name, None) <= queue.concurrency * spec.nodes
+    # Local concurrency bounds each node's slots; a node may also hold as many claimed
+    # ahead, waiting for a slot (running, in the database's record).
+    assert await _max(first, OVERLAP, name, None) <= 2 * queue.concurrency * spec.nodes
     event(f"limited={queue.limited} nodes={spec.nodes}")
