@@ -232,6 +232,38 @@ async def test_an_unlimited_queue_keeps_running_while_a_rate_limited_one_waits(
     assert "rate 1/1 per 3600s" in queues_table([stats])  # aqueue queues list
 
 
+async def test_a_paused_rate_limited_queue_starts_nothing_until_resumed(
+    make_app: Callable[..., aqueue.App],
+) -> None:
+    app = make_app(**CLUSTER)
+    _register(app, 0.0)
+    spec = aqueue.Queue(concurrency=4, rate=aqueue.Rate(3, per=0.3))
+    async with app:
+        await app.migrate()
+        async with app.worker({"api": spec}) as worker:
+            producer = worker.producers["api"]
+            claims: list[int] = []
+            claim = producer._db.claim
+
+            async def counted(*args: object, **kwargs: object) -> list[object]:
+                rows = await claim(*args, **kwargs)  # type: ignore[arg-type]
+                claims.append(len(rows))
+                return rows
+
+            producer._db.claim = counted  # type: ignore[method-assign]
+            await app.pause_queue("api", allow_unknown=True)
+            await app.enqueue_many([app.build("call", {"n": n}) for n in range(6)])
+            claims.clear()
+            # Woken by its poll, the worker claims, and gets nothing.
+            await eventually(lambda: len(claims) >= 2, what="claims of the paused queue")
+            assert sum(claims) == 0
+            assert await app.db.rate_wait("api", ["call"]) is None
+            assert (await app.queue_stats("api"))["api"].counts["available"] == 6
+            await app.resume_queue("api")
+            await eventually(lambda: _completed(app, 6), what="6 jobs done after resume")
+        assert await busiest_window(app, 0.3) == 3
+
+
 async def test_expired_starts_are_pruned_and_a_removed_rate_stops_limiting(
     make_app: Callable[..., aqueue.App],
 ) -> None:
