@@ -19,6 +19,7 @@ from typing_extensions import Unpack
 
 from .admin import JobAdmin
 from .bounds import APP_CLOSE_TIMEOUT
+from .chunk import Chunk
 from .cluster import ClusterStatus, LeaseInfo, NodeInfo, find_drift
 from .config import SettingsOptions, build_settings, resolve_database_url, resolve_listen_url
 from .context import JobContext, PersistentContext
@@ -26,6 +27,7 @@ from .control import Control, QueueStats
 from .db.database import Database
 from .db.notifier import Notifier
 from .definition import (
+    ChunkDecorator,
     ConfiguredJob,
     JobDefinition,
     JobRequest,
@@ -158,9 +160,21 @@ class App(Extensions):
     def job(
         self,
         *,
+        chunk: Chunk,
         name: str | None = None,
         aliases: Sequence[str] = (),
         partition_by: PartitionBy | None = None,
+        **defaults: Unpack[JobOptions],
+    ) -> ChunkDecorator: ...
+
+    @overload
+    def job(
+        self,
+        *,
+        name: str | None = None,
+        aliases: Sequence[str] = (),
+        partition_by: PartitionBy | None = None,
+        chunk: None = None,
         **defaults: Unpack[JobOptions],
     ) -> _JobDecorator: ...
 
@@ -171,12 +185,13 @@ class App(Extensions):
         name: str | None = None,
         aliases: Sequence[str] = (),
         partition_by: PartitionBy | None = None,
+        chunk: Chunk | None = None,
         **defaults: Unpack[JobOptions],
     ) -> Any:
         """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``.
 
         The options (``aqueue.options.JobOptions``) are the job's defaults; each enqueue
-        can override them with ``.options(...)``."""
+        can override them with ``.options(...)``; ``chunk=``: see docs/howto/chunks.md."""
         unknown = defaults.keys() - JobOptions.__optional_keys__
         if unknown:
             raise TypeError(
@@ -197,6 +212,7 @@ class App(Extensions):
                 aliases=alias_tuple,
                 defaults=job_defaults,
                 partition_by=partition_by,
+                chunk=chunk,
             )
             self.registry.add(definition)
             return definition

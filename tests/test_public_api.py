@@ -24,6 +24,7 @@ PUBLIC_NAMES = [
     "AqueueError",
     "Backoff",
     "Cancel",
+    "Chunk",
     "ClusterStatus",
     "ConfigurationError",
     "ConfiguredJob",
