@@ -18,6 +18,7 @@ from typing import Any
 
 import backlog
 import bare_sql
+import chunks
 import drain
 import enqueue
 import latency
@@ -47,6 +48,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "latency": latency,
     "backlog": backlog,
     "limits": limits,
+    "chunks": chunks,
     "processes": processes,
     "scale": scale,
     "memory": memory,
@@ -175,6 +177,11 @@ def targets(results: dict[str, ScenarioResult]) -> list[dict[str, Any]]:
         for label, goal in (("global_limit", 0.9), ("partitions", 0.7)):
             rate = _median(results, "limits", lambda s, k=label: k in s, "drain")
             add(f"drain with {label} >= {goal}x unlimited", ratio(rate, unlimited), goal)
+    if "chunks" in results:
+        rows = results["chunks"].rows
+        plain = max((r.median for r in rows if "plain" in r.system and r.runs), default=None)
+        chunked = max((r.median for r in rows if "chunks of" in r.system and r.runs), default=None)
+        add("chunks of 100 >= 2x plain jobs (best of each)", ratio(chunked, plain), 2.0)
     rss = _median(results, "memory", lambda s: s.endswith("C=100"), "peak RSS")
     add("worker peak RSS at C=100 <= 100 MB", rss, 100.0, higher=False)
     out = []
