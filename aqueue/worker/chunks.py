@@ -13,7 +13,8 @@ an accumulator, one list per (kind, partition key), so a chunk never mixes parti
 (a partition limit is counted per key, and a user partitioning by tenant expects a call
 per tenant). A list is dispatched, as one unit of work for one slot, when
 
-- it holds ``size`` items;
+- it holds ``size`` items (or, for a key of a queue with ``Partition(limit=n)``, ``n``
+  items: no other item of that key can be claimed before these end);
 - its oldest item has waited ``timeout`` seconds since it was claimed; or
 - the producer has no room to claim more (its local concurrency, or what a global limit
   leaves to this node, is used up). Without this rule a queue whose concurrency is below
@@ -91,8 +92,12 @@ class ChunkAccumulator:
         """Items held here (grouped, or dispatched and not yet taken by ``ready``)."""
         return self._count
 
-    def add(self, row: Row, now: float) -> bool:
-        """Take ``row`` if it is an item of a chunk kind; False leaves it to the caller."""
+    def add(self, row: Row, now: float, partition_limit: int | None = None) -> bool:
+        """Take ``row`` if it is an item of a chunk kind; False leaves it to the caller.
+
+        ``partition_limit``: the queue's, when in force. A list of one key holding that
+        many items is complete: no other item of the key can be claimed before these end.
+        """
         definition = self._definition_of(row["kind"])
         if definition is None:
             return False
@@ -105,7 +110,10 @@ class ChunkAccumulator:
             group = self._groups[key] = _Group(definition, now + chunk.timeout)
         group.rows.append(row)
         self._count += 1
-        if len(group.rows) >= chunk.size:
+        size = chunk.size
+        if partition_limit is not None and key[1] is not None:
+            size = min(size, partition_limit)
+        if len(group.rows) >= size:
             del self._groups[key]
             self._ready.append(ChunkBatch(definition, group.rows))
         return True

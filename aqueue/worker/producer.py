@@ -102,6 +102,8 @@ class Producer:
         #: The queue has cluster-wide limits in force (set by the worker from the database).
         self.limited = False
         self.global_limit: int | None = None
+        #: The queue's partition limit in force (chunk lists of one key never grow past it).
+        self.partition_limit: int | None = None
         # Of a limited queue: jobs done here whose outcome is not written yet. They still
         # hold their places in the database, so a claim now would find no room.
         self._unwritten: set[int] = set()
@@ -289,7 +291,7 @@ class Producer:
         for row in rows:
             self._held.add(row["id"])
             self.waiting.add(row["id"])
-            if chunks is not None and chunks.add(row, now):
+            if chunks is not None and chunks.add(row, now, self.partition_limit):
                 self._chunk_items += 1
             else:
                 handoff.put_nowait(row)

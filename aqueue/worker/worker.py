@@ -237,6 +237,8 @@ class Worker:
             global_limit = limits[name][0] if name in limits else None
             if producer.limited != (name in limits) or producer.global_limit != global_limit:
                 producer.set_limits(name in limits, global_limit)
+            # Chunk lists of one key go once they hold what the partition limit lets run.
+            producer.partition_limit = limits[name][1] if name in limits else None
 
     async def _watch_cancels(self) -> None:
         # Covers cancel notifications missed while the LISTEN connection was down.
