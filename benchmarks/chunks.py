@@ -16,7 +16,7 @@ import functools
 import sys
 import time
 
-from common import Bench, Row, ScenarioResult, chunks, main_for, run_async
+from common import Bench, CpuMeter, Row, ScenarioResult, chunks, main_for, run_async
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=100, help="chunk size (S)")
 
 
-async def drain_once(url: str, jobs: int, concurrency: int, size: int | None) -> float:
+async def drain_once(
+    url: str, jobs: int, concurrency: int, size: int | None, server_pid: int | None
+) -> tuple[float, dict[str, float | None]]:
+    """One drain: jobs/s, and the CPU seconds the worker's process and the server used."""
     import aqueue
 
     app = aqueue.App(url)
@@ -58,13 +61,16 @@ async def drain_once(url: str, jobs: int, concurrency: int, size: int | None) ->
         await app.migrate()
         for part in chunks(range(jobs), 1000):
             await app.enqueue_many([build(n) for n in part])
+        meter = CpuMeter(server_pid)
+        meter.start()
         started = time.perf_counter()
         async with app.worker({"default": concurrency}):
             await asyncio.wait_for(all_ran.wait(), 120 + jobs / 100)
             while await app.db.queue_unfinished("default"):
                 await asyncio.sleep(0.002)
             elapsed = time.perf_counter() - started
-    return jobs / elapsed
+            cpu = meter.stop()
+    return jobs / elapsed, cpu
 
 
 def scenario(bench: Bench) -> ScenarioResult:
@@ -85,17 +91,30 @@ def scenario(bench: Bench) -> ScenarioResult:
     result.baseline = modes[0][0]
     for label, concurrency, size in modes:
         runs: list[float] = []
+        client: list[float] = []
+        server: list[float] = []
         for run in range(bench.runs):
             with bench.database("chunks") as url:
+                once = functools.partial(drain_once, url, jobs, concurrency, size, bench.server.pid)
                 try:
-                    rate = run_async(functools.partial(drain_once, url, jobs, concurrency, size))
+                    rate, cpu = run_async(once)
                 except Exception as exc:
                     result.errors.append(f"{label} run {run + 1}: {type(exc).__name__}: {exc}")
                     continue
-            bench.log(f"chunks {label} run {run + 1}: {rate:,.0f} jobs/s")
+            # CPU per job is steadier than jobs/s on a shared machine: both are reported.
+            client.append((cpu.get("client_cpu_s") or 0.0) / jobs * 1e6)
+            if cpu.get("server_cpu_s") is not None:
+                server.append((cpu["server_cpu_s"] or 0.0) / jobs * 1e6)
+            bench.log(
+                f"chunks {label} run {run + 1}: {rate:,.0f} jobs/s, worker CPU "
+                f"{client[-1]:.1f} us/job" + (f", server {server[-1]:.1f} us/job" if server else "")
+            )
             runs.append(rate)
         result.systems[label] = {"label": label, "config": f"C={concurrency} size={size}"}
         result.rows.append(Row(label, "drain", "jobs/s", runs))
+        result.rows.append(Row(label, "worker CPU per job", "us", client, higher_is_better=False))
+        if server:
+            result.rows.append(Row(label, "server CPU per job", "us", server, False))
     return result
 
 

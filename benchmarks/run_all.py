@@ -178,9 +178,9 @@ def targets(results: dict[str, ScenarioResult]) -> list[dict[str, Any]]:
             rate = _median(results, "limits", lambda s, k=label: k in s, "drain")
             add(f"drain with {label} >= {goal}x unlimited", ratio(rate, unlimited), goal)
     if "chunks" in results:
-        rows = results["chunks"].rows
-        plain = max((r.median for r in rows if "plain" in r.system and r.runs), default=None)
-        chunked = max((r.median for r in rows if "chunks of" in r.system and r.runs), default=None)
+        rows = [r for r in results["chunks"].rows if r.metric == "drain" and r.runs]
+        plain = max((r.median or 0.0 for r in rows if "plain" in r.system), default=None)
+        chunked = max((r.median or 0.0 for r in rows if "chunks of" in r.system), default=None)
         add("chunks of 100 >= 2x plain jobs (best of each)", ratio(chunked, plain), 2.0)
     rss = _median(results, "memory", lambda s: s.endswith("C=100"), "peak RSS")
     add("worker peak RSS at C=100 <= 100 MB", rss, 100.0, higher=False)
