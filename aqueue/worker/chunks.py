@@ -22,7 +22,10 @@ per tenant). A list is dispatched, as one unit of work for one slot, when
   round; with it, the chunk is simply capped by the concurrency.
 
 Local concurrency counts items, not calls: an item waiting here holds its place like one
-running, so a chunk queue wants ``concurrency >= size`` (the howto says so). The rows
+running, so a chunk queue wants ``concurrency >= size`` (the howto says so). For the same
+reason a producer holding chunk items claims nothing ahead (no lookahead): items claimed
+beyond the concurrency would join the next list, and the slot running it would run more
+items than the concurrency allows. The rows
 stay in the producer's ``waiting`` set while they wait, so ``app.cancel`` of one cancels
 it before it runs, and shutdown hands them back ``available`` with the attempt refunded,
 exactly like jobs claimed ahead.

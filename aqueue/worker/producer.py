@@ -401,11 +401,15 @@ class Producer:
         # Claimed ahead and never started: give them back now rather than after the
         # running jobs finish, so another worker can take them at once.
         rows: list[Row] = list(self._chunks.drain()) if self._chunks is not None else []
+        plain: list[Row] = []
         while not handoff.empty():
             item = handoff.get_nowait()
-            rows.extend(item.rows if isinstance(item, ChunkBatch) else [item])
-        self._chunk_items = 0  # every chunk item not running is in ``rows`` now
-        for row in rows:
+            if isinstance(item, ChunkBatch):
+                rows.extend(item.rows)
+            else:
+                plain.append(item)
+        self._chunk_items -= len(rows)
+        for row in (*rows, *plain):
             self.waiting.discard(row["id"])
             self._cancel_waiting.discard(row["id"])
             self._executor.hand_back(row)
