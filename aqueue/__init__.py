@@ -16,11 +16,13 @@ from .errors import (
     Cancel,
     ConfigurationError,
     DatabaseError,
+    DependencyFailed,
     Discard,
     DuplicateJobKind,
     EmbeddedPostgresError,
     InvalidJobArgs,
     InvalidOption,
+    InvalidWorkflow,
     JobNotFound,
     JobStateError,
     JobTimeout,
@@ -29,12 +31,15 @@ from .errors import (
     Snooze,
     UnknownJobKind,
     UnknownQueue,
+    WorkflowNotFound,
 )
 from .flow import Partition, Queue, Rate
 from .jobs import Job, JobState, Outcome
 from .registry import EnqueueCall
+from .steps import BatchInfo
 from .unique import Unique
 from .worker.worker import Worker
+from .workflow import Batch, Workflow, WorkflowInfo, WorkflowRun, WorkflowStatus
 
 __version__ = "0.1.0"
 
@@ -43,12 +48,15 @@ __all__ = [
     "AppNotOpen",
     "AqueueError",
     "Backoff",
+    "Batch",
+    "BatchInfo",
     "Cancel",
     "Chunk",
     "ClusterStatus",
     "ConfigurationError",
     "ConfiguredJob",
     "DatabaseError",
+    "DependencyFailed",
     "Discard",
     "Drift",
     "DuplicateJobKind",
@@ -56,6 +64,7 @@ __all__ = [
     "EnqueueCall",
     "InvalidJobArgs",
     "InvalidOption",
+    "InvalidWorkflow",
     "Job",
     "JobContext",
     "JobDefinition",
@@ -79,5 +88,10 @@ __all__ = [
     "UnknownJobKind",
     "UnknownQueue",
     "Worker",
+    "Workflow",
+    "WorkflowInfo",
+    "WorkflowNotFound",
+    "WorkflowRun",
+    "WorkflowStatus",
     "__version__",
 ]

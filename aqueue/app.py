@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskStatus
@@ -29,6 +29,7 @@ from .db.notifier import Notifier
 from .definition import (
     ChunkDecorator,
     ConfiguredJob,
+    JobDecorator,
     JobDefinition,
     JobRequest,
     PartitionBy,
@@ -44,9 +45,11 @@ from .persistent import PersistentDefinition, PersistentFn
 from .progress import ProgressReporter
 from .registry import Registry
 from .schedule import PeriodicEntry
+from .steps import BatchInfo, StepRecorder
 from .validate import validate_name
 from .worker.runtime import Runtime
 from .worker.worker import Worker
+from .workflow_calls import WorkflowCalls
 
 __all__ = ["App"]
 
@@ -54,17 +57,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _JobDecorator(Protocol):
-    @overload
-    def __call__(
-        self, fn: Callable[Concatenate[JobContext, P], Awaitable[R]], /
-    ) -> JobDefinition[P, R]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
-
-
-class App(Extensions):
+class App(Extensions, WorkflowCalls):
     """One aqueue application: jobs registered on it, a pool to one database schema.
 
     ``url`` is a ``postgresql://`` URL; ``None`` reads ``AQUEUE_DATABASE_URL``. Settings
@@ -129,9 +122,19 @@ class App(Extensions):
     def __repr__(self) -> str:
         return f"<aqueue.App schema={self.schema!r} jobs={len(self.registry.definitions())}>"
 
-    def _job_context(self, job: Job) -> JobContext:
+    async def _job_context(self, job: Job) -> JobContext:
         reporter = ProgressReporter(self.db, job.id, job.attempt)
-        return JobContext(job=job, app=self, logger=self.logger, reporter=reporter)
+        batch = None
+        if job.batch_id is not None and job.step == "callback":
+            batch = BatchInfo(job.batch_id, await self.db.batch_counts(job.batch_id))
+        return JobContext(
+            job=job,
+            app=self,
+            logger=self.logger,
+            reporter=reporter,
+            steps=StepRecorder(self.db, job),
+            batch=batch,
+        )
 
     def _persistent_context(
         self, *, name: str, replica: int, node_id: str, term: int, lease_lost: anyio.Event
@@ -174,9 +177,8 @@ class App(Extensions):
         name: str | None = None,
         aliases: Sequence[str] = (),
         partition_by: PartitionBy | None = None,
-        chunk: None = None,
         **defaults: Unpack[JobOptions],
-    ) -> _JobDecorator: ...
+    ) -> JobDecorator: ...
 
     def job(
         self,

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
 from .jobs import Job
 from .progress import ProgressReporter
+from .steps import BatchInfo, StepRecorder
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from .app import App
 
 __all__ = ["JobContext", "PersistentContext"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,10 +38,34 @@ class JobContext:
     #: Writes this attempt's progress (built by the App from its database, so neither the
     #: context nor the worker needs the App to reach it).
     reporter: ProgressReporter = field(repr=False, compare=False, kw_only=True)
+    #: Reads and records this job's steps and dependencies (see ``aqueue/steps.py``).
+    steps: StepRecorder = field(repr=False, compare=False, kw_only=True)
+    #: For a batch's callback (``app.enqueue_batch(..., callback=...)``): its batch's jobs
+    #: counted by final state. None for every other job.
+    batch: BatchInfo | None = field(default=None, kw_only=True)
 
     @property
     def attempt(self) -> int:
         return self.job.attempt
+
+    async def dep_result(self, name: str) -> Any:
+        """The recorded result of dependency ``name`` of this workflow step.
+
+        Raises ``DependencyFailed`` when that dependency ended ``discarded`` or
+        ``cancelled`` (only a step with ``on_dep_failure="run"`` runs then), and
+        ``InvalidWorkflow`` when this job is no workflow step or ``name`` is not one of
+        its dependencies."""
+        return await self.steps.dep_result(name)
+
+    async def step(
+        self, name: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwargs: Any
+    ) -> T:
+        """Run ``fn(*args, **kwargs)`` (sync or async) once per job as step ``name``,
+        recording its JSON result; a retried job gets the recorded result back without
+        calling ``fn`` again (see ``aqueue/steps.py``). The result comes back as its JSON
+        form (a model as a dict) every time, so the first attempt and the retry see the
+        same value. ``ResultNotJSON`` when it cannot be recorded."""
+        return await self.steps.step(name, fn, *args, **kwargs)
 
     async def progress(self, fraction: float, note: str | None = None) -> bool:
         """Record how far this attempt got: ``fraction`` from 0 to 1 and an optional short

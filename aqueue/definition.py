@@ -14,12 +14,14 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping
 from typing import (
     Any,
+    Concatenate,
     Generic,
     NotRequired,
     ParamSpec,
     Protocol,
     Required,
     TypeVar,
+    overload,
 )
 
 import pydantic
@@ -41,6 +43,7 @@ __all__ = [
     "ChunkDecorator",
     "ConfiguredJob",
     "Inserter",
+    "JobDecorator",
     "JobDefinition",
     "JobRequest",
     "dump_unvalidated",
@@ -345,6 +348,18 @@ class JobDefinition(_Enqueuer[P, R]):
 
     def __repr__(self) -> str:
         return f"<JobDefinition {self.kind!r} queue={self.defaults.queue or 'default'!r}>"
+
+
+class JobDecorator(Protocol):
+    """What ``@app.job(...)`` returns: a JobContext first parameter is not an argument."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[JobContext, P], Awaitable[R]], /
+    ) -> JobDefinition[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
 
 
 class ChunkDecorator(Protocol):

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .db.database import Database, Row
-from .db.params import InsertColumns
+from .db.params import Deps, GroupColumns, InsertColumns
 from .definition import JobRequest, dump_unvalidated
 from .errors import DatabaseError, InvalidOption
 from .jobs import Job, job_from_insert, job_from_row
@@ -32,6 +32,7 @@ from .options import Options
 from .registry import EnqueueCall, Registry
 from .unique import Unique
 from .validate import json_text, validate_name
+from .workflow import GroupPlan
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -159,15 +160,28 @@ class Enqueuer:
             conn = next(r.options.conn for r in requests if r.options.conn is not None)
         return await self.insert(requests, conn)
 
-    async def insert(self, requests: Sequence[JobRequest], conn: Any) -> list[Job]:
+    async def insert_group(self, plan: GroupPlan, conn: Any) -> tuple[int, list[Job]]:
+        """Insert a workflow's or batch's jobs, their dependencies and its row, in one
+        transaction (a savepoint inside the caller's, with ``conn``); returns its id and
+        the Jobs in the plan's order."""
+        holder: list[int] = []
+        jobs = await self.insert(plan.requests, conn, (plan, holder))
+        return holder[0], jobs
+
+    async def insert(
+        self,
+        requests: Sequence[JobRequest],
+        conn: Any,
+        group: tuple[GroupPlan, list[int]] | None = None,
+    ) -> list[Job]:
         """Insert ``requests`` (through any enqueue middleware) and return their Jobs."""
         middleware = self._registry.enqueue_middleware
         if not middleware:  # the common case: no call object at all
-            return await self._insert(requests, conn, None)
+            return await self._insert(requests, conn, None, group)
         call = EnqueueCall(requests, transactional=conn is not None)
 
         def innermost() -> Awaitable[list[Job]]:
-            return self._insert(requests, conn, call.meta or None)
+            return self._insert(requests, conn, call.meta or None, group)
 
         chain: Callable[[], Awaitable[list[Job]]] = innermost
         for layer in reversed(middleware):  # the first registered sees the call first
@@ -175,13 +189,17 @@ class Enqueuer:
         return await chain()
 
     async def _insert(
-        self, requests: Sequence[JobRequest], conn: Any, extra_meta: Mapping[str, Any] | None
+        self,
+        requests: Sequence[JobRequest],
+        conn: Any,
+        extra_meta: Mapping[str, Any] | None,
+        group: tuple[GroupPlan, list[int]] | None = None,
     ) -> list[Job]:
         # Each distinct (kind, options) pair is resolved once and sent once, as an option
         # group (see db.params.InsertColumns).
         resolved: dict[tuple[str, int], tuple[ResolvedOptions, int]] = {}
         per_job: list[ResolvedOptions] = []
-        columns = InsertColumns()
+        columns = InsertColumns() if group is None else GroupColumns()
         args, groups, keys = columns.args, columns.group, columns.partition_key
         unique = False
         for request in requests:
@@ -197,6 +215,9 @@ class Enqueuer:
             args.append(request.args_json)
             groups.append(found[1])
             keys.append(request.partition_key)
+        if group is not None:
+            assert isinstance(columns, GroupColumns)
+            return await self._insert_group(columns, group, requests, per_job, conn)
         if unique:
             return await self._insert_unique(columns, requests, per_job, conn)
         inserted = await self._db.insert_jobs(columns, conn=conn)
@@ -217,6 +238,62 @@ class Enqueuer:
             )
             for job_id, request, opts, group in zip(
                 inserted.ids, requests, per_job, columns.group, strict=True
+            )
+        ]
+
+    async def _insert_group(
+        self,
+        columns: GroupColumns,
+        group: tuple[GroupPlan, list[int]],
+        requests: Sequence[JobRequest],
+        per_job: Sequence[ResolvedOptions],
+        conn: Any,
+    ) -> list[Job]:
+        plan, holder = group
+        columns.step = plan.steps
+        columns.deps = [len(d) for d in plan.deps]
+        columns.run_anyway = plan.run_anyway
+        async with self._db.transaction_on(conn) as tx:
+            group_id = await self._db.create_workflow(plan.kind, plan.name, len(requests), tx)
+            if plan.kind == "workflow":
+                columns.workflow_id = group_id
+            else:
+                columns.batch_id = group_id
+            inserted = await self._db.insert_group_jobs(columns, tx)
+            ids = inserted.ids
+            edges = Deps()
+            for index, deps in enumerate(plan.deps):
+                for dep in deps:
+                    edges.dep_id.append(ids[dep])
+                    edges.job_id.append(ids[index])
+            await self._db.insert_deps(edges, tx)
+        holder.append(group_id)
+        created = inserted.created_at
+        return [
+            job_from_insert(
+                job_id,
+                request.kind,
+                opts.queue,
+                state,
+                request.args_json,
+                opts.priority,
+                opts.max_attempts,
+                due,
+                created,
+                opts.tags,
+                opts.meta,
+                workflow_id=columns.workflow_id,
+                batch_id=columns.batch_id,
+                step=step,
+            )
+            for job_id, request, opts, state, due, step in zip(
+                ids,
+                requests,
+                per_job,
+                inserted.states,
+                inserted.scheduled_at,
+                plan.steps,
+                strict=True,
             )
         ]
 

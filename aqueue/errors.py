@@ -10,6 +10,9 @@ The tree::
      ├── UnknownJobKind              no job registered under that kind (also LookupError)
      ├── UnknownQueue                no job, pause or live worker names it (also LookupError)
      ├── JobNotFound                 no job has that id (also LookupError)
+     ├── WorkflowNotFound            no workflow or batch has that id (also LookupError)
+     ├── InvalidWorkflow             bad workflow: a cycle, an unknown step... (also ValueError)
+     ├── DependencyFailed            ctx.dep_result: that dependency did not complete
      ├── JobStateError               the job's state forbids the operation
      ├── DatabaseError               PostgreSQL unreachable, or schema not migrated
      │    └── SchemaNotMigrated
@@ -36,11 +39,13 @@ __all__ = [
     "Cancel",
     "ConfigurationError",
     "DatabaseError",
+    "DependencyFailed",
     "Discard",
     "DuplicateJobKind",
     "EmbeddedPostgresError",
     "InvalidJobArgs",
     "InvalidOption",
+    "InvalidWorkflow",
     "JobAction",
     "JobNotFound",
     "JobStateError",
@@ -50,6 +55,7 @@ __all__ = [
     "Snooze",
     "UnknownJobKind",
     "UnknownQueue",
+    "WorkflowNotFound",
 ]
 
 
@@ -117,6 +123,36 @@ class JobNotFound(AqueueError, LookupError):
     def __init__(self, job_id: int, detail: str = "does not exist") -> None:
         super().__init__(f"job {job_id} {detail}")
         self.job_id = job_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class WorkflowNotFound(AqueueError, LookupError):
+    """No workflow or batch has this id (it never existed, or retention removed it)."""
+
+    def __init__(self, workflow_id: int) -> None:
+        super().__init__(f"workflow or batch {workflow_id} does not exist")
+        self.workflow_id = workflow_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidWorkflow(AqueueError, ValueError):
+    """A workflow or batch cannot be enqueued as given: a cycle, a dependency on no step,
+    two steps of one name, no steps, or a step option workflows do not support. Raised
+    before anything is written."""
+
+
+class DependencyFailed(AqueueError):
+    """``ctx.dep_result(name)``: that dependency ended ``discarded`` or ``cancelled`` (a
+    step with ``on_dep_failure="run"`` runs anyway and may catch this)."""
+
+    def __init__(self, step: str, state: str) -> None:
+        super().__init__(f"dependency {step!r} ended {state}, with no result")
+        self.step = step
+        self.state = state
 
     def __str__(self) -> str:
         return str(self.args[0])

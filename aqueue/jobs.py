@@ -10,7 +10,9 @@ State diagram (``docs/explanation/states.md`` draws it in full)::
                      └────────────┘ │ └──> discarded (Discard, or out of attempts)
                     snooze -> scheduled └──> cancelled (Cancel, app.cancel)
 
-``pending`` is reserved for jobs waiting on workflow dependencies. ``job_from_row`` and
+``pending``: a workflow step or batch callback waiting on its dependencies; it becomes
+``available`` (or ``scheduled``) in the transaction that ends its last dependency, or
+``cancelled`` when a dependency fails (see ``aqueue/workflow.py``). ``job_from_row`` and
 ``job_from_insert`` are the one place a database row becomes a ``Job``.
 """
 
@@ -80,6 +82,11 @@ class Job:
     #: and a short note. None until the attempt reports; a new attempt starts from None.
     progress: float | None = None
     progress_note: str | None = None
+    #: The workflow (``app.enqueue_workflow``) or batch (``app.enqueue_batch``) the job
+    #: belongs to, and its step's name there ("callback" for a batch's callback).
+    workflow_id: int | None = None
+    batch_id: int | None = None
+    step: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -122,6 +129,9 @@ def _slot_setters() -> tuple[Any, ...]:
     _set_duplicate,
     _set_progress,
     _set_progress_note,
+    _set_workflow_id,
+    _set_batch_id,
+    _set_step,
 ) = _slot_setters()
 
 
@@ -145,9 +155,12 @@ def new_job(
     duplicate: bool = False,
     progress: float | None = None,
     progress_note: str | None = None,
+    workflow_id: int | None = None,
+    batch_id: int | None = None,
+    step: str | None = None,
 ) -> Job:
     """``Job(...)`` by position, three times faster: a frozen dataclass's ``__init__``
-    goes through ``object.__setattr__`` for each of its 19 fields, and enqueue and the
+    goes through ``object.__setattr__`` for each of its 22 fields, and enqueue and the
     hooks build a Job per job. The slots are set through their descriptors instead."""
     job: Job = object.__new__(Job)
     _set_id(job, id)
@@ -169,6 +182,9 @@ def new_job(
     _set_duplicate(job, duplicate)
     _set_progress(job, progress)
     _set_progress_note(job, progress_note)
+    _set_workflow_id(job, workflow_id)
+    _set_batch_id(job, batch_id)
+    _set_step(job, step)
     return job
 
 
@@ -248,6 +264,9 @@ def job_from_row(
         duplicate,
         progress,
         progress_note,
+        row["workflow_id"],
+        row["batch_id"],
+        row["step"],
     )
 
 
@@ -263,6 +282,10 @@ def job_from_insert(
     created_at: datetime,
     tags: Sequence[str],
     meta: Mapping[str, Any],
+    *,
+    workflow_id: int | None = None,
+    batch_id: int | None = None,
+    step: str | None = None,
 ) -> Job:
     """The ``Job`` just inserted: what the enqueue sent, plus what the database chose (id,
     state, due and creation time). Saves reading the whole row back. Sets the slots
@@ -288,4 +311,7 @@ def job_from_insert(
     _set_duplicate(job, False)
     _set_progress(job, None)
     _set_progress_note(job, None)
+    _set_workflow_id(job, workflow_id)
+    _set_batch_id(job, batch_id)
+    _set_step(job, step)
     return job

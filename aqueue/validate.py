@@ -11,6 +11,7 @@ import json
 import math
 import re
 from datetime import timedelta
+from typing import Any
 
 import pydantic_core
 
@@ -24,6 +25,7 @@ __all__ = [
     "json_text",
     "seconds",
     "smallint",
+    "to_storable_json",
     "validate_name",
     "validate_registered_name",
 ]
@@ -116,4 +118,19 @@ def json_text(field: str, value: object) -> str:
     if problems:
         key, problem = problems[0]
         raise InvalidOption(field, problem if key == field else f"key {key!r} {problem}")
+    return text
+
+
+def to_storable_json(value: Any) -> str:
+    """JSON text PostgreSQL's jsonb accepts; ``ValueError`` for what it would reject.
+
+    NaN and infinities become ``null`` (pydantic's JSON default; ``NaN`` is not JSON), and
+    strings holding NUL characters are refused, so a bad result never fails a whole batch
+    of outcome writes.
+    """
+    if value is None:  # what most jobs return
+        return "null"
+    text = pydantic_core.to_json(value, inf_nan_mode="null").decode()
+    if has_json_nul(text):
+        raise ValueError("it contains a NUL character (\\u0000), which PostgreSQL cannot store")
     return text

@@ -26,6 +26,7 @@ import limits
 import memory
 import processes
 import scale
+import workflows
 from common import (
     RESULTS_DIR,
     Bench,
@@ -51,6 +52,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "chunks": chunks,
     "processes": processes,
     "scale": scale,
+    "workflows": workflows,
     "memory": memory,
 }
 
@@ -182,6 +184,18 @@ def targets(results: dict[str, ScenarioResult]) -> list[dict[str, Any]]:
         plain = max((r.median or 0.0 for r in rows if "plain" in r.system), default=None)
         chunked = max((r.median or 0.0 for r in rows if "chunks of" in r.system), default=None)
         add("chunks of 100 >= 2x plain jobs (best of each)", ratio(chunked, plain), 2.0)
+    if "workflows" in results:
+        for plain, shape, goal in (("plain jobs", "chains", 0.6), ("plain jobs", "fan-out", 0.7)):
+            rows = results["workflows"].rows
+            drains = [r for r in rows if r.metric == "drain"]
+            # Rows come in pairs: the plain baseline, then the shape measured against it.
+            for base, row in zip(drains[::2], drains[1::2], strict=False):
+                if plain in base.system and shape in row.system:
+                    add(
+                        f"{shape} drain >= {goal}x as many plain jobs",
+                        ratio(row.median, base.median),
+                        goal,
+                    )
     rss = _median(results, "memory", lambda s: s.endswith("C=100"), "peak RSS")
     add("worker peak RSS at C=100 <= 100 MB", rss, 100.0, higher=False)
     out = []
@@ -192,7 +206,7 @@ def targets(results: dict[str, ScenarioResult]) -> list[dict[str, Any]]:
 
 
 def format_targets(checks: list[dict[str, Any]]) -> str:
-    lines = ["== targets of issues 5, 9 and 10 (this run's medians)"]
+    lines = ["== targets of issues 5, 9, 10 and 11 (this run's medians)"]
     for check in checks:
         value = check["value"]
         shown = "not measured" if value is None else f"{value:.2f}"

@@ -23,12 +23,15 @@ PUBLIC_NAMES = [
     "AppNotOpen",
     "AqueueError",
     "Backoff",
+    "Batch",
+    "BatchInfo",
     "Cancel",
     "Chunk",
     "ClusterStatus",
     "ConfigurationError",
     "ConfiguredJob",
     "DatabaseError",
+    "DependencyFailed",
     "Discard",
     "Drift",
     "DuplicateJobKind",
@@ -36,6 +39,7 @@ PUBLIC_NAMES = [
     "EnqueueCall",
     "InvalidJobArgs",
     "InvalidOption",
+    "InvalidWorkflow",
     "Job",
     "JobContext",
     "JobDefinition",
@@ -59,6 +63,11 @@ PUBLIC_NAMES = [
     "UnknownJobKind",
     "UnknownQueue",
     "Worker",
+    "Workflow",
+    "WorkflowInfo",
+    "WorkflowNotFound",
+    "WorkflowRun",
+    "WorkflowStatus",
     "__version__",
 ]
 
@@ -169,7 +178,7 @@ def test_job_record_fields_are_the_contract() -> None:
         "scheduled_at", "created_at", "attempted_at", "finalized_at", "errors", "result",
         "tags", "meta", "duplicate",
         # Added after the first release, with defaults, so positional construction holds.
-        "progress", "progress_note",
+        "progress", "progress_note", "workflow_id", "batch_id", "step",
     ]  # fmt: skip
     now = datetime.now(UTC)
     job = aqueue.Job(
@@ -179,6 +188,7 @@ def test_job_record_fields_are_the_contract() -> None:
     )  # fmt: skip
     assert job.duplicate is False
     assert job.progress is None and job.progress_note is None
+    assert job.workflow_id is None and job.batch_id is None and job.step is None
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.state = aqueue.JobState.COMPLETED  # type: ignore[misc]
 

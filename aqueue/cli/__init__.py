@@ -5,7 +5,7 @@
     aqueue cluster  MODULE:APP [--json]   nodes, leader, leases, drift
     aqueue demo     enqueue and run a mix of jobs on a throwaway PostgreSQL
     aqueue dev      start a throwaway PostgreSQL, print its URL, run until Ctrl-C
-    aqueue jobs | queues   admin commands
+    aqueue jobs | queues | workflows   admin commands
 
 One concept per module:
 
@@ -14,6 +14,7 @@ One concept per module:
 - ``commands``: ``worker``, ``cluster``, ``migrate``, ``demo``, ``dev`` (and the signal
   handling of the two that run until stopped);
 - ``admin``: ``jobs ...`` and ``queues ...``;
+- ``workflows``: ``workflows ...``;
 - ``format``: tables and JSON documents;
 - ``exits``: exit statuses and the one-line error report.
 
@@ -31,7 +32,7 @@ from typing import Any
 import anyio
 
 from ..errors import AqueueError
-from . import admin, commands
+from . import admin, commands, workflows
 from .exits import EXIT_ERROR, EXIT_INTERRUPTED, fail, first_leaf
 
 __all__ = ["main"]
@@ -70,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_commands(sub)
     admin.add_commands(sub)
+    workflows.add_commands(sub)
     return parser
 
 

@@ -3,7 +3,7 @@
     0  done
     1  error: bad input, unreachable database, anything aqueue raises
     2  usage (argparse)
-    3  not found: no such job, queue or kind (admin commands)
+    3  not found: no such job, queue, kind or workflow (admin commands)
     4  refused because of a job's or queue's state (admin commands)
     5  timed out (``queues drain --timeout``)
   130  interrupted by Ctrl-C before a command could shut down on its own
@@ -16,7 +16,7 @@ from __future__ import annotations
 import sys
 from typing import Final
 
-from ..errors import JobNotFound, UnknownJobKind, UnknownQueue
+from ..errors import JobNotFound, UnknownJobKind, UnknownQueue, WorkflowNotFound
 
 __all__ = [
     "EXIT_ERROR",
@@ -41,7 +41,7 @@ EXIT_INTERRUPTED: Final = 130  # the shell's 128 + SIGINT
 
 # Exactly the errors that mean "the thing you named does not exist". Not LookupError:
 # a KeyError or IndexError from a bug must stay exit 1, not pass for a typo in an id.
-NOT_FOUND: Final = (UnknownQueue, UnknownJobKind, JobNotFound)
+NOT_FOUND: Final = (UnknownQueue, UnknownJobKind, JobNotFound, WorkflowNotFound)
 
 
 def fail(exc: BaseException, status: int) -> int:

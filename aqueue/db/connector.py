@@ -255,6 +255,17 @@ class Connector:
         async with self._errors(), pool.acquire() as conn, conn.transaction():
             yield conn
 
+    @contextlib.asynccontextmanager
+    async def transaction_on(self, conn: Any) -> AsyncIterator[Any]:
+        """A transaction on ``conn`` (a savepoint when the caller's is open), or on a
+        pooled connection when ``conn`` is None."""
+        if conn is None:
+            async with self.transaction() as pooled:
+                yield pooled
+            return
+        async with self._errors(), conn.transaction():
+            yield conn
+
     async def connect(self) -> Any:
         """A connection of its own, outside the pools, over ``listen_url``: for work that
         must not queue behind anyone for a connection, not even inside a pooler (the

@@ -13,14 +13,15 @@ from typing import Any
 import asyncpg
 
 from ..errors import DatabaseError, JobStateError
-from .connector import Connector, Row
+from .connector import Row
 from .migrate import migrate
 from .params import InsertColumns, Inserted, Outcomes
+from .workflow_store import WorkflowStore
 
 __all__ = ["Database", "Row"]
 
 
-class Database(Connector):
+class Database(WorkflowStore):
     """One App's pools and statements. What a running worker does for itself (claims,
     outcomes, heartbeats, leases, maintenance) goes to ``worker_pool``, everything else
     (enqueue, admin, reads) to the App's ``pool``; see ``connector.py``."""

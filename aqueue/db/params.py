@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-__all__ = ["InsertColumns", "Inserted", "Outcomes", "outcome_row"]
+__all__ = ["Deps", "GroupColumns", "InsertColumns", "Inserted", "Outcomes", "outcome_row"]
 
 
 @dataclass(slots=True)
@@ -105,6 +105,50 @@ class InsertColumns:
 _PER_JOB = frozenset(
     {"args", "group", "partition_key", "unique_key", "unique_period", "unique_states"}
 )
+
+
+@dataclass(slots=True)
+class GroupColumns(InsertColumns):
+    """``InsertColumns`` for the jobs of one workflow or batch (``insert_group_jobs``)."""
+
+    workflow_id: int | None = None
+    batch_id: int | None = None
+    # -- per job
+    #: The step's name (None for a batch's members).
+    step: list[str | None] = field(default_factory=list)
+    #: How many dependencies the job waits for.
+    deps: list[int] = field(default_factory=list)
+    #: on_dep_failure="run": the job runs even when a dependency failed.
+    run_anyway: list[bool] = field(default_factory=list)
+
+    @property
+    def jobs(self) -> str:
+        """``[[group, args, partition key, step, deps, run anyway], ...]``."""
+        return (
+            "["
+            + ",".join(
+                f"[{group},{args},{_json_text(key)},{_json_text(step)},{deps},"
+                f"{'true' if run else 'false'}]"
+                for group, args, key, step, deps, run in zip(
+                    self.group,
+                    self.args,
+                    self.partition_key,
+                    self.step,
+                    self.deps,
+                    self.run_anyway,
+                    strict=True,
+                )
+            )
+            + "]"
+        )
+
+
+@dataclass(slots=True)
+class Deps:
+    """Dependency edges: ``job_id[i]`` waits for ``dep_id[i]``."""
+
+    dep_id: list[int] = field(default_factory=list)
+    job_id: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

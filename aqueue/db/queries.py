@@ -52,6 +52,9 @@ _JOB_COLUMNS = (
     "progress",
     "progress_note",
     "progress_attempt",
+    "workflow_id",
+    "batch_id",
+    "step",
 )
 _JOB_COLUMNS_RE = re.compile(r"\{job_columns(?::(\w+))?\}")
 _FRAGMENT_RE = re.compile(r"\{@(\w+)\}")
@@ -70,6 +73,8 @@ SQL_FILES = (
     "migrations.sql",
     "browse.sql",
     "metrics.sql",
+    "workflows.sql",
+    "steps.sql",
 )
 
 

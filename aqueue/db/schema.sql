@@ -43,6 +43,16 @@ CREATE TABLE {schema}.jobs (
     progress_note text CHECK (length(progress_note) <= 500),
     progress_at timestamptz,
     progress_attempt smallint,
+    -- The workflow (aqueue.Workflow) or batch (app.enqueue_batch) the job belongs to, and
+    -- its step's name there ('callback' for a batch's callback).
+    workflow_id bigint,
+    batch_id bigint,
+    step text CHECK (length(step) BETWEEN 1 AND 200),
+    -- For a job with dependencies: how many have not ended, how many ended other than
+    -- completed, and whether it runs anyway when some failed (on_dep_failure="run").
+    deps_left integer CHECK (deps_left >= 0),
+    deps_failed integer CHECK (deps_failed >= 0),
+    run_on_dep_failure boolean,
     -- A final state always has a finalization time, and only a final state has one.
     CONSTRAINT jobs_finalized_in_final_state CHECK (
         (state IN ('completed', 'cancelled', 'discarded')) = (finalized_at IS NOT NULL)
@@ -65,6 +75,41 @@ CREATE INDEX jobs_finalized_idx ON {schema}.jobs (finalized_at)
 -- Exactly the jobs holding their unique key now.
 CREATE UNIQUE INDEX jobs_unique_idx ON {schema}.jobs (unique_key)
     WHERE unique_key IS NOT NULL AND state = ANY (unique_states);
+
+-- A workflow's steps by name (unique: a step name means one job), and a batch's jobs.
+CREATE UNIQUE INDEX jobs_workflow_step_idx ON {schema}.jobs (workflow_id, step)
+    WHERE workflow_id IS NOT NULL;
+CREATE INDEX jobs_batch_idx ON {schema}.jobs (batch_id) WHERE batch_id IS NOT NULL;
+-- Jobs waiting on dependencies: the backstop's scan.
+CREATE INDEX jobs_pending_idx ON {schema}.jobs (id) WHERE state = 'pending';
+
+-- One row per workflow or batch, for its name, kind and size.
+CREATE TABLE {schema}.workflows (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind text NOT NULL CHECK (kind IN ('workflow', 'batch')),
+    name text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    steps integer NOT NULL CHECK (steps >= 1),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- job_id waits for dep_id.
+CREATE TABLE {schema}.job_deps (
+    dep_id bigint NOT NULL,
+    job_id bigint NOT NULL,
+    PRIMARY KEY (dep_id, job_id)
+);
+CREATE INDEX job_deps_job_idx ON {schema}.job_deps (job_id);
+
+-- Resumable steps (ctx.step): each completed step's result, by job and step name.
+CREATE TABLE {schema}.job_steps (
+    job_id bigint NOT NULL REFERENCES {schema}.jobs (id) ON DELETE CASCADE,
+    name text NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
+    result jsonb NOT NULL,
+    -- The attempt that ran the step.
+    attempt smallint NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (job_id, name)
+);
 
 -- Worker processes and their heartbeats.
 CREATE TABLE {schema}.nodes (
@@ -257,3 +302,85 @@ BEGIN
     RETURNING j.*;
 END
 $$;
+
+-- Promotion of workflow and batch dependents (the reasoning is in
+-- migrations/0007_workflows.sql).
+CREATE FUNCTION {schema}.note_finished() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    -- ' id' for a completed job, ' -id' for one that failed (discarded or cancelled).
+    PERFORM set_config('aqueue.' || {channel},
+        coalesce(current_setting('aqueue.' || {channel}, true), '')
+        || CASE WHEN NEW.state = 'completed' THEN ' ' ELSE ' -' END || NEW.id, true);
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION {schema}.advance_dependents() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    v_list text;
+    v_sent bigint;
+BEGIN
+    IF pg_trigger_depth() > 1 THEN
+        RETURN NULL;  -- the outer call's loop takes what this level noted
+    END IF;
+    LOOP
+        v_list := current_setting('aqueue.' || {channel}, true);
+        EXIT WHEN v_list IS NULL OR v_list = '';
+        PERFORM set_config('aqueue.' || {channel}, '', true);
+        WITH finished AS (
+            SELECT abs(x::bigint) AS id, x::bigint < 0 AS failed
+            FROM unnest(string_to_array(btrim(v_list), ' ')) AS x
+        ), counts AS (
+            SELECT e.job_id, count(*)::integer AS n,
+                   (count(*) FILTER (WHERE f.failed))::integer AS failed
+            FROM {schema}.job_deps AS e JOIN finished AS f ON e.dep_id = f.id
+            GROUP BY e.job_id
+        ), locked AS (
+            SELECT j.id FROM {schema}.jobs AS j
+            WHERE j.id IN (SELECT job_id FROM counts) AND j.state = 'pending'
+            ORDER BY j.id
+            FOR UPDATE
+        ), moved AS (
+            UPDATE {schema}.jobs AS j
+            SET deps_left = j.deps_left - c.n,
+                deps_failed = j.deps_failed + c.failed,
+                state = (CASE
+                    WHEN j.deps_failed + c.failed > 0 AND NOT j.run_on_dep_failure
+                        THEN 'cancelled'
+                    WHEN j.deps_left - c.n > 0 THEN 'pending'
+                    WHEN j.scheduled_at > now() THEN 'scheduled'
+                    ELSE 'available' END)::{schema}.job_state,
+                finalized_at = CASE WHEN j.deps_failed + c.failed > 0
+                                         AND NOT j.run_on_dep_failure THEN now() END,
+                errors = CASE WHEN j.deps_failed + c.failed > 0 AND NOT j.run_on_dep_failure
+                    THEN j.errors || jsonb_build_array(jsonb_build_object(
+                        'attempt', j.attempt, 'at', now(), 'type', 'DependencyFailed',
+                        'message', 'cancelled: a dependency was discarded or cancelled',
+                        'traceback', NULL))
+                    ELSE j.errors END
+            FROM counts AS c, locked AS l
+            WHERE j.id = c.job_id AND j.id = l.id AND j.state = 'pending'
+            RETURNING j.id, j.state, j.queue
+        ), woken AS (
+            SELECT pg_notify({channel}, 'i:' || q.queue)
+            FROM (SELECT DISTINCT queue FROM moved WHERE state = 'available') AS q
+        ), ended AS (
+            SELECT pg_notify({channel}, 'f:' || id) FROM moved WHERE state = 'cancelled'
+        )
+        SELECT (SELECT count(*) FROM woken) + (SELECT count(*) FROM ended) INTO v_sent;
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER jobs_note_finished
+    AFTER UPDATE OF state ON {schema}.jobs
+    FOR EACH ROW
+    WHEN ((NEW.workflow_id IS NOT NULL OR NEW.batch_id IS NOT NULL)
+          AND NEW.finalized_at IS NOT NULL AND OLD.finalized_at IS NULL)
+    EXECUTE FUNCTION {schema}.note_finished();
+
+CREATE TRIGGER jobs_advance_dependents
+    AFTER UPDATE OF state ON {schema}.jobs
+    FOR EACH STATEMENT
+    EXECUTE FUNCTION {schema}.advance_dependents();

@@ -41,8 +41,9 @@ import pydantic_core
 from ..bounds import FLUSH_TIMEOUT
 from ..errors import Cancel, Discard, InvalidJobArgs, JobTimeout, ResultNotJSON, Snooze
 from ..jobs import JobState, job_from_row
+from ..validate import to_storable_json
 from .attempt import Attempt
-from .executor import _backoff, to_storable_json
+from .executor import _backoff
 from .runtime import Runtime
 
 if TYPE_CHECKING:

@@ -31,6 +31,7 @@ from ..backoff import DEFAULT_BACKOFF, Backoff
 from ..bounds import FLUSH_TIMEOUT
 from ..errors import (
     Cancel,
+    DependencyFailed,
     Discard,
     InvalidJobArgs,
     JobTimeout,
@@ -39,7 +40,7 @@ from ..errors import (
     UnknownJobKind,
 )
 from ..jobs import JobState, job_from_row
-from ..validate import has_json_nul
+from ..validate import to_storable_json
 from .attempt import Attempt
 from .runtime import Runtime
 
@@ -68,21 +69,6 @@ class RunningJob:
     def request_cancel(self) -> None:
         self.cancel_requested = True
         self.scope.cancel()
-
-
-def to_storable_json(value: Any) -> str:
-    """JSON text PostgreSQL's jsonb accepts; ``ValueError`` for what it would reject.
-
-    NaN and infinities become ``null`` (pydantic's JSON default; ``NaN`` is not JSON), and
-    strings holding NUL characters are refused, so a bad result never fails a whole batch
-    of outcome writes.
-    """
-    if value is None:  # what most jobs return
-        return "null"
-    text = pydantic_core.to_json(value, inf_nan_mode="null").decode()
-    if has_json_nul(text):
-        raise ValueError("it contains a NUL character (\\u0000), which PostgreSQL cannot store")
-    return text
 
 
 class Executor:
@@ -133,8 +119,9 @@ class Executor:
                 attempt = Attempt.completed(row, definition, result, result_json, _since(started))
         except Snooze as exc:
             attempt = Attempt.snoozed(row, definition, exc.seconds, _since(started))
-        except (Discard, InvalidJobArgs) as exc:
-            # Bad stored arguments will not change by waiting; `app.retry` after a fix.
+        except (Discard, InvalidJobArgs, DependencyFailed) as exc:
+            # Bad stored arguments will not change by waiting, nor will a dependency that
+            # ended failed; `app.retry` after a fix.
             attempt = Attempt.discarded(row, definition, exc, _since(started))
         except Cancel as exc:
             attempt = Attempt.cancelled(row, definition, exc, _since(started))
@@ -169,15 +156,16 @@ class Executor:
         middleware = self._registry.middleware
         if not middleware:  # the common case: no Job record is built at all
             if wants_context:
-                return await fn(self._job_context(job_from_row(row)), **kwargs)
+                return await fn(await self._job_context(job_from_row(row)), **kwargs)
             return await fn(**kwargs)
         job = job_from_row(row)
 
-        def call() -> Awaitable[Any]:
+        async def innermost() -> Any:
             if wants_context:
-                return fn(self._job_context(job), **kwargs)
-            return fn(**kwargs)
+                return await fn(await self._job_context(job), **kwargs)
+            return await fn(**kwargs)
 
+        call: Callable[[], Awaitable[Any]] = innermost
         # Outermost first: the first registered middleware sees the call first.
         for layer in reversed(middleware):
             call = functools.partial(layer, job, call)

@@ -10,6 +10,12 @@
   than ``retention`` are deleted in batches of ``PRUNE_BATCH`` (bounded work per round so
   a huge backlog never holds locks for long), plus node rows dead for a while and old
   periodic occurrences (the latest of each schedule is kept: catch-up needs it).
+  Workflows and batches go whole, once every job of theirs ended before ``retention``.
+- **Backstop**, every ``heartbeat_interval``: pending workflow steps none of whose
+  dependencies is unfinished are settled (promoted, or cancelled when one failed). The
+  trigger that promotes them commits with their last dependency's outcome, so this finds
+  only steps whose dependency was deleted by hand; it is what makes "no step waits
+  forever" hold even then.
 - **Drift**: the live nodes' configuration digests are compared; a difference is logged
   once each time it changes.
 """
@@ -48,6 +54,7 @@ class Maintenance:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._every, self._settings.heartbeat_interval, self.rescue_once)
             tg.start_soon(self._every, self._settings.heartbeat_interval, self.check_drift)
+            tg.start_soon(self._every, self._settings.heartbeat_interval, self.backstop_once)
             tg.start_soon(self._every, self._settings.prune_interval, self.prune_once)
 
     async def _every(self, interval: float, step: Callable[[], Awaitable[object]]) -> None:
@@ -84,10 +91,28 @@ class Maintenance:
             total += deleted
             if deleted < PRUNE_BATCH:
                 break
+        for _ in range(PRUNE_ROUNDS):
+            if await self._db.prune_workflows(self._settings.retention, PRUNE_BATCH) < PRUNE_BATCH:
+                break
         await self._db.prune_periodic_runs(self._settings.retention)
         if total:
             self._logger.info("aqueue: pruned %d finished jobs past retention", total)
         self.pruned += total
+        return total
+
+    async def backstop_once(self) -> int:
+        total = 0
+        while True:
+            moved = await self._db.promote_stranded(RESCUE_BATCH)
+            total += moved
+            if moved < RESCUE_BATCH:
+                break
+        if total:
+            self._logger.warning(
+                "aqueue: settled %d workflow step(s) whose dependencies had all ended "
+                "without promoting them (a dependency deleted?)",
+                total,
+            )
         return total
 
     async def check_drift(self) -> None:

@@ -41,7 +41,8 @@ class Runtime:
     enqueuer: Enqueuer
     #: The process's LISTEN connection, opened on first use and shared.
     notifier: Callable[[], Awaitable[Notifier]]
-    job_context: Callable[[Job], JobContext]
+    #: Builds a job's context (async: a batch callback's counts are read first).
+    job_context: Callable[[Job], Awaitable[JobContext]]
     persistent_context: PersistentContextFactory
 
 

@@ -1,0 +1,181 @@
+-- Workflows and batches: their rows, their jobs' dependencies, promotion's backstop.
+-- Promotion itself is the jobs trigger of migrations/0007_workflows.sql.
+-- Statements start with "-- name: NAME"; placeholders are described in queries.py.
+
+-- name: create_workflow
+INSERT INTO {schema}.workflows (kind, name, steps)
+VALUES (:kind, :name, :steps)
+RETURNING id;
+
+-- name: insert_group_jobs
+-- insert_jobs for the jobs of one workflow or batch: each row also carries its step name,
+-- how many dependencies it waits for (0: due at once, like any job) and whether it runs
+-- when one of them failed. Ids come back in input order, as for insert_jobs.
+WITH {@option_groups}, inserted AS (
+    INSERT INTO {schema}.jobs
+        (kind, queue, partition_key, state, args, priority, max_attempts, scheduled_at, tags,
+         meta, timeout, retry, workflow_id, batch_id, step, deps_left, deps_failed,
+         run_on_dep_failure)
+    SELECT g.kind, g.queue, r.partition_key,
+           (CASE WHEN r.deps > 0 THEN 'pending' WHEN g.at > now() THEN 'scheduled'
+                 ELSE 'available' END)::{schema}.job_state,
+           r.args, g.priority, g.max_attempts, g.at, g.tags, g.meta, g.timeout, g.retry,
+           :workflow_id::bigint, :batch_id::bigint, r.step,
+           CASE WHEN r.deps > 0 THEN r.deps END, CASE WHEN r.deps > 0 THEN 0 END,
+           CASE WHEN r.deps > 0 THEN r.run_anyway END
+    FROM (SELECT (e->>0)::int AS grp, e->1 AS args, e->>2 AS partition_key, e->>3 AS step,
+                 (e->>4)::int AS deps, (e->>5)::boolean AS run_anyway, ord
+          FROM jsonb_array_elements(:jobs::text::jsonb) WITH ORDINALITY AS x(e, ord)) AS r
+    JOIN groups AS g ON g.ord = r.grp
+    ORDER BY r.ord
+    RETURNING id, state, scheduled_at, queue
+)
+SELECT array_agg(id ORDER BY id) AS ids,
+       array_agg(state::text ORDER BY id) AS states,
+       array_agg(scheduled_at ORDER BY id) AS scheduled_at,
+       array_agg(DISTINCT queue) FILTER (WHERE state = 'available') AS due_queues,
+       now() AS created_at
+FROM inserted;
+
+-- name: insert_deps
+-- job_id waits for dep_id, for each pair.
+INSERT INTO {schema}.job_deps (dep_id, job_id)
+SELECT * FROM unnest(:dep_id::bigint[], :job_id::bigint[]);
+
+-- name: get_workflow
+SELECT id, kind, name, steps, created_at FROM {schema}.workflows WHERE id = $1;
+
+-- name: workflow_jobs
+-- Every job of one workflow or batch, in enqueue order.
+SELECT {job_columns}
+FROM {schema}.jobs
+WHERE (workflow_id = $1 AND $2 = 'workflow') OR (batch_id = $1 AND $2 = 'batch')
+ORDER BY id;
+
+-- name: list_workflows
+-- Workflows and batches, newest first, with their jobs counted by state.
+SELECT w.id, w.kind, w.name, w.steps, w.created_at,
+       coalesce((SELECT jsonb_object_agg(c.state, c.n)
+                 FROM (SELECT j.state::text AS state, count(*) AS n FROM {schema}.jobs AS j
+                       WHERE (j.workflow_id = w.id AND w.kind = 'workflow')
+                          OR (j.batch_id = w.id AND w.kind = 'batch')
+                       GROUP BY j.state) AS c), '{}')::text AS counts
+FROM {schema}.workflows AS w
+WHERE (:kind::text IS NULL OR w.kind = :kind) AND (:before::bigint IS NULL OR w.id < :before)
+ORDER BY w.id DESC
+LIMIT :limit;
+
+-- name: dep_result
+-- What ctx.dep_result reads: the dependency named `step` of job `job_id`, if it is one.
+SELECT d.id, d.state::text AS state, d.result::text AS result,
+       EXISTS (SELECT 1 FROM {schema}.job_deps AS e
+               WHERE e.dep_id = d.id AND e.job_id = :job_id) AS is_dep
+FROM {schema}.jobs AS d
+WHERE d.workflow_id = :workflow_id AND d.step = :step;
+
+-- name: batch_counts
+-- A batch's jobs by state, its callback left out (ctx.batch).
+SELECT state::text AS state, count(*) AS n
+FROM {schema}.jobs
+WHERE batch_id = $1 AND step IS NULL
+GROUP BY state;
+
+-- name: cancel_workflow
+-- Cancels every job of a workflow or batch that has not ended: waiting ones here and now
+-- (their dependents follow through the trigger), running ones flagged and their nodes told,
+-- as app.cancel does for one job.
+WITH old AS (
+    SELECT id, state FROM {schema}.jobs
+    WHERE ((workflow_id = $1 AND $2 = 'workflow') OR (batch_id = $1 AND $2 = 'batch'))
+      AND state NOT IN ('completed', 'cancelled', 'discarded')
+    ORDER BY id
+    FOR UPDATE
+), changed AS (
+    UPDATE {schema}.jobs AS j
+    SET state = CASE WHEN old.state = 'running' THEN j.state ELSE 'cancelled' END,
+        finalized_at = CASE WHEN old.state = 'running' THEN NULL ELSE now() END,
+        cancel_requested_at = now(),
+        errors = CASE WHEN old.state = 'running' THEN j.errors
+                      ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                          'attempt', j.attempt, 'at', now(), 'type', 'Cancelled',
+                          'message', $3::text, 'traceback', NULL)) END
+    FROM old
+    WHERE j.id = old.id
+    RETURNING j.id, old.state
+), notified AS (
+    SELECT pg_notify({channel}, CASE WHEN state = 'running' THEN 'c:' ELSE 'f:' END || id)
+    FROM changed
+)
+SELECT count(*) AS changed,
+       count(*) FILTER (WHERE state = 'running') AS running,
+       (SELECT count(*) FROM notified) AS notified
+FROM changed;
+
+-- name: promote_stranded
+-- The leader's backstop: pending jobs none of whose dependencies is still unfinished
+-- (which promotion would already have handled, unless a dependency was deleted). Each is
+-- settled from its dependencies as they are now; a deleted dependency counts as failed.
+WITH stuck AS (
+    SELECT j.id FROM {schema}.jobs AS j
+    WHERE j.state = 'pending'
+      AND NOT EXISTS (SELECT 1 FROM {schema}.job_deps AS e
+                      JOIN {schema}.jobs AS d ON d.id = e.dep_id
+                      WHERE e.job_id = j.id AND d.finalized_at IS NULL)
+    ORDER BY j.id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), settled AS (
+    SELECT s.id,
+           (count(*) FILTER (WHERE d.id IS NULL OR d.state <> 'completed'))::integer AS failed
+    FROM stuck AS s
+    LEFT JOIN {schema}.job_deps AS e ON e.job_id = s.id
+    LEFT JOIN {schema}.jobs AS d ON d.id = e.dep_id
+    GROUP BY s.id
+), moved AS (
+    UPDATE {schema}.jobs AS j
+    SET deps_left = 0,
+        deps_failed = s.failed,
+        state = (CASE WHEN s.failed > 0 AND NOT j.run_on_dep_failure THEN 'cancelled'
+                      WHEN j.scheduled_at > now() THEN 'scheduled'
+                      ELSE 'available' END)::{schema}.job_state,
+        finalized_at = CASE WHEN s.failed > 0 AND NOT j.run_on_dep_failure THEN now() END,
+        errors = CASE WHEN s.failed > 0 AND NOT j.run_on_dep_failure
+            THEN j.errors || jsonb_build_array(jsonb_build_object(
+                'attempt', j.attempt, 'at', now(), 'type', 'DependencyFailed',
+                'message', 'cancelled: a dependency was discarded, cancelled or deleted',
+                'traceback', NULL))
+            ELSE j.errors END
+    FROM settled AS s
+    WHERE j.id = s.id AND j.state = 'pending'
+    RETURNING j.id, j.state, j.queue
+), woken AS (
+    SELECT pg_notify({channel}, 'i:' || q.queue)
+    FROM (SELECT DISTINCT queue FROM moved WHERE state = 'available') AS q
+)
+SELECT count(*) AS moved, (SELECT count(*) FROM woken) AS notified FROM moved;
+
+-- name: prune_workflows
+-- Retention of workflows and batches, whole: those whose every job ended before the
+-- retention period, a bounded batch per call. Their jobs, dependencies and row go together.
+WITH done AS (
+    SELECT w.id, w.kind FROM {schema}.workflows AS w
+    WHERE NOT EXISTS (
+        SELECT 1 FROM {schema}.jobs AS j
+        WHERE ((j.workflow_id = w.id AND w.kind = 'workflow')
+               OR (j.batch_id = w.id AND w.kind = 'batch'))
+          AND (j.finalized_at IS NULL OR j.finalized_at >= now() - make_interval(secs => $1)))
+    ORDER BY w.id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), jobs_gone AS (
+    DELETE FROM {schema}.jobs AS j USING done
+    WHERE (j.workflow_id = done.id AND done.kind = 'workflow')
+       OR (j.batch_id = done.id AND done.kind = 'batch')
+    RETURNING j.id
+), deps_gone AS (
+    DELETE FROM {schema}.job_deps AS e USING jobs_gone WHERE e.job_id = jobs_gone.id
+    RETURNING 1
+)
+DELETE FROM {schema}.workflows AS w USING done
+WHERE w.id = done.id
+  AND (SELECT count(*) FROM deps_gone) >= 0;

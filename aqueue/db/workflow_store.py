@@ -1,0 +1,88 @@
+"""The statements of workflows, batches and resumable steps (``sql/workflows.sql``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import DatabaseError
+from .connector import Connector, Row
+from .params import Deps, GroupColumns, Inserted
+
+__all__ = ["WorkflowStore"]
+
+
+class WorkflowStore(Connector):
+    async def create_workflow(self, kind: str, name: str, steps: int, conn: Any) -> int:
+        statement = self.q.create_workflow
+        row = await self._fetchrow(
+            statement, *statement.args(kind=kind, name=name, steps=steps), conn=conn
+        )
+        assert row is not None
+        return int(row["id"])
+
+    async def insert_group_jobs(self, columns: GroupColumns, conn: Any) -> Inserted:
+        """Insert the jobs of one workflow or batch on ``conn`` (inside its transaction) and
+        wake the queues that got a due job (at its commit)."""
+        statement = self.q.insert_group_jobs
+        [row] = await self._fetch(statement, *statement.bind(columns), conn=conn)
+        inserted = Inserted(
+            list(row["ids"]), list(row["states"]), list(row["scheduled_at"]), row["created_at"]
+        )
+        if len(inserted.ids) != len(columns):
+            raise DatabaseError(f"inserted {len(inserted.ids)} of {len(columns)} jobs")
+        if row["due_queues"]:
+            await self._fetch(self.q.notify_available, list(row["due_queues"]), conn=conn)
+        return inserted
+
+    async def insert_deps(self, deps: Deps, conn: Any) -> None:
+        if deps.dep_id:
+            statement = self.q.insert_deps
+            await self._execute(statement, *statement.bind(deps), conn=conn)
+
+    async def get_workflow(self, workflow_id: int) -> Row | None:
+        return await self._fetchrow(self.q.get_workflow, workflow_id)
+
+    async def workflow_jobs(self, workflow_id: int, kind: str) -> list[Row]:
+        return await self._fetch(self.q.workflow_jobs, workflow_id, kind)
+
+    async def list_workflows(self, kind: str | None, before: int | None, limit: int) -> list[Row]:
+        statement = self.q.list_workflows
+        return await self._fetch(statement, *statement.args(kind=kind, before=before, limit=limit))
+
+    async def dep_result(self, job_id: int, workflow_id: int, step: str) -> Row | None:
+        statement = self.q.dep_result
+        args = statement.args(job_id=job_id, workflow_id=workflow_id, step=step)
+        return await self._fetchrow(statement, *args, conn=self.worker_pool)
+
+    async def batch_counts(self, batch_id: int) -> dict[str, int]:
+        rows = await self._fetch(self.q.batch_counts, batch_id, conn=self.worker_pool)
+        return {row["state"]: int(row["n"]) for row in rows}
+
+    async def cancel_workflow(self, workflow_id: int, kind: str, reason: str) -> Row:
+        row = await self._fetchrow(self.q.cancel_workflow, workflow_id, kind, reason)
+        assert row is not None
+        return row
+
+    async def promote_stranded(self, limit: int) -> int:
+        row = await self._fetchrow(self.q.promote_stranded, limit, conn=self.worker_pool)
+        return int(row["moved"]) if row is not None else 0
+
+    async def prune_workflows(self, older_than: float, limit: int) -> int:
+        status = await self._execute(
+            self.q.prune_workflows, older_than, limit, conn=self.worker_pool
+        )
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def step_result(self, job_id: int, name: str) -> Row | None:
+        return await self._fetchrow(self.q.step_result, job_id, name, conn=self.worker_pool)
+
+    async def record_step(self, job_id: int, attempt: int, name: str, result_json: str) -> Row:
+        statement = self.q.record_step
+        args = statement.args(job_id=job_id, attempt=attempt, name=name, result=result_json)
+        row = await self._fetchrow(statement, *args, conn=self.worker_pool)
+        assert row is not None
+        return row
+
+    async def job_steps(self, job_ids: Sequence[int]) -> list[Row]:
+        return await self._fetch(self.q.job_steps, list(job_ids))

@@ -1,0 +1,370 @@
+"""Workflows on real PostgreSQL: steps wait in ``pending`` and are promoted in the
+transaction that ends their last dependency, failures cancel dependents transitively (or
+let them run), bad graphs write nothing, and the backstop, cancel and retention hold."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+
+import aqueue
+from aqueue.testing import run_until_idle
+from tests.support import eventually, schema_of
+
+
+def _etl(app: aqueue.App, log: list[str]) -> dict[str, aqueue.JobDefinition[Any, Any]]:
+    @app.job
+    async def fetch(day: str) -> dict[str, Any]:
+        log.append("fetch")
+        return {"rows": [1, 2, 3], "day": day}
+
+    @app.job
+    async def clean(ctx: aqueue.JobContext) -> list[int]:
+        log.append("clean")
+        fetched = await ctx.dep_result("fetch")
+        return [n * 10 for n in fetched["rows"]]
+
+    @app.job
+    async def load(ctx: aqueue.JobContext) -> int:
+        log.append("load")
+        return sum(await ctx.dep_result("clean"))
+
+    @app.job(max_attempts=1)
+    async def boom() -> None:
+        log.append("boom")
+        raise RuntimeError("boom")
+
+    @app.job
+    async def report(ctx: aqueue.JobContext) -> str:
+        log.append("report")
+        try:
+            await ctx.dep_result("boom")
+        except aqueue.DependencyFailed as exc:
+            return f"without boom: {exc.state}"
+        return "with boom"
+
+    return {"fetch": fetch, "clean": clean, "load": load, "boom": boom, "report": report}
+
+
+async def _count(app: aqueue.App, table: str) -> int:
+    conn = await asyncpg.connect(app.url)
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {schema_of(app)}.{table}"))
+    finally:
+        await conn.close()
+
+
+async def test_a_chain_runs_in_order_and_passes_results(app: aqueue.App) -> None:
+    log: list[str] = []
+    jobs = _etl(app, log)
+    wf = aqueue.Workflow("nightly-etl")
+    # Added out of order on purpose: the graph, not the order of add(), decides.
+    wf.add("load", jobs["load"].build(), deps=["clean"])
+    wf.add("clean", jobs["clean"].build(), deps=["fetch"])
+    wf.add("fetch", jobs["fetch"].build(day="2026-12-01"))
+    run = await app.enqueue_workflow(wf)
+    assert run.name == "nightly-etl"
+    assert {name: job.state for name, job in run.jobs.items()} == {
+        "fetch": aqueue.JobState.AVAILABLE,
+        "clean": aqueue.JobState.PENDING,
+        "load": aqueue.JobState.PENDING,
+    }
+    assert all(job.workflow_id == run.id and job.batch_id is None for job in run.jobs.values())
+    assert run.jobs["clean"].step == "clean"
+
+    await run_until_idle(app)
+    assert log == ["fetch", "clean", "load"]
+    status = await app.workflow_status(run.id)
+    assert status.state == "completed" and status.kind == "workflow"
+    assert status.steps["load"].result == 60
+    assert status.steps["clean"].result == [10, 20, 30]
+    # In order (the log): a step is claimed only after its dependency's outcome committed.
+    assert all(job.attempt == 1 for job in status.jobs)
+
+
+async def test_a_failed_dependency_cancels_dependents_transitively(app: aqueue.App) -> None:
+    log: list[str] = []
+    jobs = _etl(app, log)
+    wf = aqueue.Workflow()
+    wf.add("boom", jobs["boom"].build())
+    wf.add("clean", jobs["clean"].build(), deps=["boom"])
+    wf.add("load", jobs["load"].build(), deps=["clean"])
+    wf.add("report", jobs["report"].build(), deps=["boom"], on_dep_failure="run")
+    run = await app.enqueue_workflow(wf)
+    await run_until_idle(app)
+    status = await app.workflow_status(run.id)
+    states = {name: job.state for name, job in status.steps.items()}
+    assert states == {
+        "boom": aqueue.JobState.DISCARDED,
+        "clean": aqueue.JobState.CANCELLED,
+        "load": aqueue.JobState.CANCELLED,
+        "report": aqueue.JobState.COMPLETED,
+    }
+    assert sorted(log) == ["boom", "report"]
+    assert status.steps["report"].result == "without boom: discarded"
+    assert status.steps["load"].errors[-1]["type"] == "DependencyFailed"
+    assert status.state == "failed"
+
+
+async def test_a_long_cancel_cascade_is_a_loop_not_a_recursion(app: aqueue.App) -> None:
+    # 300 levels: a trigger recursing once per level would exhaust PostgreSQL's stack.
+    @app.job(max_attempts=1)
+    async def fail() -> None:
+        raise aqueue.Discard("no")
+
+    @app.job
+    async def step() -> None:
+        raise AssertionError("must never run")
+
+    wf = aqueue.Workflow("deep")
+    wf.add("s0", fail.build())
+    for i in range(1, 300):
+        wf.add(f"s{i}", step.build(), deps=[f"s{i - 1}"])
+    run = await app.enqueue_workflow(wf)
+    await run_until_idle(app)
+    status = await app.workflow_status(run.id)
+    assert status.counts == {"discarded": 1, "cancelled": 299}
+
+
+async def test_promotion_commits_with_the_dependency_outcome(app: aqueue.App) -> None:
+    """Ending a dependency promotes its dependent inside the same transaction: visible to
+    that transaction at once, to everyone else exactly at its commit."""
+    jobs = _etl(app, [])
+    wf = aqueue.Workflow()
+    wf.add("fetch", jobs["fetch"].build(day="d"))
+    wf.add("clean", jobs["clean"].build(), deps=["fetch"])
+    run = await app.enqueue_workflow(wf)
+    fetch_id, clean_id = run.jobs["fetch"].id, run.jobs["clean"].id
+    table = f"{schema_of(app)}.jobs"
+    writer = await asyncpg.connect(app.url)
+    reader = await asyncpg.connect(app.url)
+    state_sql = f"SELECT state::text FROM {table} WHERE id = $1"
+    try:
+        async with writer.transaction():
+            await writer.execute(
+                f"UPDATE {table} SET state = 'completed', finalized_at = now(), "
+                "result = '{\"rows\": []}' WHERE id = $1",
+                fetch_id,
+            )
+            assert await writer.fetchval(state_sql, clean_id) == "available"
+            assert await reader.fetchval(state_sql, clean_id) == "pending"
+        assert await reader.fetchval(state_sql, clean_id) == "available"
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda wf, j: None, "has no steps"),
+        (lambda wf, j: wf.add("a", j.build(), deps=["nope"]), "depends on 'nope'"),
+        (lambda wf, j: wf.add("a", j.build(), deps=["a"]), "depends on itself"),
+        (
+            lambda wf, j: (
+                wf.add("a", j.build(), deps=["c"]),
+                wf.add("b", j.build(), deps=["a"]),
+                wf.add("c", j.build(), deps=["b"]),
+                wf.add("free", j.build()),
+            ),
+            "form a cycle",
+        ),
+    ],
+)
+async def test_bad_graphs_raise_before_anything_is_written(
+    app: aqueue.App, build: Any, message: str
+) -> None:
+    @app.job
+    async def noop() -> None:
+        pass
+
+    wf = aqueue.Workflow("bad")
+    build(wf, noop)
+    with pytest.raises(aqueue.InvalidWorkflow, match=message):
+        await app.enqueue_workflow(wf)
+    assert await _count(app, "jobs") == 0
+    assert await _count(app, "workflows") == 0
+
+
+async def test_bad_steps_are_refused_when_added(app: aqueue.App) -> None:
+    @app.job
+    async def noop() -> None:
+        pass
+
+    wf = aqueue.Workflow()
+    wf.add("a", noop.build())
+    with pytest.raises(aqueue.InvalidWorkflow, match="two steps are named 'a'"):
+        wf.add("a", noop.build())
+    with pytest.raises(aqueue.InvalidWorkflow, match="on_dep_failure"):
+        wf.add("b", noop.build(), on_dep_failure="ignore")  # type: ignore[arg-type]
+    with pytest.raises(aqueue.InvalidWorkflow, match="not a str"):
+        wf.add("c", noop.build(), deps="a")
+    with pytest.raises(aqueue.InvalidWorkflow, match="unique"):
+        wf.add("d", noop.options(unique=aqueue.Unique()).build())
+    with pytest.raises(aqueue.InvalidWorkflow, match=r"expected a job from \.build"):
+        wf.add("e", noop)  # type: ignore[arg-type]
+    with pytest.raises(aqueue.InvalidOption, match="step name"):
+        wf.add("", noop.build())
+    assert wf.steps == ["a"]
+
+
+async def test_enqueue_workflow_in_the_callers_transaction(app: aqueue.App) -> None:
+    jobs = _etl(app, [])
+    wf = aqueue.Workflow()
+    wf.add("fetch", jobs["fetch"].build(day="d"))
+    wf.add("clean", jobs["clean"].build(), deps=["fetch"])
+    conn = await asyncpg.connect(app.url)
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        await app.enqueue_workflow(wf, conn=conn)
+        await tx.rollback()
+        assert await _count(app, "jobs") == 0
+        assert await _count(app, "job_deps") == 0
+        async with conn.transaction():
+            run = await app.enqueue_workflow(wf, conn=conn)
+    finally:
+        await conn.close()
+    assert (await app.workflow_status(run.id)).counts == {"available": 1, "pending": 1}
+
+
+async def test_cancel_workflow_cancels_what_has_not_ended(app: aqueue.App) -> None:
+    jobs = _etl(app, [])
+    wf = aqueue.Workflow()
+    wf.add("fetch", jobs["fetch"].build(day="d"))
+    wf.add("clean", jobs["clean"].build(), deps=["fetch"])
+    wf.add("load", jobs["load"].build(), deps=["clean"])
+    run = await app.enqueue_workflow(wf)
+    assert await app.cancel_workflow(run.id) == 3
+    status = await app.workflow_status(run.id)
+    assert status.state == "cancelled"
+    assert status.counts == {"cancelled": 3}
+    assert await app.cancel_workflow(run.id) == 0
+    with pytest.raises(aqueue.WorkflowNotFound):
+        await app.cancel_workflow(run.id + 1000)
+    with pytest.raises(aqueue.WorkflowNotFound):
+        await app.workflow_status(run.id + 1000)
+
+
+async def test_the_backstop_settles_a_step_whose_dependency_was_deleted(
+    app: aqueue.App,
+) -> None:
+    jobs = _etl(app, [])
+    wf = aqueue.Workflow()
+    wf.add("fetch", jobs["fetch"].build(day="d"))
+    wf.add("clean", jobs["clean"].build(), deps=["fetch"])
+    wf.add("report", jobs["report"].build(), deps=["fetch"], on_dep_failure="run")
+    run = await app.enqueue_workflow(wf)
+    assert await app.delete(run.jobs["fetch"].id)
+    assert await app.db.promote_stranded(100) == 2
+    status = await app.workflow_status(run.id)
+    assert status.steps["clean"].state == aqueue.JobState.CANCELLED
+    assert status.steps["report"].state == aqueue.JobState.AVAILABLE
+    assert await app.db.promote_stranded(100) == 0  # nothing left to settle
+
+
+async def test_the_leader_runs_the_backstop(make_app: Any) -> None:
+    app = make_app(heartbeat_interval=0.2)
+    async with app:
+        await app.migrate()
+        jobs = _etl(app, [])
+        wf = aqueue.Workflow()
+        wf.add("fetch", jobs["fetch"].build(day="d"))
+        wf.add("clean", jobs["clean"].build(), deps=["fetch"])
+        run = await app.enqueue_workflow(wf)
+        await app.delete(run.jobs["fetch"].id)
+        async with app.worker({"other": 1}):
+
+            async def settled() -> bool:
+                status = await app.workflow_status(run.id)
+                return status.steps["clean"].state == aqueue.JobState.CANCELLED
+
+            await eventually(settled, what="the stranded step settled")
+
+
+async def test_retention_removes_finished_workflows_whole(app: aqueue.App) -> None:
+    jobs = _etl(app, [])
+
+    @app.job
+    async def plain() -> None:
+        pass
+
+    wf = aqueue.Workflow()
+    wf.add("fetch", jobs["fetch"].build(day="d"))
+    wf.add("clean", jobs["clean"].build(), deps=["fetch"])
+    done = await app.enqueue_workflow(wf)
+    await plain.enqueue()
+    await run_until_idle(app)
+    open_wf = aqueue.Workflow("still-open")
+    open_wf.add("fetch", jobs["fetch"].build(day="d"))
+    open_wf.add("boom", jobs["boom"].build(), deps=["fetch"])
+    still = await app.enqueue_workflow(open_wf)
+    # The open workflow's first step ends long ago; its second has not ended.
+    conn = await asyncpg.connect(app.url)
+    try:
+        await conn.execute(
+            f"UPDATE {schema_of(app)}.jobs SET state = 'completed', finalized_at = now() "
+            "WHERE id = $1",
+            still.jobs["fetch"].id,
+        )
+        await conn.execute(
+            f"UPDATE {schema_of(app)}.jobs SET finalized_at = now() - interval '2 hours' "
+            "WHERE finalized_at IS NOT NULL"
+        )
+    finally:
+        await conn.close()
+    # Plain job pruning leaves workflow jobs alone; workflow pruning takes whole ones.
+    assert await app.db.prune_jobs(3600, 100) == 1
+    assert await app.db.prune_workflows(3600, 100) == 1
+    with pytest.raises(aqueue.WorkflowNotFound):
+        await app.workflow_status(done.id)
+    assert (await app.workflow_status(still.id)).counts == {"completed": 1, "available": 1}
+    assert await _count(app, "job_deps") == 1
+
+
+async def test_list_workflows_pages_newest_first(app: aqueue.App) -> None:
+    jobs = _etl(app, [])
+    ids = []
+    for n in range(3):
+        wf = aqueue.Workflow(f"wf-{n}")
+        wf.add("fetch", jobs["fetch"].build(day="d"))
+        ids.append((await app.enqueue_workflow(wf)).id)
+    listed = await app.list_workflows(limit=2)
+    assert [w.id for w in listed] == [ids[2], ids[1]]
+    assert listed[0].name == "wf-2" and listed[0].counts == {"available": 1}
+    assert listed[0].state == "running"
+    more = await app.list_workflows(before=listed[-1].id)
+    assert [w.id for w in more] == [ids[0]]
+    assert await app.list_workflows(kind="batch") == []
+    with pytest.raises(aqueue.InvalidOption, match="kind"):
+        await app.list_workflows(kind="dag")  # type: ignore[arg-type]
+
+
+async def test_a_failed_dependency_cannot_be_retried_its_dependents_were_settled(
+    app: aqueue.App,
+) -> None:
+    log: list[str] = []
+    jobs = _etl(app, log)
+
+    @app.job
+    async def after_boom(ctx: aqueue.JobContext) -> None:
+        await ctx.dep_result("boom")
+
+    wf = aqueue.Workflow()
+    wf.add("boom", jobs["boom"].build())
+    wf.add("clean", after_boom.build(), deps=["boom"])
+    wf.add("report", jobs["report"].build(), deps=["boom"], on_dep_failure="run")
+    run = await app.enqueue_workflow(wf)
+    await run_until_idle(app)
+    with pytest.raises(aqueue.JobStateError, match="dependents were already settled"):
+        await app.retry(run.jobs["boom"].id)
+    # A cancelled step without dependents of its own can be run again by hand.
+    retried = await app.retry(run.jobs["clean"].id)
+    assert retried.state == aqueue.JobState.AVAILABLE
+    await run_until_idle(app)
+    clean = (await app.workflow_status(run.id)).steps["clean"]
+    # Its dependency still failed: DependencyFailed discards at once (waiting cannot help).
+    assert clean.state == aqueue.JobState.DISCARDED
+    assert clean.errors[-1]["type"] == "DependencyFailed" and clean.attempt == 1
