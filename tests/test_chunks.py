@@ -376,6 +376,29 @@ async def test_middleware_wraps_each_item(app: aqueue.App) -> None:
     assert [job.result for job in done] == [0, 1, 2]
 
 
+async def test_a_row_run_alone_by_the_executor_is_a_chunk_of_one(app: aqueue.App) -> None:
+    # What inline mode and perform_job do: the executor, given one row of a chunk kind,
+    # calls the function with a list of that one item.
+    from aqueue.worker.attempt import Attempt
+    from aqueue.worker.executor import Executor, RunningJob
+
+    seen: list[list[Doc]] = []
+
+    @app.job(chunk=aqueue.Chunk(size=10, timeout=60))
+    async def index(docs: list[Doc]) -> list[int]:
+        seen.append(docs)
+        return [doc.n * 2 for doc in docs]
+
+    await index.enqueue(Doc(n=3))
+    [row] = await app.db.claim("default", 1, app.registry.kinds(), "a-node", full=True)
+    done: list[Attempt] = []
+    with anyio.CancelScope() as scope:
+        await Executor(app.runtime, done.append).run(row, RunningJob(row["id"], 1, scope))
+    [attempt] = done
+    assert seen == [[Doc(n=3)]]
+    assert attempt.state is aqueue.JobState.COMPLETED and attempt.outcome.result == 6
+
+
 # -- limits -----------------------------------------------------------------------------------
 
 

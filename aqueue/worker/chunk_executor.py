@@ -30,28 +30,40 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import pydantic_core
 
+from ..backoff import DEFAULT_BACKOFF, Backoff
 from ..bounds import FLUSH_TIMEOUT
 from ..errors import Cancel, Discard, InvalidJobArgs, JobTimeout, ResultNotJSON, Snooze
 from ..jobs import JobState, job_from_row
 from ..validate import to_storable_json
 from .attempt import Attempt
-from .executor import _backoff
 from .runtime import Runtime
 
 if TYPE_CHECKING:
     from ..db.database import Row
     from ..definition import JobDefinition
-    from .chunks import ChunkItem
 
-__all__ = ["ChunkExecutor"]
+__all__ = ["ChunkExecutor", "Item"]
+
+
+class Item(Protocol):
+    """What the executor reads of a running item (a ``ChunkItem``, or the executor's
+    ``RunningJob`` when one row runs alone as a chunk of one)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def cancel_requested(self) -> bool: ...
+    @property
+    def interrupted(self) -> bool: ...
 
 
 class ChunkExecutor:
@@ -69,7 +81,7 @@ class ChunkExecutor:
         self,
         definition: JobDefinition[Any, Any],
         rows: Sequence[Row],
-        items: Sequence[ChunkItem],
+        items: Sequence[Item],
         scope: anyio.CancelScope,
         *,
         sync_ack: bool = False,
@@ -81,7 +93,7 @@ class ChunkExecutor:
         cancellation hands the items back and propagates."""
         started = time.monotonic()
         done: list[Attempt] = []
-        runs: list[tuple[Row, ChunkItem]] = []
+        runs: list[tuple[Row, Item]] = []
         values: list[Any] = []
         name = definition.chunk_parameter
         for row, item in zip(rows, items, strict=True):
@@ -151,7 +163,7 @@ class ChunkExecutor:
     def _outcomes(
         self,
         definition: JobDefinition[Any, Any],
-        runs: list[tuple[Row, ChunkItem]],
+        runs: list[tuple[Row, Item]],
         result: Any,
         duration: float,
     ) -> list[Attempt]:
@@ -170,7 +182,7 @@ class ChunkExecutor:
             for (row, _), value in zip(runs, result, strict=True)
         ]
 
-    def _submit_all(self, attempts: list[Attempt], items: Sequence[ChunkItem]) -> None:
+    def _submit_all(self, attempts: list[Attempt], items: Sequence[Item]) -> None:
         cancelled = {item.id for item in items if item.cancel_requested}
         for attempt in attempts:
             if attempt.job_id in cancelled and attempt.state is not JobState.CANCELLED:
@@ -184,9 +196,7 @@ class ChunkExecutor:
             self._log(attempt)
             self._submit(attempt)
 
-    async def _finish(
-        self, attempts: list[Attempt], items: Sequence[ChunkItem], sync_ack: bool
-    ) -> None:
+    async def _finish(self, attempts: list[Attempt], items: Sequence[Item], sync_ack: bool) -> None:
         if not sync_ack:
             self._submit_all(attempts, items)
             return
@@ -245,6 +255,13 @@ def _failed(
     row: Row, definition: JobDefinition[Any, Any], error: BaseException, duration: float
 ) -> Attempt:
     return Attempt.failed(row, definition, error, duration, _backoff(row, definition))
+
+
+def _backoff(row: Row, definition: JobDefinition[Any, Any]) -> Backoff:
+    # The same choice as a job's (executor.py): the enqueue's retry, the job's, the default.
+    if row["retry"]:
+        return Backoff.from_json(json.loads(row["retry"]))
+    return definition.defaults.retry or DEFAULT_BACKOFF
 
 
 def _handed_back(
