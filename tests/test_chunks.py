@@ -487,12 +487,15 @@ async def test_cancel_of_a_waiting_item_keeps_it_out_of_the_call(app: aqueue.App
         for job in first:
             await eventually(lambda job=job: _state(app, job.id, aqueue.JobState.RUNNING))
         await app.cancel(first[0].id)
-        rest = [await index.enqueue(Doc(n=n)) for n in range(2, 4)]
-        done = await wait_all(app, [*first, *rest])
-    assert [job.state for job in done] == [aqueue.JobState.CANCELLED] + [
-        aqueue.JobState.COMPLETED
-    ] * 3
-    assert calls.lists == [[1, 2, 3]]
+        # Cancelled while its list gathers: at once, not when the list goes (600 s away).
+        cancelled = await app.wait(first[0].id, timeout=20)
+        assert calls.lists == []
+        rest = [await index.enqueue(Doc(n=n)) for n in range(2, 5)]
+        done = await wait_all(app, [first[1], *rest])
+    assert cancelled.state is aqueue.JobState.CANCELLED
+    assert cancelled.errors[0]["message"] == "cancelled by app.cancel"
+    assert {job.state for job in done} == {aqueue.JobState.COMPLETED}
+    assert calls.lists == [[1, 2, 3, 4]]  # the list still filled up to its size
 
 
 @pytest.mark.parametrize("ack", ACKS)

@@ -25,10 +25,10 @@ Local concurrency counts items, not calls: an item waiting here holds its place 
 running, so a chunk queue wants ``concurrency >= size`` (the howto says so). For the same
 reason a producer holding chunk items claims nothing ahead (no lookahead): items claimed
 beyond the concurrency would join the next list, and the slot running it would run more
-items than the concurrency allows. The rows
-stay in the producer's ``waiting`` set while they wait, so ``app.cancel`` of one cancels
-it before it runs, and shutdown hands them back ``available`` with the attempt refunded,
-exactly like jobs claimed ahead.
+items than the concurrency allows. The rows stay in the producer's ``waiting`` set while
+they wait: ``app.cancel`` of one takes it out of its list and cancels it at once (not
+when the list goes), and shutdown hands them back ``available`` with the attempt
+refunded, exactly like jobs claimed ahead.
 
 While a chunk runs, each item is registered as a ``ChunkItem``: a cancel request marks
 the item (it ends ``cancelled`` when the chunk's outcomes are written) without
@@ -131,6 +131,19 @@ class ChunkAccumulator:
         batches, self._ready = self._ready, []
         self._count -= sum(len(batch.rows) for batch in batches)
         return batches
+
+    def remove(self, job_id: int) -> Row | None:
+        """Take the item ``job_id`` out of its list (cancelled while it gathers); None when
+        it is in no list (dispatched already, or not a chunk item)."""
+        for key, group in self._groups.items():
+            for index, row in enumerate(group.rows):
+                if row["id"] == job_id:
+                    del group.rows[index]
+                    self._count -= 1
+                    if not group.rows:
+                        del self._groups[key]
+                    return row
+        return None
 
     def next_due(self) -> float:
         """When the oldest list's timeout is up (``inf`` when nothing waits)."""

@@ -125,10 +125,18 @@ class Producer:
     def cancel_job(self, job_id: int) -> bool:
         running = self.running.get(job_id)
         if running is None:
-            if job_id in self.waiting:
+            if job_id not in self.waiting:
+                return False
+            row = self._chunks.remove(job_id) if self._chunks is not None else None
+            if row is not None:
+                # Gathering in a list that may wait its timeout: cancelled now, not then.
+                self.waiting.discard(job_id)
+                self._executor.cancel_unstarted(row)
+                self._chunk_items -= 1
+                self._finished(job_id)
+            else:
                 self._cancel_waiting.add(job_id)
-                return True
-            return False
+            return True
         running.request_cancel()
         return True
 
