@@ -34,6 +34,7 @@ from .errors import (
     WorkflowNotFound,
 )
 from .flow import Partition, Queue, Rate
+from .hosting import lifespan
 from .jobs import Job, JobState, Outcome
 from .registry import EnqueueCall
 from .steps import BatchInfo
@@ -94,4 +95,5 @@ __all__ = [
     "WorkflowRun",
     "WorkflowStatus",
     "__version__",
+    "lifespan",
 ]

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, TypeVar, overload
+from functools import partial
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskStatus
@@ -22,6 +23,7 @@ from .bounds import APP_CLOSE_TIMEOUT
 from .chunk import Chunk
 from .cluster import ClusterStatus, LeaseInfo, NodeInfo, find_drift
 from .config import SettingsOptions, build_settings, resolve_database_url, resolve_listen_url
+from .connections import Connections
 from .context import JobContext, PersistentContext
 from .control import Control, QueueStats
 from .db.database import Database
@@ -33,7 +35,6 @@ from .definition import (
     JobDefinition,
     JobRequest,
     PartitionBy,
-    require_coroutine_function,
 )
 from .enqueue import DEFAULT_QUEUE, Enqueuer
 from .errors import ConfigurationError
@@ -41,12 +42,12 @@ from .extend import Extensions
 from .flow import Queue, choose_queues, resolve_queues
 from .jobs import Job, JobState
 from .options import EnqueueOptions, JobOptions, Options
-from .persistent import PersistentDefinition, PersistentFn
 from .progress import ProgressReporter
 from .registry import Registry
 from .schedule import PeriodicEntry
 from .steps import BatchInfo, StepRecorder
 from .validate import validate_name
+from .worker.inline import InlineRunner
 from .worker.runtime import Runtime
 from .worker.worker import Worker
 from .workflow_calls import WorkflowCalls
@@ -57,7 +58,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class App(Extensions, WorkflowCalls):
+class App(Extensions, WorkflowCalls, Connections):
     """One aqueue application: jobs registered on it, a pool to one database schema.
 
     ``url`` is a ``postgresql://`` URL; ``None`` reads ``AQUEUE_DATABASE_URL``. Settings
@@ -73,9 +74,13 @@ class App(Extensions, WorkflowCalls):
         queues: Mapping[str, int | Queue] | None = None,
         listen_url: str | None = None,
         logger: logging.Logger | None = None,
+        testing: Literal["inline"] | None = None,
         **settings: Unpack[SettingsOptions],
     ) -> None:
-        self.url = resolve_database_url(url)
+        if testing not in (None, "inline"):
+            raise ConfigurationError(f"testing: must be 'inline' or None, got {testing!r}")
+        self.testing = testing  # "inline": jobs run at enqueue, no database (worker/inline.py)
+        self.url = resolve_database_url(url, required=testing is None)
         # Checked now, so a bad spec fails at construction; used by every worker.
         self.queues: dict[str, int | Queue] | None = None
         if queues is not None:
@@ -114,10 +119,14 @@ class App(Extensions, WorkflowCalls):
             job_context=self._job_context,
             persistent_context=self._persistent_context,
         )
+        #: Runs jobs with no database: every enqueue in inline mode, and perform_job.
+        self.inline = InlineRunner(self.runtime, partial(JobContext, app=self, logger=self.logger))
+        self._enqueuer.runner, self._enqueuer.inline = self.inline, testing == "inline"
+        self._reads: JobAdmin | InlineRunner = self.inline if testing else self._jobs
 
     @property
     def schema(self) -> str:
-        return self.settings.schema_name
+        return self.db.schema
 
     def __repr__(self) -> str:
         return f"<aqueue.App schema={self.schema!r} jobs={len(self.registry.definitions())}>"
@@ -246,24 +255,12 @@ class App(Extensions, WorkflowCalls):
         )
         self.registry.add_periodic(entry)
 
-    def persistent(
-        self, *, name: str | None = None, replicas: int = 1
-    ) -> Callable[[PersistentFn], PersistentFn]:
-        """Register ``async def fn(ctx: PersistentContext)`` to run on at most ``replicas``
-        worker processes of the cluster at once, restarted when it returns or fails."""
-
-        def register(fn: PersistentFn) -> PersistentFn:
-            require_coroutine_function(fn, "persistent worker")
-            self.registry.add_persistent(PersistentDefinition.create(fn, name, replicas))
-            return fn
-
-        return register
-
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the connection pool (``async with app`` does this)."""
-        await self.db.open()
+        """Open the connection pool (``async with app`` does this); an inline App has none."""
+        if self.testing != "inline":
+            await self.db.open()
 
     async def close(self) -> None:
         notifier, self._notifier = self._notifier, None
@@ -287,6 +284,7 @@ class App(Extensions, WorkflowCalls):
 
     async def migrate(self) -> list[str]:
         """Create or upgrade aqueue's tables; returns the migrations applied now."""
+        self._no_database("app.migrate()")
         return await self.db.migrate()
 
     async def notifier(self) -> Notifier:
@@ -341,17 +339,10 @@ class App(Extensions, WorkflowCalls):
         """Insert many jobs in one statement (one round trip); returns them in order."""
         return await self._enqueuer.enqueue_many(requests, conn=conn)
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        """A connection of the App's pool inside a transaction: pass it as ``conn=`` and
-        the jobs exist only if it commits."""
-        async with self.db.transaction() as conn:
-            yield conn
-
     # -- job admin (admin.py) ---------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
-        return await self._jobs.get(job_id)
+        return await self._reads.get(job_id)
 
     async def list_jobs(
         self,
@@ -362,7 +353,7 @@ class App(Extensions, WorkflowCalls):
         limit: int = 100,
     ) -> list[Job]:
         """Jobs matching every filter given, oldest first."""
-        return await self._jobs.list(state=state, queue=queue, kind=kind, limit=limit)
+        return await self._reads.list(state=state, queue=queue, kind=kind, limit=limit)
 
     async def cancel(self, job_id: int) -> Job | None:
         """Cancel a job: a waiting one at once, a running one at its next await (any node).
@@ -386,7 +377,7 @@ class App(Extensions, WorkflowCalls):
 
     async def wait(self, job_id: int, timeout: float | None = None) -> Job:
         """Wait until the job is completed, cancelled or discarded; ``TimeoutError`` otherwise."""
-        return await self._jobs.wait(job_id, timeout)
+        return await self._reads.wait(job_id, timeout)
 
     # -- cluster ----------------------------------------------------------------------------
 
@@ -462,6 +453,7 @@ class App(Extensions, WorkflowCalls):
 
         ``queues`` defaults to ``worker_queues()``: ``App(queues=...)``, else every queue a
         registered job names."""
+        self._no_database("a worker")
         worker = Worker(self.runtime, self.worker_queues(queues))
         # Fail fast with SchemaNotMigrated (or AppNotOpen) instead of a worker whose claims
         # fail and are retried forever.

@@ -607,3 +607,23 @@ async def _unfinished(app: aqueue.App) -> int:
             "WHERE state NOT IN ('completed', 'cancelled', 'discarded')"
         )
     return count
+
+
+async def test_inline_mode_and_perform_job_run_an_item_as_a_chunk_of_one() -> None:
+    from aqueue.testing import perform_job
+
+    app = aqueue.App("postgresql://nobody@127.0.0.1:1/none", testing="inline")
+    seen: list[list[int]] = []
+
+    @app.job(chunk=aqueue.Chunk(size=10), max_attempts=2)
+    async def index(docs: list[Doc]) -> list[object]:
+        seen.append([doc.n for doc in docs])
+        return [ValueError("odd") if doc.n % 2 else doc.n * 10 for doc in docs]
+
+    job = await index.enqueue(Doc(n=4))
+    assert job.state is aqueue.JobState.COMPLETED and job.result == 40
+    failed = await index.enqueue(Doc(n=1))  # retried at once inline, per item
+    assert failed.state is aqueue.JobState.DISCARDED and len(failed.errors) == 2
+    outcome = await perform_job(index, Doc(n=6))
+    assert outcome.state is aqueue.JobState.COMPLETED and outcome.result == 60
+    assert seen == [[4], [1], [1], [6]]

@@ -313,6 +313,9 @@ async def test_retention_removes_finished_workflows_whole(app: aqueue.App) -> No
             f"UPDATE {schema_of(app)}.jobs SET finalized_at = now() - interval '2 hours' "
             "WHERE finalized_at IS NOT NULL"
         )
+        await conn.execute(
+            f"UPDATE {schema_of(app)}.workflows SET created_at = now() - interval '3 hours'"
+        )
     finally:
         await conn.close()
     # Plain job pruning leaves workflow jobs alone; workflow pruning takes whole ones.
