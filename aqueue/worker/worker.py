@@ -23,6 +23,7 @@ from ..db.notifier import Notifier
 from ..flow import Queue, resolve_queues
 from ..jobs import JobState
 from .attempt import Attempt
+from .chunk_executor import ChunkExecutor
 from .completer import Completer
 from .executor import Executor
 from .hooks import HookRunner
@@ -88,6 +89,9 @@ class Worker:
             grace=settings.shutdown_timeout,
             logger=self._logger,
         )
+        chunks = None
+        if any(definition.chunk is not None for definition in registry.definitions()):
+            chunks = ChunkExecutor(runtime, self._completer.submit)
         self.producers = {
             queue: Producer(
                 queue,
@@ -103,6 +107,7 @@ class Worker:
                 logger=self._logger,
                 outstanding=self._completer.holding,
                 sync_ack=spec.queue.ack == "sync",
+                chunks=chunks,
             )
             for queue, spec in self.specs.items()
         }
@@ -235,6 +240,8 @@ class Worker:
                 rated,
             ):
                 producer.set_limits(found is not None, global_limit, rated=rated)
+            # Chunk lists of one key go once they hold what the partition limit lets run.
+            producer.partition_limit = found[1] if found else None
 
     async def _watch_cancels(self) -> None:
         # Covers cancel notifications missed while the LISTEN connection was down.
