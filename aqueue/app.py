@@ -20,6 +20,7 @@ from typing_extensions import Unpack
 
 from .admin import JobAdmin
 from .bounds import APP_CLOSE_TIMEOUT
+from .chunk import Chunk
 from .cluster import ClusterStatus, LeaseInfo, NodeInfo, find_drift
 from .config import SettingsOptions, build_settings, resolve_database_url, resolve_listen_url
 from .connections import Connections
@@ -27,13 +28,13 @@ from .context import JobContext, PersistentContext
 from .control import Control, QueueStats
 from .db.database import Database
 from .db.notifier import Notifier
-from .decorator import JobDecorator
 from .definition import (
+    ChunkDecorator,
     ConfiguredJob,
+    JobDecorator,
     JobDefinition,
     JobRequest,
     PartitionBy,
-    require_coroutine_function,
 )
 from .enqueue import DEFAULT_QUEUE, Enqueuer
 from .errors import ConfigurationError
@@ -41,7 +42,6 @@ from .extend import Extensions
 from .flow import Queue, choose_queues, resolve_queues
 from .jobs import Job, JobState
 from .options import EnqueueOptions, JobOptions, Options
-from .persistent import PersistentDefinition, PersistentFn
 from .progress import ProgressReporter
 from .registry import Registry
 from .schedule import PeriodicEntry
@@ -178,6 +178,17 @@ class App(Extensions, WorkflowCalls, Connections):
     def job(
         self,
         *,
+        chunk: Chunk,
+        name: str | None = None,
+        aliases: Sequence[str] = (),
+        partition_by: PartitionBy | None = None,
+        **defaults: Unpack[JobOptions],
+    ) -> ChunkDecorator: ...
+
+    @overload
+    def job(
+        self,
+        *,
         name: str | None = None,
         aliases: Sequence[str] = (),
         partition_by: PartitionBy | None = None,
@@ -191,13 +202,14 @@ class App(Extensions, WorkflowCalls, Connections):
         name: str | None = None,
         aliases: Sequence[str] = (),
         partition_by: PartitionBy | None = None,
+        chunk: Chunk | None = None,
         **defaults: Unpack[JobOptions],
     ) -> Any:
         """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``;
         a plain ``def`` runs in a worker thread (``aqueue.threads``).
 
         The options (``aqueue.options.JobOptions``) are the job's defaults; each enqueue
-        can override them with ``.options(...)``."""
+        can override them with ``.options(...)``; ``chunk=``: see docs/howto/chunks.md."""
         unknown = defaults.keys() - JobOptions.__optional_keys__
         if unknown:
             raise TypeError(
@@ -218,6 +230,7 @@ class App(Extensions, WorkflowCalls, Connections):
                 aliases=alias_tuple,
                 defaults=job_defaults,
                 partition_by=partition_by,
+                chunk=chunk,
             )
             self.registry.add(definition)
             return definition
@@ -248,19 +261,6 @@ class App(Extensions, WorkflowCalls, Connections):
             job, cron=cron, kwargs=kwargs, name=name, run_on_start=run_on_start, timezone=timezone
         )
         self.registry.add_periodic(entry)
-
-    def persistent(
-        self, *, name: str | None = None, replicas: int = 1
-    ) -> Callable[[PersistentFn], PersistentFn]:
-        """Register ``async def fn(ctx: PersistentContext)`` to run on at most ``replicas``
-        worker processes of the cluster at once, restarted when it returns or fails."""
-
-        def register(fn: PersistentFn) -> PersistentFn:
-            require_coroutine_function(fn, "persistent worker")
-            self.registry.add_persistent(PersistentDefinition.create(fn, name, replicas))
-            return fn
-
-        return register
 
     # -- lifecycle --------------------------------------------------------------------------
 
