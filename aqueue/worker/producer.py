@@ -102,6 +102,8 @@ class Producer:
         #: The queue has cluster-wide limits in force (set by the worker from the database).
         self.limited = False
         self.global_limit: int | None = None
+        #: The queue has a rate limit: a short claim asks when the window frees a place.
+        self.rated = False
         #: The queue's partition limit in force (chunk lists of one key never grow past it).
         self.partition_limit: int | None = None
         # Of a limited queue: jobs done here whose outcome is not written yet. They still
@@ -149,10 +151,11 @@ class Producer:
         expected = self.concurrency * self._claim_avg / max(self._run_avg, 1e-6)
         return min(self.concurrency, int(expected))
 
-    def set_limits(self, limited: bool, global_limit: int | None) -> None:
+    def set_limits(self, limited: bool, global_limit: int | None, *, rated: bool = False) -> None:
         """The limits in force changed (read from the database by the worker)."""
         self.limited = limited
         self.global_limit = global_limit
+        self.rated = rated
         # What was counted under the old limits no longer says anything about the new.
         self._unwritten.clear()
         self._released_early.clear()
@@ -266,6 +269,8 @@ class Producer:
                     self._hand_off(claimed, handoff)
                     if len(claimed) == free:
                         continue  # maybe more due; slots will free and wake us
+                    if self.rated:
+                        await self._wait_for_rate()
                 elif self._wake.is_set():
                     self._wake = asyncio.Event()
                 due = self._next_due
@@ -289,6 +294,18 @@ class Producer:
                 for running in self.running.values():
                     running.interrupted = True
             jobs.cancel_scope.cancel()
+
+    async def _wait_for_rate(self) -> None:
+        # The claim came back short, perhaps because the window is full: no notification
+        # or finished job says when it has room again, so ask when its oldest start
+        # leaves it, and sleep until then rather than poll.
+        try:
+            wait = await self._db.rate_wait(self.queue, self._kinds())
+        except DatabaseError as exc:  # the poll_interval fallback still wakes us
+            self._logger.warning("aqueue: queue %r: rate wait failed (%s)", self.queue, exc)
+            return
+        if wait is not None:
+            self._next_due = min(self._next_due, anyio.current_time() + max(wait, 0.0))
 
     def _hand_off(self, rows: Sequence[Row], handoff: asyncio.Queue[Row | ChunkBatch]) -> None:
         self._busy += len(rows)

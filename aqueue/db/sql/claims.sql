@@ -21,7 +21,8 @@ WITH picked AS (
       AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS settings
                       WHERE settings.name = :queue
                         AND (settings.paused_at IS NOT NULL OR settings.global_limit IS NOT NULL
-                             OR settings.partition_limit IS NOT NULL))
+                             OR settings.partition_limit IS NOT NULL
+                             OR settings.rate_limit IS NOT NULL))
     ORDER BY priority, scheduled_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
