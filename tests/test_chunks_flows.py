@@ -96,3 +96,39 @@ async def test_chunk_items_as_workflow_steps(app: aqueue.App, ack: str, limits: 
     assert sorted(name for names in calls for name in names) == ["a", "b"]
     status = await app.workflow_status(run.id)
     assert status.state == "completed"
+
+
+@pytest.mark.parametrize("ack", ["async", "sync"])
+@pytest.mark.parametrize("per_partition", [False, True])
+async def test_chunk_items_under_a_rate_limit(
+    app: aqueue.App, ack: str, per_partition: bool
+) -> None:
+    calls: list[list[tuple[str, int]]] = []
+
+    @app.job(chunk=aqueue.Chunk(size=10, timeout=0.1), partition_by=lambda a: a["items"][0])
+    async def index(items: list[tuple[str, int]]) -> None:
+        calls.append([(key, n) for key, n in items])
+
+    jobs = [await index.enqueue((key, n)) for n in range(6) for key in ("a", "b")]
+    rate = aqueue.Rate(4, per=0.5, per_partition=per_partition)
+    queue = aqueue.Queue(concurrency=20, ack=ack, rate=rate)  # type: ignore[arg-type]
+    async with app.worker({"default": queue}):
+        done = [await app.wait(job.id, timeout=30) for job in jobs]
+        assert await _unfinished(app) == 0
+    assert {job.state for job in done} == {aqueue.JobState.COMPLETED}
+    assert sorted(item for items in calls for item in items) == sorted(
+        (key, n) for n in range(6) for key in ("a", "b")
+    )
+    assert all(len({key for key, _ in items}) == 1 for items in calls)  # one key per call
+    # The starts (claims) of any 0.5 s window stay within the rate, per key if asked.
+    async with app.db.pool.acquire() as conn:
+        worst = await conn.fetchval(
+            f"""SELECT max(c) FROM (
+                SELECT (SELECT count(*) FROM {schema_of(app)}.jobs AS o
+                        WHERE o.attempted_at >= j.attempted_at
+                          AND o.attempted_at < j.attempted_at + interval '0.5 seconds'
+                          AND (NOT $1 OR o.partition_key = j.partition_key)) AS c
+                FROM {schema_of(app)}.jobs AS j) AS w""",
+            per_partition,
+        )
+    assert worst <= 4
