@@ -27,7 +27,7 @@ def test_list_show_and_cancel(cli: Cli) -> None:
     assert [w["id"] for w in listed] == [batch_id]
     page = cli.json("workflows", "list", "--limit", "1")
     assert [w["id"] for w in page] == [batch_id]
-    assert [w["id"] for w in cli.json("workflows", "list", "--before", str(batch_id))] == [wf_id]
+    assert [w["id"] for w in cli.json("workflows", "list", "--cursor", str(batch_id))] == [wf_id]
 
     assert cli("workflows", "show", str(wf_id)) == 0, cli.err
     assert f"workflow {wf_id} 'signup': running" in cli.out

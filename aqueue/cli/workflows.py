@@ -1,6 +1,6 @@
 """``aqueue workflows ...``: workflows and batches.
 
-    aqueue workflows list [--kind workflow|batch] [--before ID] [--limit N]
+    aqueue workflows list [--kind workflow|batch] [--cursor ID] [--limit N]
     aqueue workflows show ID          every job with its state, attempts and timing
     aqueue workflows cancel ID        cancel every job that has not ended
 
@@ -32,7 +32,14 @@ def add_commands(sub: Any) -> None:
         "list", parents=[common], help="workflows and batches, newest first, with job counts"
     )
     p.add_argument("--kind", choices=("workflow", "batch"), help="only workflows or batches")
-    p.add_argument("--before", type=int, metavar="ID", help="only ids below ID (the next page)")
+    p.add_argument(
+        "--cursor",
+        "--before",
+        dest="before",
+        type=int,
+        metavar="ID",
+        help="only ids below ID: the next page (as `jobs list --cursor`)",
+    )
     p.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
     p.set_defaults(handler=_connected(_list))
     p = group.add_parser(
@@ -77,7 +84,7 @@ async def _list(app: App, args: argparse.Namespace) -> int:
         for info in found
     ]
     print(format.table(("ID", "KIND", "NAME", "STATE", "JOBS", "BY STATE", "CREATED"), rows))
-    more = f" (next page: --before {found[-1].id})" if len(found) == args.limit else ""
+    more = f"; the next page: --cursor {found[-1].id}" if len(found) == args.limit else ""
     print(f"{len(found)} workflow(s) and batch(es){more}")
     return EXIT_OK
 
