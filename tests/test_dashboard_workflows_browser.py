@@ -66,6 +66,18 @@ async def test_open_a_workflow_see_its_steps_and_cancel_it(
     wf.add("clean", clean.build(), deps=["fetch"])
     wf.add("report", load.build(), deps=["fetch"])
     wf.add("load", load.build(), deps=["clean", "report"])
+
+    @app.job(max_attempts=1)
+    async def thumbnail(n: int) -> None:
+        if n == 4:
+            raise OSError("corrupt image")
+
+    # Older ones first, so the list has more to show than the workflow under test.
+    earlier = aqueue.Workflow("welcome-series")
+    earlier.add("email", load.build())
+    earlier.add("follow-up", load.build(), deps=["email"])
+    finished = await app.enqueue_workflow(earlier)
+    failed = await app.enqueue_batch([thumbnail.build(n=i) for i in range(6)], name="thumbnails")
     batch = await app.enqueue_batch(
         [load.options(schedule_in=3600).build() for _ in range(3)], name="resend-invoices"
     )
@@ -77,15 +89,19 @@ async def test_open_a_workflow_see_its_steps_and_cancel_it(
             await eventually(
                 lambda: _state_of(app, ids["report"], "completed"), what="report completed"
             )
+            for job in [finished.jobs["follow-up"], *failed.jobs]:
+                await app.wait(job.id, timeout=10)
             await page.goto(base + "/")
             await page.click("nav >> text=Workflows")
             rows = page.locator("#workflow-list tbody tr")
-            await expect(rows).to_have_count(2)
+            await expect(rows).to_have_count(4)
             # Newest first, with the jobs counted by state.
             await expect(rows.nth(0)).to_contain_text("nightly-etl")
             await expect(rows.nth(0).locator(".state")).to_have_text("running")
             await expect(rows.nth(1)).to_contain_text("resend-invoices")
             await expect(rows.nth(1)).to_contain_text("batch")
+            await expect(rows.nth(2).locator(".state")).to_have_text("failed")
+            await expect(rows.nth(3).locator(".state")).to_have_text("completed")
             await _shoot(page, shots, "workflows", full_page=False)
 
             await rows.nth(0).locator("a", has_text="nightly-etl").click()
