@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..definition import AfterProcessHook
 from ..jobs import Job, JobState, Outcome, job_from_row
-from ..registry import Observer, Registry
+from ..registry import HookWrapper, Observer, Registry
 from .attempt import Attempt
 
 __all__ = ["HookRunner"]
@@ -111,9 +113,13 @@ class HookRunner:
     async def _call(self, hooks: Sequence[AfterProcessHook], job: Job, outcome: Outcome) -> None:
         try:
             async with self._limit:
+                wrappers = self._registry.hook_wrappers
                 for hook in hooks:
                     try:
-                        await hook(job, outcome)
+                        if wrappers:
+                            await self._wrapped(wrappers, hook, job, outcome)
+                        else:
+                            await hook(job, outcome)
                     except Exception:
                         self._logger.exception(
                             "aqueue: after_process hook %s failed for job %s (%s)",
@@ -125,6 +131,15 @@ class HookRunner:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
+
+    @staticmethod
+    async def _wrapped(
+        wrappers: Sequence[HookWrapper], hook: AfterProcessHook, job: Job, outcome: Outcome
+    ) -> None:
+        call: Callable[[], Awaitable[Any]] = functools.partial(hook, job, outcome)
+        for wrap in reversed(wrappers):  # the first registered sees the run first
+            call = functools.partial(wrap, hook, job, outcome, call)
+        await call()
 
     def close(self) -> None:
         self._closed.set()
