@@ -149,7 +149,7 @@ async def test_every_page_renders_with_real_data(app: aqueue.App, page: Any) -> 
     @app.job
     async def import_catalog(ctx: aqueue.JobContext, source: str) -> None:
         await ctx.step("download", lambda: {"rows": 10_000, "bytes": 18_340_112})
-        await ctx.progress(0.62, "imported 6,200 of 10,000 products")
+        await ctx.progress(0.62, "6,200 of 10,000 rows")
         await release.wait()
 
     app.periodic(build_report, cron="0 9 * * MON", kwargs={"team": "ops"})
