@@ -21,11 +21,11 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check aqueue tests benchmarks
-	$(BIN)/ruff format --check aqueue tests benchmarks
+	$(BIN)/ruff check aqueue tests benchmarks examples
+	$(BIN)/ruff format --check aqueue tests benchmarks examples
 
 typecheck: $(STAMP)
-	$(BIN)/mypy aqueue
+	$(BIN)/mypy aqueue examples
 
 check: lint typecheck test
 

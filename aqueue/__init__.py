@@ -33,6 +33,7 @@ from .errors import (
     WorkflowNotFound,
 )
 from .flow import Partition, Queue, Rate
+from .hosting import lifespan
 from .jobs import Job, JobState, Outcome
 from .registry import EnqueueCall
 from .steps import BatchInfo
@@ -92,4 +93,5 @@ __all__ = [
     "WorkflowRun",
     "WorkflowStatus",
     "__version__",
+    "lifespan",
 ]

@@ -82,6 +82,11 @@ class JobAdmin:
         found = await self._db.retry_job(check_job_id(job_id))
         if found is None:
             raise JobNotFound(job_id)
+        if found["has_dependents"]:
+            raise JobStateError(
+                f"job {job_id} is a {found['state']} workflow or batch job whose dependents "
+                "were already settled by its ending; enqueue the work again instead"
+            )
         if not found["changed"]:
             raise JobStateError(
                 f"job {job_id} is {found['state']}: only scheduled, retryable, "

@@ -11,7 +11,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar, overload
+from functools import partial
+from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskStatus
@@ -21,6 +22,7 @@ from .admin import JobAdmin
 from .bounds import APP_CLOSE_TIMEOUT
 from .cluster import ClusterStatus, LeaseInfo, NodeInfo, find_drift
 from .config import SettingsOptions, build_settings, resolve_database_url, resolve_listen_url
+from .connections import Connections
 from .context import JobContext, PersistentContext
 from .control import Control, QueueStats
 from .db.database import Database
@@ -44,6 +46,7 @@ from .registry import Registry
 from .schedule import PeriodicEntry
 from .steps import BatchInfo, StepRecorder
 from .validate import validate_name
+from .worker.inline import InlineRunner
 from .worker.runtime import Runtime
 from .worker.worker import Worker
 from .workflow_calls import WorkflowCalls
@@ -64,7 +67,7 @@ class _JobDecorator(Protocol):
     def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
 
 
-class App(Extensions, WorkflowCalls):
+class App(Extensions, WorkflowCalls, Connections):
     """One aqueue application: jobs registered on it, a pool to one database schema.
 
     ``url`` is a ``postgresql://`` URL; ``None`` reads ``AQUEUE_DATABASE_URL``. Settings
@@ -80,9 +83,13 @@ class App(Extensions, WorkflowCalls):
         queues: Mapping[str, int | Queue] | None = None,
         listen_url: str | None = None,
         logger: logging.Logger | None = None,
+        testing: Literal["inline"] | None = None,
         **settings: Unpack[SettingsOptions],
     ) -> None:
-        self.url = resolve_database_url(url)
+        if testing not in (None, "inline"):
+            raise ConfigurationError(f"testing: must be 'inline' or None, got {testing!r}")
+        self.testing = testing  # "inline": jobs run at enqueue, no database (worker/inline.py)
+        self.url = resolve_database_url(url, required=testing is None)
         # Checked now, so a bad spec fails at construction; used by every worker.
         self.queues: dict[str, int | Queue] | None = None
         if queues is not None:
@@ -121,10 +128,14 @@ class App(Extensions, WorkflowCalls):
             job_context=self._job_context,
             persistent_context=self._persistent_context,
         )
+        #: Runs jobs with no database: every enqueue in inline mode, and perform_job.
+        self.inline = InlineRunner(self.runtime, partial(JobContext, app=self, logger=self.logger))
+        self._enqueuer.runner, self._enqueuer.inline = self.inline, testing == "inline"
+        self._reads: JobAdmin | InlineRunner = self.inline if testing else self._jobs
 
     @property
     def schema(self) -> str:
-        return self.settings.schema_name
+        return self.db.schema
 
     def __repr__(self) -> str:
         return f"<aqueue.App schema={self.schema!r} jobs={len(self.registry.definitions())}>"
@@ -256,8 +267,9 @@ class App(Extensions, WorkflowCalls):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the connection pool (``async with app`` does this)."""
-        await self.db.open()
+        """Open the connection pool (``async with app`` does this); an inline App has none."""
+        if self.testing != "inline":
+            await self.db.open()
 
     async def close(self) -> None:
         notifier, self._notifier = self._notifier, None
@@ -281,6 +293,7 @@ class App(Extensions, WorkflowCalls):
 
     async def migrate(self) -> list[str]:
         """Create or upgrade aqueue's tables; returns the migrations applied now."""
+        self._no_database("app.migrate()")
         return await self.db.migrate()
 
     async def notifier(self) -> Notifier:
@@ -335,17 +348,10 @@ class App(Extensions, WorkflowCalls):
         """Insert many jobs in one statement (one round trip); returns them in order."""
         return await self._enqueuer.enqueue_many(requests, conn=conn)
 
-    @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        """A connection of the App's pool inside a transaction: pass it as ``conn=`` and
-        the jobs exist only if it commits."""
-        async with self.db.transaction() as conn:
-            yield conn
-
     # -- job admin (admin.py) ---------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job | None:
-        return await self._jobs.get(job_id)
+        return await self._reads.get(job_id)
 
     async def list_jobs(
         self,
@@ -356,7 +362,7 @@ class App(Extensions, WorkflowCalls):
         limit: int = 100,
     ) -> list[Job]:
         """Jobs matching every filter given, oldest first."""
-        return await self._jobs.list(state=state, queue=queue, kind=kind, limit=limit)
+        return await self._reads.list(state=state, queue=queue, kind=kind, limit=limit)
 
     async def cancel(self, job_id: int) -> Job | None:
         """Cancel a job: a waiting one at once, a running one at its next await (any node).
@@ -380,7 +386,7 @@ class App(Extensions, WorkflowCalls):
 
     async def wait(self, job_id: int, timeout: float | None = None) -> Job:
         """Wait until the job is completed, cancelled or discarded; ``TimeoutError`` otherwise."""
-        return await self._jobs.wait(job_id, timeout)
+        return await self._reads.wait(job_id, timeout)
 
     # -- cluster ----------------------------------------------------------------------------
 
@@ -456,6 +462,7 @@ class App(Extensions, WorkflowCalls):
 
         ``queues`` defaults to ``worker_queues()``: ``App(queues=...)``, else every queue a
         registered job names."""
+        self._no_database("a worker")
         worker = Worker(self.runtime, self.worker_queues(queues))
         # Fail fast with SchemaNotMigrated (or AppNotOpen) instead of a worker whose claims
         # fail and are retried forever.

@@ -13,6 +13,7 @@ import pydantic
 from .errors import ConfigurationError
 
 __all__ = [
+    "NO_DATABASE_URL",
     "Settings",
     "SettingsOptions",
     "build_settings",
@@ -135,9 +136,17 @@ def build_settings(schema: str, options: SettingsOptions) -> Settings:
         raise ConfigurationError(f"invalid App settings: {details}") from None
 
 
-def resolve_database_url(url: str | None) -> str:
+#: The URL of an inline App given none: never connected to (``.invalid`` never resolves).
+NO_DATABASE_URL = "postgresql://no-database.invalid/inline"
+
+
+def resolve_database_url(url: str | None, *, required: bool = True) -> str:
+    """``url``, else ``AQUEUE_DATABASE_URL``; neither is an error unless not ``required``
+    (an inline App, which never connects)."""
     if url is None:
         url = os.environ.get("AQUEUE_DATABASE_URL")
+        if not url and not required:
+            return NO_DATABASE_URL
         if not url:
             raise ConfigurationError(
                 "no database URL: pass one to aqueue.App(...) or set AQUEUE_DATABASE_URL "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import anyio
 
@@ -57,9 +57,15 @@ class JobContext:
         its dependencies."""
         return await self.steps.dep_result(name)
 
+    @overload
     async def step(
-        self, name: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwargs: Any
-    ) -> T:
+        self, name: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T: ...
+
+    @overload
+    async def step(self, name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
+
+    async def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` (sync or async) once per job as step ``name``,
         recording its JSON result; a retried job gets the recorded result back without
         calling ``fn`` again (see ``aqueue/steps.py``). The result comes back as its JSON

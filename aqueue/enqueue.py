@@ -21,12 +21,12 @@ import dataclasses
 import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from .db.database import Database, Row
 from .db.params import Deps, GroupColumns, InsertColumns
 from .definition import JobRequest, dump_unvalidated
-from .errors import DatabaseError, InvalidOption
+from .errors import ConfigurationError, DatabaseError, InvalidOption
 from .jobs import Job, job_from_insert, job_from_row
 from .options import Options
 from .registry import EnqueueCall, Registry
@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_QUEUE",
     "Enqueuer",
     "ResolvedOptions",
+    "Runner",
 ]
 
 DEFAULT_QUEUE = "default"
@@ -109,12 +110,25 @@ class ResolvedOptions:
         )
 
 
+class Runner(Protocol):
+    """Runs jobs at enqueue instead of inserting them (``App(testing="inline")``; the
+    implementation is ``worker.inline.InlineRunner``)."""
+
+    async def enqueue(
+        self, requests: Sequence[JobRequest], resolved: Sequence[ResolvedOptions]
+    ) -> list[Job]: ...
+
+
 class Enqueuer:
     """Builds and inserts jobs for one App (its registry and database)."""
 
     def __init__(self, db: Database, registry: Registry) -> None:
         self._db = db
         self._registry = registry
+        #: Set by the App: what runs jobs without a database (perform_job, inline mode);
+        #: with ``inline``, every enqueue goes to it instead of the database.
+        self.runner: Runner | None = None
+        self.inline = False
 
     def build(
         self,
@@ -215,6 +229,13 @@ class Enqueuer:
             args.append(request.args_json)
             groups.append(found[1])
             keys.append(request.partition_key)
+        if self.inline and self.runner is not None:
+            if group is not None:
+                raise ConfigurationError(
+                    f"inline mode cannot run a {group[0].kind}: its steps wait on each other "
+                    "in the database; test it on a database (aqueue.testing.isolated)"
+                )
+            return await self.runner.enqueue(requests, per_job)
         if group is not None:
             assert isinstance(columns, GroupColumns)
             return await self._insert_group(columns, group, requests, per_job, conn)

@@ -16,7 +16,7 @@ import math
 from .db.database import Database
 from .errors import InvalidOption
 
-__all__ = ["NOTE_MAX", "ProgressReporter", "check_progress"]
+__all__ = ["NOTE_MAX", "HeldProgress", "ProgressReporter", "check_progress"]
 
 #: Longest note, in characters (the column's CHECK says the same).
 NOTE_MAX = 500
@@ -61,3 +61,22 @@ class ProgressReporter:
         if applied:
             self._last = value
         return applied
+
+
+class HeldProgress(ProgressReporter):
+    """Progress kept in memory, for an attempt that has no row to write it to (inline
+    mode, ``aqueue.testing.perform_job``): checked like any report, never written."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self._last = None
+
+    @property
+    def last(self) -> tuple[float, str | None] | None:
+        """The last report: ``(fraction, note)``, or None when there was none."""
+        return self._last
+
+    async def report(self, fraction: float, note: str | None) -> bool:
+        self._last = check_progress(fraction, note)
+        return True

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import pydantic_core
 
@@ -32,8 +32,6 @@ from .jobs import Job
 from .validate import to_storable_json, validate_name
 
 __all__ = ["BatchInfo", "StepRecorder"]
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,9 +69,7 @@ class StepRecorder:
         self._job = job
         self._running: dict[str, asyncio.Future[Any]] = {}
 
-    async def step(
-        self, name: str, fn: Callable[..., Awaitable[T] | T], *args: Any, **kwargs: Any
-    ) -> T:
+    async def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         validate_name("step name", name)
         if not callable(fn):
             raise InvalidOption("fn", f"must be callable, got {type(fn).__name__}")
@@ -91,7 +87,7 @@ class StepRecorder:
                 future.exception()  # retrieved: a lone caller's failure is not "unhandled"
             raise
         future.set_result(value)
-        return value  # type: ignore[no-any-return]
+        return value
 
     async def _run(
         self, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -125,11 +121,11 @@ class StepRecorder:
         validate_name("step name", name)
         if job.workflow_id is None:
             raise InvalidWorkflow(f"job {job.id} is not a workflow step: it has no dependencies")
-        row = await self._db.dep_result(job.id, job.workflow_id, name)
+        row = await self._db.dep_result(job.id, name)
         if row is None:
+            if await self._db.has_step(job.workflow_id, name):
+                raise InvalidWorkflow(f"step {name!r} is not a dependency of step {job.step!r}")
             raise InvalidWorkflow(f"workflow {job.workflow_id} has no step {name!r}")
-        if not row["is_dep"]:
-            raise InvalidWorkflow(f"step {name!r} is not a dependency of step {job.step!r}")
         if row["state"] != "completed":
             raise DependencyFailed(name, row["state"])
         return pydantic_core.from_json(row["result"]) if row["result"] is not None else None

@@ -70,7 +70,7 @@ class WorkflowCalls:
         row = await self.db.get_workflow(_check_id(workflow_id))
         if row is None:
             raise WorkflowNotFound(workflow_id)
-        jobs = [job_from_row(r) for r in await self.db.workflow_jobs(row["id"], row["kind"])]
+        jobs = [job_from_row(r) for r in await self.db.workflow_jobs(row["id"])]
         return WorkflowStatus(row["id"], row["kind"], row["name"], row["created_at"], jobs)
 
     async def list_workflows(
@@ -106,7 +106,5 @@ class WorkflowCalls:
         row = await self.db.get_workflow(_check_id(workflow_id))
         if row is None:
             raise WorkflowNotFound(workflow_id)
-        changed = await self.db.cancel_workflow(
-            row["id"], row["kind"], "cancelled by app.cancel_workflow"
-        )
+        changed = await self.db.cancel_workflow(row["id"], "cancelled by app.cancel_workflow")
         return int(changed["changed"])

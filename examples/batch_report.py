@@ -1,6 +1,6 @@
 """A batch of e-mails with a callback that reports once every one of them ended.
 
-    AQUEUE_DATABASE_URL=postgresql://... python examples/batch_report.py
+AQUEUE_DATABASE_URL=postgresql://... python examples/batch_report.py
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ async def main() -> None:
         batch = await app.enqueue_batch(
             [send.build(to=a) for a in addresses], callback=report.build(campaign="december")
         )
+        assert batch.callback is not None
         print(f"batch {batch.id}: {len(batch.jobs)} jobs, callback {batch.callback.state}")
         await run_until_idle(app)
         status = await app.workflow_status(batch.id)

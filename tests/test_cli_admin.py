@@ -240,10 +240,16 @@ def test_admin_commands_with_an_app_module(
     assert main(["queues", "list", "--app", f"{module}:app", "--schema", "x"]) == 1
 
 
-def test_not_found_means_exactly_no_such_job_queue_or_kind() -> None:
+def test_not_found_means_exactly_no_such_job_queue_kind_or_workflow() -> None:
     # Not LookupError as a whole: a KeyError from a bug must not exit 3 as if the user had
-    # mistyped an id. Each of the three is exercised above through a real command.
-    assert set(NOT_FOUND) == {aqueue.UnknownQueue, aqueue.UnknownJobKind, aqueue.JobNotFound}
+    # mistyped an id. Each is exercised through a real command (workflows: in
+    # test_cli_workflows.py).
+    assert set(NOT_FOUND) == {
+        aqueue.UnknownQueue,
+        aqueue.UnknownJobKind,
+        aqueue.JobNotFound,
+        aqueue.WorkflowNotFound,
+    }
     assert all(issubclass(exc, LookupError) for exc in NOT_FOUND)
 
 

@@ -68,6 +68,7 @@ PUBLIC_NAMES = [
     "WorkflowRun",
     "WorkflowStatus",
     "__version__",
+    "lifespan",
 ]
 
 PYPROJECT = Path(aqueue.__file__).parent.parent / "pyproject.toml"

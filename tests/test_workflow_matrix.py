@@ -149,18 +149,118 @@ WORKER_MODULE = textwrap.dedent(
 
     app = aqueue.App(os.environ["AQUEUE_DATABASE_URL"], schema=os.environ["AQ_SCHEMA"],
                      **{SETTINGS!r})
+    RUNS = os.environ["AQ_SCHEMA"].join('""') + ".runs"
+
+    async def clock(ctx):
+        async with ctx.app.transaction() as conn:
+            return await conn.fetchval("SELECT clock_timestamp()")
+
+    async def ran(ctx, started):
+        # Between the claim's commit and the outcome's: inside the job's true running time.
+        async with ctx.app.transaction() as conn:
+            await conn.execute(
+                f"INSERT INTO {RUNS} VALUES ($1, $2, clock_timestamp())", ctx.job.id, started
+            )
 
     @app.job(queue="work", partition_by="tenant", max_attempts=2)
-    async def step(name: str, tenant: str, fail: bool = False) -> str:
-        if name == "a":
+    async def step(ctx: aqueue.JobContext, name: str, tenant: str, fail: bool = False) -> str:
+        started = await clock(ctx)
+        if name == "a" and os.environ.get("AQ_STALL"):
             await anyio.sleep_forever()  # killed here
+        await ran(ctx, started)
+        if fail:
+            raise aqueue.Discard("planned failure")
         return name
 
     @app.job(queue="work", partition_by="tenant")
-    async def summary(tenant: str) -> None:
-        return None
+    async def summary(ctx: aqueue.JobContext, tenant: str) -> dict[str, int]:
+        started = await clock(ctx)
+        await ran(ctx, started)
+        return dict(ctx.batch.counts)
     """
 )
+
+
+def _spawn(
+    tmp_path: Path, url: str, schema: str, queue: str, stall: bool = False
+) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "AQUEUE_DATABASE_URL": url,
+        "AQ_SCHEMA": schema,
+        "PYTHONPATH": str(tmp_path),
+        "AQ_STALL": "1" if stall else "",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "aqueue.cli", "worker", "wf_worker:app", "-q", queue],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _write_module(tmp_path: Path, settings: dict[str, Any]) -> None:
+    (tmp_path / "wf_worker.py").write_text(WORKER_MODULE.replace("{SETTINGS!r}", repr(settings)))
+
+
+async def test_worker_processes_share_a_limit_of_one(
+    make_app: Callable[..., aqueue.App], tmp_path: Path, aqueue_database_url: str
+) -> None:
+    """Three worker processes, one queue with global_limit=1 (the queue spec is stored by
+    the first worker to start with it, here this test's App), ack="sync": the workflows
+    and batches finish with nothing stuck, and never two of their jobs ran at once."""
+    _write_module(tmp_path, dict(CLUSTER))
+    runs: list[tuple[str, int]] = []
+    app = make_app(**CLUSTER)
+    jobs = _register(app, runs)
+    async with app:
+        await app.migrate()
+        runs_table = f"{schema_of(app)}.runs"
+        conn = await asyncpg.connect(app.url)
+        try:
+            await conn.execute(
+                f"CREATE TABLE {runs_table} (id bigint, started timestamptz, ended timestamptz)"
+            )
+        finally:
+            await conn.close()
+        workflows, batches = await _enqueue(app, jobs)
+        # Store the limit before any child claims (children started with a plain
+        # concurrency would claim unlimited; the stored spec is what binds them all).
+        # Paused meanwhile, so that this App's own worker claims nothing.
+        await app.pause_queue("work")
+        async with app.worker({"work": aqueue.Queue(concurrency=1, global_limit=1, ack="sync")}):
+            limits = await app.queue_stats("work")
+            assert limits["work"].global_limit == 1
+        await app.resume_queue("work")
+        procs = [_spawn(tmp_path, aqueue_database_url, app.schema, "work=3") for _ in range(3)]
+        try:
+
+            async def over() -> bool:
+                return await _stuck(app) == 0
+
+            await eventually(over, timeout=90, what="every job ended on the processes")
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
+        for batch_id in batches:
+            status = await app.workflow_status(batch_id)
+            assert status.steps["callback"].result == {"completed": 5, "discarded": 1}
+        for wf_id in workflows:
+            status = await app.workflow_status(wf_id)
+            assert status.counts == {"completed": 3, "discarded": 1, "cancelled": 1}
+        conn = await asyncpg.connect(app.url)
+        try:
+            ran = await conn.fetchval(f"SELECT count(*) FROM {runs_table}")
+            overlap = await conn.fetchval(
+                f"SELECT count(*) FROM {runs_table} AS a JOIN {runs_table} AS b "
+                "ON a.id < b.id AND a.started < b.ended AND b.started < a.ended"
+            )
+        finally:
+            await conn.close()
+        assert ran == 2 * (4 + 6 + 1)  # every job that ran recorded its run
+        assert overlap == 0
 
 
 async def test_a_killed_worker_still_promotes_the_rescued_steps_dependents(
@@ -177,18 +277,7 @@ async def test_a_killed_worker_still_promotes_the_rescued_steps_dependents(
         wf.add("a", jobs["step"].build(name="a", tenant="t"))
         wf.add("b", jobs["step"].build(name="b", tenant="t"), deps=["a"])
         run = await app.enqueue_workflow(wf)
-        env = {
-            **os.environ,
-            "AQUEUE_DATABASE_URL": aqueue_database_url,
-            "AQ_SCHEMA": app.schema,
-            "PYTHONPATH": str(tmp_path),
-        }
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aqueue.cli", "worker", "wf_worker:app", "-q", "work=2"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = _spawn(tmp_path, aqueue_database_url, app.schema, "work=2", stall=True)
         try:
 
             async def a_running() -> bool:

@@ -313,6 +313,9 @@ async def test_retention_removes_finished_workflows_whole(app: aqueue.App) -> No
             f"UPDATE {schema_of(app)}.jobs SET finalized_at = now() - interval '2 hours' "
             "WHERE finalized_at IS NOT NULL"
         )
+        await conn.execute(
+            f"UPDATE {schema_of(app)}.workflows SET created_at = now() - interval '3 hours'"
+        )
     finally:
         await conn.close()
     # Plain job pruning leaves workflow jobs alone; workflow pruning takes whole ones.
@@ -340,3 +343,31 @@ async def test_list_workflows_pages_newest_first(app: aqueue.App) -> None:
     assert await app.list_workflows(kind="batch") == []
     with pytest.raises(aqueue.InvalidOption, match="kind"):
         await app.list_workflows(kind="dag")  # type: ignore[arg-type]
+
+
+async def test_a_failed_dependency_cannot_be_retried_its_dependents_were_settled(
+    app: aqueue.App,
+) -> None:
+    log: list[str] = []
+    jobs = _etl(app, log)
+
+    @app.job
+    async def after_boom(ctx: aqueue.JobContext) -> None:
+        await ctx.dep_result("boom")
+
+    wf = aqueue.Workflow()
+    wf.add("boom", jobs["boom"].build())
+    wf.add("clean", after_boom.build(), deps=["boom"])
+    wf.add("report", jobs["report"].build(), deps=["boom"], on_dep_failure="run")
+    run = await app.enqueue_workflow(wf)
+    await run_until_idle(app)
+    with pytest.raises(aqueue.JobStateError, match="dependents were already settled"):
+        await app.retry(run.jobs["boom"].id)
+    # A cancelled step without dependents of its own can be run again by hand.
+    retried = await app.retry(run.jobs["clean"].id)
+    assert retried.state == aqueue.JobState.AVAILABLE
+    await run_until_idle(app)
+    clean = (await app.workflow_status(run.id)).steps["clean"]
+    # Its dependency still failed: DependencyFailed discards at once (waiting cannot help).
+    assert clean.state == aqueue.JobState.DISCARDED
+    assert clean.errors[-1]["type"] == "DependencyFailed" and clean.attempt == 1

@@ -38,6 +38,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
+import anyio
 import asyncpg
 
 from ..bounds import DISCONNECT_TIMEOUT
@@ -123,6 +124,11 @@ class Connector:
         if self.pooler == "transaction":
             options.update(statement_cache_size=0, reset=_no_reset)
         return options
+
+    @property
+    def explicit_listen_url(self) -> str | None:
+        """``listen_url`` when it was given, None when it is ``url``."""
+        return self.listen_url if self._listen_url_given else None
 
     @property
     def schema(self) -> str:
@@ -254,6 +260,50 @@ class Connector:
         pool = self.worker_pool if worker else self.pool
         async with self._errors(), pool.acquire() as conn, conn.transaction():
             yield conn
+
+    @contextlib.asynccontextmanager
+    async def user_connection(self) -> AsyncIterator[Any]:
+        """A connection of the App's pool for the caller's own statements.
+
+        Only getting the connection maps errors (``AppNotOpen``, ``DatabaseError``): what
+        the caller's own SQL raises inside the block reaches it as asyncpg raised it (a
+        ``UniqueViolationError`` the caller handles must not turn into ours). aqueue's
+        statements run on it (``conn=``) still raise aqueue's errors."""
+        pool = self.pool
+        async with self._errors():
+            conn = await pool.acquire()
+        try:
+            yield conn
+        finally:
+            # Shielded and bounded: a cancelled caller still gives the connection back.
+            # A release that fails has terminated the connection (the pool replaces it);
+            # that is no error of the caller's, and must not hide the one it may raise.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await pool.release(conn, timeout=DISCONNECT_TIMEOUT)
+                except Exception as exc:
+                    self._logger.warning("aqueue: a connection was dropped on release: %r", exc)
+
+    @contextlib.asynccontextmanager
+    async def user_transaction(self) -> AsyncIterator[Any]:
+        """``user_connection`` inside a transaction: committed when the block ends, rolled
+        back when it raises."""
+        async with self.user_connection() as conn, conn.transaction():
+            yield conn
+
+    def retarget(
+        self, url: str, schema: str, listen_url: str | None = None
+    ) -> tuple[str, str, str | None]:
+        """Point a closed connector at another database or schema (``aqueue.testing``
+        moves an App into a throwaway schema and back); returns the previous arguments."""
+        if self._pool is not None:
+            raise ConfigurationError("cannot move an open App to another schema: close it first")
+        previous = (self.url, self.schema, self.explicit_listen_url)
+        self.url = url
+        self.listen_url = url if listen_url is None else listen_url
+        self._listen_url_given = listen_url is not None
+        self.q = Queries(schema)
+        return previous
 
     @contextlib.asynccontextmanager
     async def transaction_on(self, conn: Any) -> AsyncIterator[Any]:

@@ -23,6 +23,7 @@ from importlib import resources
 from typing import Any
 
 __all__ = [
+    "JOB_COLUMN_NAMES",
     "Queries",
     "Statement",
     "channel_for",
@@ -56,6 +57,8 @@ _JOB_COLUMNS = (
     "batch_id",
     "step",
 )
+#: The names a ``{job_columns}`` row has (what ``jobs.job_from_row`` reads).
+JOB_COLUMN_NAMES = tuple(column.rpartition(" AS ")[2] for column in _JOB_COLUMNS)
 _JOB_COLUMNS_RE = re.compile(r"\{job_columns(?::(\w+))?\}")
 _FRAGMENT_RE = re.compile(r"\{@(\w+)\}")
 # ":name", but not the second colon of a "::type" cast nor a colon inside a word; string

@@ -76,10 +76,6 @@ CREATE INDEX jobs_finalized_idx ON {schema}.jobs (finalized_at)
 CREATE UNIQUE INDEX jobs_unique_idx ON {schema}.jobs (unique_key)
     WHERE unique_key IS NOT NULL AND state = ANY (unique_states);
 
--- A workflow's steps by name (unique: a step name means one job), and a batch's jobs.
-CREATE UNIQUE INDEX jobs_workflow_step_idx ON {schema}.jobs (workflow_id, step)
-    WHERE workflow_id IS NOT NULL;
-CREATE INDEX jobs_batch_idx ON {schema}.jobs (batch_id) WHERE batch_id IS NOT NULL;
 -- Jobs waiting on dependencies: the backstop's scan.
 CREATE INDEX jobs_pending_idx ON {schema}.jobs (id) WHERE state = 'pending';
 
@@ -99,6 +95,14 @@ CREATE TABLE {schema}.job_deps (
     PRIMARY KEY (dep_id, job_id)
 );
 CREATE INDEX job_deps_job_idx ON {schema}.job_deps (job_id);
+
+-- The jobs of each workflow or batch (written once per job: see migration 0007 for why
+-- this is no index on jobs).
+CREATE TABLE {schema}.workflow_jobs (
+    workflow_id bigint NOT NULL,
+    job_id bigint NOT NULL,
+    PRIMARY KEY (workflow_id, job_id)
+);
 
 -- Resumable steps (ctx.step): each completed step's result, by job and step name.
 CREATE TABLE {schema}.job_steps (

@@ -43,8 +43,8 @@ class WorkflowStore(Connector):
     async def get_workflow(self, workflow_id: int) -> Row | None:
         return await self._fetchrow(self.q.get_workflow, workflow_id)
 
-    async def workflow_jobs(self, workflow_id: int, kind: str) -> list[Row]:
-        return await self._fetch(self.q.workflow_jobs, workflow_id, kind)
+    async def workflow_jobs(self, workflow_id: int) -> list[Row]:
+        return await self._fetch(self.q.workflow_jobs, workflow_id)
 
     async def workflow_edges(self, workflow_id: int) -> list[tuple[int, int]]:
         """(job_id, dep_id) for every dependency among a workflow's jobs."""
@@ -55,17 +55,19 @@ class WorkflowStore(Connector):
         statement = self.q.list_workflows
         return await self._fetch(statement, *statement.args(kind=kind, before=before, limit=limit))
 
-    async def dep_result(self, job_id: int, workflow_id: int, step: str) -> Row | None:
-        statement = self.q.dep_result
-        args = statement.args(job_id=job_id, workflow_id=workflow_id, step=step)
-        return await self._fetchrow(statement, *args, conn=self.worker_pool)
+    async def dep_result(self, job_id: int, step: str) -> Row | None:
+        return await self._fetchrow(self.q.dep_result, job_id, step, conn=self.worker_pool)
+
+    async def has_step(self, workflow_id: int, step: str) -> bool:
+        row = await self._fetchrow(self.q.has_step, workflow_id, step, conn=self.worker_pool)
+        return bool(row and row["found"])
 
     async def batch_counts(self, batch_id: int) -> dict[str, int]:
         rows = await self._fetch(self.q.batch_counts, batch_id, conn=self.worker_pool)
         return {row["state"]: int(row["n"]) for row in rows}
 
-    async def cancel_workflow(self, workflow_id: int, kind: str, reason: str) -> Row:
-        row = await self._fetchrow(self.q.cancel_workflow, workflow_id, kind, reason)
+    async def cancel_workflow(self, workflow_id: int, reason: str) -> Row:
+        row = await self._fetchrow(self.q.cancel_workflow, workflow_id, reason)
         assert row is not None
         return row
 

@@ -31,6 +31,7 @@ from ..backoff import DEFAULT_BACKOFF, Backoff
 from ..bounds import FLUSH_TIMEOUT
 from ..errors import (
     Cancel,
+    DependencyFailed,
     Discard,
     InvalidJobArgs,
     JobTimeout,
@@ -118,8 +119,9 @@ class Executor:
                 attempt = Attempt.completed(row, definition, result, result_json, _since(started))
         except Snooze as exc:
             attempt = Attempt.snoozed(row, definition, exc.seconds, _since(started))
-        except (Discard, InvalidJobArgs) as exc:
-            # Bad stored arguments will not change by waiting; `app.retry` after a fix.
+        except (Discard, InvalidJobArgs, DependencyFailed) as exc:
+            # Bad stored arguments will not change by waiting, nor will a dependency that
+            # ended failed; `app.retry` after a fix.
             attempt = Attempt.discarded(row, definition, exc, _since(started))
         except Cancel as exc:
             attempt = Attempt.cancelled(row, definition, exc, _since(started))

@@ -55,10 +55,16 @@ CREATE TABLE {schema}.job_deps (
 );
 CREATE INDEX job_deps_job_idx ON {schema}.job_deps (job_id);
 
--- A workflow's steps by name (unique: a step name means one job), and a batch's jobs.
-CREATE UNIQUE INDEX jobs_workflow_step_idx ON {schema}.jobs (workflow_id, step)
-    WHERE workflow_id IS NOT NULL;
-CREATE INDEX jobs_batch_idx ON {schema}.jobs (batch_id) WHERE batch_id IS NOT NULL;
+-- The jobs of each workflow or batch. A table of its own rather than an index on
+-- jobs.workflow_id: a job row is updated at least twice (claim, outcome), never in place
+-- (its state is in index predicates), and each such update adds an entry to every index
+-- covering the row; this table is written once per job, at enqueue.
+CREATE TABLE {schema}.workflow_jobs (
+    workflow_id bigint NOT NULL,
+    job_id bigint NOT NULL,
+    PRIMARY KEY (workflow_id, job_id)
+);
+
 -- Jobs waiting on dependencies: the backstop's scan.
 CREATE INDEX jobs_pending_idx ON {schema}.jobs (id) WHERE state = 'pending';
 

@@ -139,8 +139,14 @@ SELECT old.state::text AS state, (SELECT count(*) FROM changed) AS changed,
 FROM old;
 
 -- name: retry_job
+-- A workflow or batch job that ended and has dependents is not retried: they were already
+-- promoted or cancelled by its first ending, and a second one would count twice.
 WITH old AS (
-    SELECT id, state, queue FROM {schema}.jobs WHERE id = $1 FOR UPDATE
+    SELECT id, state, queue,
+           state IN ('discarded', 'cancelled')
+               AND EXISTS (SELECT 1 FROM {schema}.job_deps AS e WHERE e.dep_id = jobs.id)
+               AS has_dependents
+    FROM {schema}.jobs WHERE id = $1 FOR UPDATE
 ), changed AS (
     UPDATE {schema}.jobs AS j
     SET state = 'available',
@@ -150,11 +156,12 @@ WITH old AS (
         max_attempts = greatest(j.max_attempts, least(j.attempt + 1, 32767))
     FROM old
     WHERE j.id = old.id AND old.state IN ('scheduled', 'retryable', 'discarded', 'cancelled')
+      AND NOT old.has_dependents
     RETURNING j.id, j.queue
 ), notified AS (
     SELECT pg_notify({channel}, 'i:' || queue) FROM changed
 )
-SELECT old.state::text AS state, (SELECT count(*) FROM changed) AS changed,
+SELECT old.state::text AS state, old.has_dependents, (SELECT count(*) FROM changed) AS changed,
        (SELECT count(*) FROM notified) AS notified
 FROM old;
 

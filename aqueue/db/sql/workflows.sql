@@ -29,6 +29,9 @@ WITH {@option_groups}, inserted AS (
     JOIN groups AS g ON g.ord = r.grp
     ORDER BY r.ord
     RETURNING id, state, scheduled_at, queue
+), members AS (
+    INSERT INTO {schema}.workflow_jobs (workflow_id, job_id)
+    SELECT coalesce(:workflow_id::bigint, :batch_id::bigint), id FROM inserted
 )
 SELECT array_agg(id ORDER BY id) AS ids,
        array_agg(state::text ORDER BY id) AS states,
@@ -47,18 +50,20 @@ SELECT id, kind, name, steps, created_at FROM {schema}.workflows WHERE id = $1;
 
 -- name: workflow_jobs
 -- Every job of one workflow or batch, in enqueue order.
-SELECT {job_columns}
-FROM {schema}.jobs
-WHERE (workflow_id = $1 AND $2 = 'workflow') OR (batch_id = $1 AND $2 = 'batch')
-ORDER BY id;
+SELECT {job_columns:j}
+FROM {schema}.workflow_jobs AS m
+JOIN {schema}.jobs AS j ON j.id = m.job_id
+WHERE m.workflow_id = $1
+ORDER BY j.id;
 
 -- name: list_workflows
 -- Workflows and batches, newest first, with their jobs counted by state.
 SELECT w.id, w.kind, w.name, w.steps, w.created_at,
        coalesce((SELECT jsonb_object_agg(c.state, c.n)
-                 FROM (SELECT j.state::text AS state, count(*) AS n FROM {schema}.jobs AS j
-                       WHERE (j.workflow_id = w.id AND w.kind = 'workflow')
-                          OR (j.batch_id = w.id AND w.kind = 'batch')
+                 FROM (SELECT j.state::text AS state, count(*) AS n
+                       FROM {schema}.workflow_jobs AS m
+                       JOIN {schema}.jobs AS j ON j.id = m.job_id
+                       WHERE m.workflow_id = w.id
                        GROUP BY j.state) AS c), '{}')::text AS counts
 FROM {schema}.workflows AS w
 WHERE (:kind::text IS NULL OR w.kind = :kind) AND (:before::bigint IS NULL OR w.id < :before)
@@ -66,30 +71,36 @@ ORDER BY w.id DESC
 LIMIT :limit;
 
 -- name: dep_result
--- What ctx.dep_result reads: the dependency named `step` of job `job_id`, if it is one.
-SELECT d.id, d.state::text AS state, d.result::text AS result,
-       EXISTS (SELECT 1 FROM {schema}.job_deps AS e
-               WHERE e.dep_id = d.id AND e.job_id = :job_id) AS is_dep
-FROM {schema}.jobs AS d
-WHERE d.workflow_id = :workflow_id AND d.step = :step;
+-- What ctx.dep_result reads: the dependency named `step` of job $1, if it has one.
+SELECT d.id, d.state::text AS state, d.result::text AS result
+FROM {schema}.job_deps AS e
+JOIN {schema}.jobs AS d ON d.id = e.dep_id
+WHERE e.job_id = $1 AND d.step = $2;
+
+-- name: has_step
+-- Whether workflow $1 has a step named $2 (only asked to word an error).
+SELECT EXISTS (SELECT 1 FROM {schema}.workflow_jobs AS m
+               JOIN {schema}.jobs AS j ON j.id = m.job_id
+               WHERE m.workflow_id = $1 AND j.step = $2) AS found;
 
 -- name: batch_counts
 -- A batch's jobs by state, its callback left out (ctx.batch).
-SELECT state::text AS state, count(*) AS n
-FROM {schema}.jobs
-WHERE batch_id = $1 AND step IS NULL
-GROUP BY state;
+SELECT j.state::text AS state, count(*) AS n
+FROM {schema}.workflow_jobs AS m
+JOIN {schema}.jobs AS j ON j.id = m.job_id
+WHERE m.workflow_id = $1 AND j.step IS NULL
+GROUP BY j.state;
 
 -- name: cancel_workflow
 -- Cancels every job of a workflow or batch that has not ended: waiting ones here and now
 -- (their dependents follow through the trigger), running ones flagged and their nodes told,
 -- as app.cancel does for one job.
 WITH old AS (
-    SELECT id, state FROM {schema}.jobs
-    WHERE ((workflow_id = $1 AND $2 = 'workflow') OR (batch_id = $1 AND $2 = 'batch'))
-      AND state NOT IN ('completed', 'cancelled', 'discarded')
-    ORDER BY id
-    FOR UPDATE
+    SELECT j.id, j.state FROM {schema}.jobs AS j
+    WHERE j.id IN (SELECT job_id FROM {schema}.workflow_jobs WHERE workflow_id = $1)
+      AND j.state NOT IN ('completed', 'cancelled', 'discarded')
+    ORDER BY j.id
+    FOR UPDATE OF j
 ), changed AS (
     UPDATE {schema}.jobs AS j
     SET state = CASE WHEN old.state = 'running' THEN j.state ELSE 'cancelled' END,
@@ -98,7 +109,7 @@ WITH old AS (
         errors = CASE WHEN old.state = 'running' THEN j.errors
                       ELSE j.errors || jsonb_build_array(jsonb_build_object(
                           'attempt', j.attempt, 'at', now(), 'type', 'Cancelled',
-                          'message', $3::text, 'traceback', NULL)) END
+                          'message', $2::text, 'traceback', NULL)) END
     FROM old
     WHERE j.id = old.id
     RETURNING j.id, old.state
@@ -158,27 +169,31 @@ SELECT count(*) AS moved, (SELECT count(*) FROM woken) AS notified FROM moved;
 -- Retention of workflows and batches, whole: those whose every job ended before the
 -- retention period, a bounded batch per call. Their jobs, dependencies and row go together.
 WITH done AS (
-    SELECT w.id, w.kind FROM {schema}.workflows AS w
-    WHERE NOT EXISTS (
-        SELECT 1 FROM {schema}.jobs AS j
-        WHERE ((j.workflow_id = w.id AND w.kind = 'workflow')
-               OR (j.batch_id = w.id AND w.kind = 'batch'))
+    SELECT w.id FROM {schema}.workflows AS w
+    WHERE w.created_at < now() - make_interval(secs => $1)
+      AND NOT EXISTS (
+        SELECT 1 FROM {schema}.workflow_jobs AS m
+        JOIN {schema}.jobs AS j ON j.id = m.job_id
+        WHERE m.workflow_id = w.id
           AND (j.finalized_at IS NULL OR j.finalized_at >= now() - make_interval(secs => $1)))
     ORDER BY w.id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
+), members_gone AS (
+    DELETE FROM {schema}.workflow_jobs AS m USING done
+    WHERE m.workflow_id = done.id
+    RETURNING m.job_id
 ), jobs_gone AS (
-    DELETE FROM {schema}.jobs AS j USING done
-    WHERE (j.workflow_id = done.id AND done.kind = 'workflow')
-       OR (j.batch_id = done.id AND done.kind = 'batch')
+    DELETE FROM {schema}.jobs AS j USING members_gone WHERE j.id = members_gone.job_id
     RETURNING j.id
 ), deps_gone AS (
-    DELETE FROM {schema}.job_deps AS e USING jobs_gone WHERE e.job_id = jobs_gone.id
+    -- Every edge of a workflow ends at one of its jobs (deleted by hand, or now).
+    DELETE FROM {schema}.job_deps AS e USING members_gone WHERE e.job_id = members_gone.job_id
     RETURNING 1
 )
 DELETE FROM {schema}.workflows AS w USING done
 WHERE w.id = done.id
-  AND (SELECT count(*) FROM deps_gone) >= 0;
+  AND (SELECT count(*) FROM deps_gone) + (SELECT count(*) FROM jobs_gone) >= 0;
 
 -- name: workflow_edges
 -- The dependencies among one workflow's jobs (the dashboard's step table): which job waits

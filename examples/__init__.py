@@ -1,0 +1,1 @@
+"""Runnable examples; their tests run with the suite (``make test``)."""
