@@ -158,11 +158,15 @@ class Tracing:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            attempts = self._attempts
             if span.is_recording():
-                attempts = self._attempts
                 attempts[job.id] = span.get_span_context()
                 if len(attempts) > _ATTEMPTS_MAX:
                     attempts.popitem(last=False)
+            else:
+                # A sampler that is not parent-based may record one attempt of a job and
+                # not the next: this attempt's hooks must not hang under the last one.
+                attempts.pop(job.id, None)
             try:
                 result = await call_next()
             except anyio.get_cancelled_exc_class():
