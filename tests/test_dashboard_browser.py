@@ -166,7 +166,11 @@ async def test_every_page_renders_with_real_data(app: aqueue.App, page: Any) -> 
         "INSERT INTO {schema}.periodic_runs (name, slot) VALUES ('resize_image', $1)",
         datetime.now(UTC) - timedelta(minutes=30),
     )
-    queues = {"mail": 4, "reports/v2": 1, "default": 4}
+    queues = {
+        "mail": 4,
+        "reports/v2": aqueue.Queue(concurrency=1, global_limit=2, partition=aqueue.Partition(1)),
+        "default": 4,
+    }
     async with app.worker(queues):
         await app.wait(failing.id, timeout=10)
         await eventually(
@@ -213,6 +217,10 @@ async def test_every_page_renders_with_real_data(app: aqueue.App, page: Any) -> 
             row = page.locator("#queues tr[data-queue='mail']")
             await expect(row.locator("td").nth(2)).to_have_text("7")  # available
             await expect(page.locator("#overview-stats")).to_contain_text("completed, last hour")
+            limits = page.locator("#queues tr[data-queue='reports/v2'] td.limits")
+            await expect(limits).to_contain_text("0/2")
+            await expect(limits).to_contain_text("≤1/key")
+            await expect(page.locator("#queues tr[data-queue='mail'] td.limits")).to_have_text("—")
             assert await page.locator("#throughput svg rect.bar-completed").count() > 20
             await _shoot(page, shots, "overview")
 
@@ -239,6 +247,7 @@ async def test_every_page_renders_with_real_data(app: aqueue.App, page: Any) -> 
             await page.click("#queues a:text-is('reports/v2')")
             await expect(page).to_have_url(re.compile(r"/queues/reports%2Fv2$"))
             await expect(page.locator("h1")).to_have_text("Queue reports/v2")
+            await expect(page.locator("#queue-limits")).to_contain_text("0/2")
             await expect(page.locator("#queue-counts")).to_contain_text("discarded")
             await page.goto(base + "/queues/mail")
             await expect(page.locator("#queue-status")).to_contain_text("paused")
