@@ -5,6 +5,7 @@ The public API is what this module exports; everything else is private.
 
 from .app import App
 from .backoff import Backoff
+from .chunk import Chunk
 from .cluster import ClusterStatus, Drift, LeaseInfo, NodeInfo
 from .context import JobContext, PersistentContext
 from .control import QueueStats
@@ -51,6 +52,7 @@ __all__ = [
     "Batch",
     "BatchInfo",
     "Cancel",
+    "Chunk",
     "ClusterStatus",
     "ConfigurationError",
     "ConfiguredJob",

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from functools import partial
-from typing import Any, Concatenate, Literal, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar, overload
 
 import anyio
 from anyio.abc import TaskStatus
@@ -20,6 +20,7 @@ from typing_extensions import Unpack
 
 from .admin import JobAdmin
 from .bounds import APP_CLOSE_TIMEOUT
+from .chunk import Chunk
 from .cluster import ClusterStatus, LeaseInfo, NodeInfo, find_drift
 from .config import SettingsOptions, build_settings, resolve_database_url, resolve_listen_url
 from .connections import Connections
@@ -28,11 +29,12 @@ from .control import Control, QueueStats
 from .db.database import Database
 from .db.notifier import Notifier
 from .definition import (
+    ChunkDecorator,
     ConfiguredJob,
+    JobDecorator,
     JobDefinition,
     JobRequest,
     PartitionBy,
-    require_coroutine_function,
 )
 from .enqueue import DEFAULT_QUEUE, Enqueuer
 from .errors import ConfigurationError
@@ -40,7 +42,6 @@ from .extend import Extensions
 from .flow import Queue, choose_queues, resolve_queues
 from .jobs import Job, JobState
 from .options import EnqueueOptions, JobOptions, Options
-from .persistent import PersistentDefinition, PersistentFn
 from .progress import ProgressReporter
 from .registry import Registry
 from .schedule import PeriodicEntry
@@ -55,16 +56,6 @@ __all__ = ["App"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-class _JobDecorator(Protocol):
-    @overload
-    def __call__(
-        self, fn: Callable[Concatenate[JobContext, P], Awaitable[R]], /
-    ) -> JobDefinition[P, R]: ...
-
-    @overload
-    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
 
 
 class App(Extensions, WorkflowCalls, Connections):
@@ -181,11 +172,22 @@ class App(Extensions, WorkflowCalls, Connections):
     def job(
         self,
         *,
+        chunk: Chunk,
         name: str | None = None,
         aliases: Sequence[str] = (),
         partition_by: PartitionBy | None = None,
         **defaults: Unpack[JobOptions],
-    ) -> _JobDecorator: ...
+    ) -> ChunkDecorator: ...
+
+    @overload
+    def job(
+        self,
+        *,
+        name: str | None = None,
+        aliases: Sequence[str] = (),
+        partition_by: PartitionBy | None = None,
+        **defaults: Unpack[JobOptions],
+    ) -> JobDecorator: ...
 
     def job(
         self,
@@ -194,12 +196,13 @@ class App(Extensions, WorkflowCalls, Connections):
         name: str | None = None,
         aliases: Sequence[str] = (),
         partition_by: PartitionBy | None = None,
+        chunk: Chunk | None = None,
         **defaults: Unpack[JobOptions],
     ) -> Any:
         """Register an ``async def`` as a job: ``@app.job`` or ``@app.job(queue="mail", ...)``.
 
         The options (``aqueue.options.JobOptions``) are the job's defaults; each enqueue
-        can override them with ``.options(...)``."""
+        can override them with ``.options(...)``; ``chunk=``: see docs/howto/chunks.md."""
         unknown = defaults.keys() - JobOptions.__optional_keys__
         if unknown:
             raise TypeError(
@@ -220,6 +223,7 @@ class App(Extensions, WorkflowCalls, Connections):
                 aliases=alias_tuple,
                 defaults=job_defaults,
                 partition_by=partition_by,
+                chunk=chunk,
             )
             self.registry.add(definition)
             return definition
@@ -250,19 +254,6 @@ class App(Extensions, WorkflowCalls, Connections):
             job, cron=cron, kwargs=kwargs, name=name, run_on_start=run_on_start, timezone=timezone
         )
         self.registry.add_periodic(entry)
-
-    def persistent(
-        self, *, name: str | None = None, replicas: int = 1
-    ) -> Callable[[PersistentFn], PersistentFn]:
-        """Register ``async def fn(ctx: PersistentContext)`` to run on at most ``replicas``
-        worker processes of the cluster at once, restarted when it returns or fails."""
-
-        def register(fn: PersistentFn) -> PersistentFn:
-            require_coroutine_function(fn, "persistent worker")
-            self.registry.add_persistent(PersistentDefinition.create(fn, name, replicas))
-            return fn
-
-        return register
 
     # -- lifecycle --------------------------------------------------------------------------
 

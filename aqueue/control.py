@@ -58,7 +58,10 @@ class QueueStats:
     them now (often: a newer version enqueued them and its workers are not up yet).
     ``nodes`` is how many live nodes work the queue. ``global_limit`` and
     ``partition_limit`` are the cluster-wide limits in force (None: no such limit);
-    ``running`` is how much of the global limit is in use.
+    ``running`` is how much of the global limit is in use. ``rate_limit`` starts per
+    ``rate_per`` seconds (for each partition key when ``rate_per_partition``) is the rate
+    in force; ``rate_used`` is how many starts the trailing window holds (of the busiest
+    key, per partition).
     """
 
     name: str
@@ -71,6 +74,10 @@ class QueueStats:
     nodes: int
     global_limit: int | None = None
     partition_limit: int | None = None
+    rate_limit: int | None = None
+    rate_per: float | None = None
+    rate_per_partition: bool = False
+    rate_used: int | None = None
 
     @property
     def waiting(self) -> int:
@@ -189,6 +196,10 @@ class Control:
                 nodes=row["nodes"],
                 global_limit=row["global_limit"],
                 partition_limit=row["partition_limit"],
+                rate_limit=row["rate_limit"],
+                rate_per=row["rate_per"],
+                rate_per_partition=row["rate_per_partition"],
+                rate_used=row["rate_used"] if row["rate_limit"] is not None else None,
             )
         return stats
 

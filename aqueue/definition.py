@@ -14,12 +14,14 @@ import typing
 from collections.abc import Awaitable, Callable, Mapping
 from typing import (
     Any,
+    Concatenate,
     Generic,
     NotRequired,
     ParamSpec,
     Protocol,
     Required,
     TypeVar,
+    overload,
 )
 
 import pydantic
@@ -27,6 +29,7 @@ import pydantic_core
 import typing_extensions
 from typing_extensions import Unpack
 
+from .chunk import Chunk, chunk_item, item_stand_in
 from .context import JobContext
 from .errors import ConfigurationError, InvalidJobArgs, InvalidOption
 from .jobs import Job, Outcome
@@ -37,8 +40,10 @@ from .validate import json_nul_problems, validate_name
 __all__ = [
     "AfterProcessHook",
     "ArgsSchema",
+    "ChunkDecorator",
     "ConfiguredJob",
     "Inserter",
+    "JobDecorator",
     "JobDefinition",
     "JobRequest",
     "dump_unvalidated",
@@ -47,6 +52,7 @@ __all__ = [
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 AfterProcessHook = Callable[[Job, Outcome], Awaitable[None]]
 H = TypeVar("H", bound=AfterProcessHook)
 
@@ -283,6 +289,7 @@ class JobDefinition(_Enqueuer[P, R]):
         aliases: tuple[str, ...],
         defaults: Options,
         partition_by: PartitionBy | None = None,
+        chunk: Chunk | None = None,
     ) -> None:
         require_coroutine_function(fn, f"job {kind!r}:")
         self.inserter = inserter
@@ -292,7 +299,20 @@ class JobDefinition(_Enqueuer[P, R]):
         self.definition = self
         self.defaults = defaults
         self._options = Options()
-        self.schema = ArgsSchema(fn, kind)
+        #: Set for a chunk job: its items run in lists (aqueue/chunk.py).
+        self.chunk = chunk
+        #: A chunk job's one parameter: the list of items is passed under this name.
+        self.chunk_parameter = ""
+        if chunk is not None:
+            if not isinstance(chunk, Chunk):
+                raise ConfigurationError(
+                    f"job {kind!r}: chunk: must be an aqueue.Chunk(size=, timeout=), got {chunk!r}"
+                )
+            # What is enqueued and validated is one item, not the list the function takes.
+            self.chunk_parameter, item_type = chunk_item(fn, kind)
+            self.schema = ArgsSchema(item_stand_in(self.chunk_parameter, item_type), kind)
+        else:
+            self.schema = ArgsSchema(fn, kind)
         if isinstance(defaults.unique, Unique):
             defaults.unique.check_arguments(kind, self.schema.names, self.schema.accepts_any)
         self.partition_by = _check_partition_by(kind, partition_by, self.schema)
@@ -328,3 +348,22 @@ class JobDefinition(_Enqueuer[P, R]):
 
     def __repr__(self) -> str:
         return f"<JobDefinition {self.kind!r} queue={self.defaults.queue or 'default'!r}>"
+
+
+class JobDecorator(Protocol):
+    """What ``@app.job(...)`` returns: a JobContext first parameter is not an argument."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[Concatenate[JobContext, P], Awaitable[R]], /
+    ) -> JobDefinition[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, Awaitable[R]], /) -> JobDefinition[P, R]: ...
+
+
+class ChunkDecorator(Protocol):
+    """What ``@app.job(chunk=...)`` returns: the function takes a list, and the job is
+    enqueued one item at a time (``index.enqueue(doc)`` is type-checked)."""
+
+    def __call__(self, fn: Callable[[list[T]], Awaitable[R]], /) -> JobDefinition[[T], R]: ...

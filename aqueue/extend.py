@@ -1,14 +1,17 @@
 """How user code extends an App: hooks after each attempt, middleware around each attempt
-and each enqueue, observers of each committed attempt. ``App`` inherits these; they only
-add to the App's ``Registry``, which the worker and the enqueue path read."""
+and each enqueue, observers of each committed attempt, persistent workers. ``App``
+inherits these; they only add to the App's ``Registry``, which the worker and the enqueue
+path read."""
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .definition import AfterProcessHook, require_coroutine_function
 from .errors import ConfigurationError
+from .persistent import PersistentDefinition, PersistentFn
 from .registry import EnqueueMiddleware, Middleware, Observer, Registry
 
 __all__ = ["Extensions"]
@@ -69,3 +72,16 @@ class Extensions:
         require_coroutine_function(middleware, "middleware")
         self.registry.middleware.append(middleware)
         return middleware
+
+    def persistent(
+        self, *, name: str | None = None, replicas: int = 1
+    ) -> Callable[[PersistentFn], PersistentFn]:
+        """Register ``async def fn(ctx: PersistentContext)`` to run on at most ``replicas``
+        worker processes of the cluster at once, restarted when it returns or fails."""
+
+        def register(fn: PersistentFn) -> PersistentFn:
+            require_coroutine_function(fn, "persistent worker")
+            self.registry.add_persistent(PersistentDefinition.create(fn, name, replicas))
+            return fn
+
+        return register

@@ -1,15 +1,18 @@
-"""Flow control specs: ``Queue``, ``Partition`` (and, declared but not yet enforced,
-``Rate``), the worker's ``{name: int | Queue}`` queues.
+"""Flow control specs: ``Queue``, ``Partition``, ``Rate``, the worker's
+``{name: int | Queue}`` queues.
 
 - **concurrency** bounds one worker process (its slots).
 - **global_limit** bounds the queue's running jobs across every node.
 - **Partition(limit=n)** bounds running jobs per partition key across every node. A job's
   key comes from ``@app.job(partition_by=...)`` or ``.options(partition_key=...)``; jobs
   without a key are not partition-limited (they still count toward ``global_limit``).
+- **Rate(n, per=)** bounds *starts* (claims) in any window of ``per``: of the queue, or of
+  each partition key (``per_partition=True``; jobs without a key then share one window).
 
 The effective bound is the lowest. How the claim makes the cluster-wide limits exact is
-explained in ``aqueue/db/migrations/0005_flow_control.sql``; the limits in force are the
-ones stored in the ``queues`` table (see ``worker/queue_specs.py``).
+explained in ``aqueue/db/migrations/0005_flow_control.sql`` (and ``0009_rate_limits.sql``
+for rates); the limits in force are the ones stored in the ``queues`` table (see
+``worker/worker.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ __all__ = ["Ack", "Partition", "Queue", "QueueSpec", "Rate", "choose_queues", "r
 
 Ack = Literal["async", "sync"]
 LIMIT_MAX = CONCURRENCY_MAX
+#: The longest rate window (366 days), in seconds.
+RATE_PER_MAX = 366 * 86400.0
 
 
 def _limit(field: str, value: object, *, optional: bool) -> int | None:
@@ -52,10 +57,10 @@ class Partition:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rate:
-    """At most ``n`` starts per ``per`` (sliding), for the queue or each partition.
-
-    Declared for the API of DESIGN §2; not enforced yet: a queue that sets it is refused
-    by ``Queue`` so that nobody relies on a limit that does not hold."""
+    """At most ``n`` starts in any window of ``per`` (sliding), for the queue or, with
+    ``per_partition=True``, for each partition key. A start is a claim (the job's
+    ``attempted_at``); how the claim makes it exact is explained in
+    ``aqueue/db/migrations/0009_rate_limits.sql``."""
 
     n: int
     per: float | timedelta
@@ -64,8 +69,20 @@ class Rate:
     def __post_init__(self) -> None:
         _limit("rate.n", self.n, optional=False)
         per = self.per.total_seconds() if isinstance(self.per, timedelta) else self.per
-        if not is_number(per) or not per > 0:
-            raise ConfigurationError(f"rate.per: must be a positive duration, got {self.per!r}")
+        if not is_number(per) or not 0 < per <= RATE_PER_MAX:
+            raise ConfigurationError(
+                f"rate.per: must be a positive duration of at most {RATE_PER_MAX:g} seconds "
+                f"(366 days), got {self.per!r}"
+            )
+        if not isinstance(self.per_partition, bool):
+            raise ConfigurationError(
+                f"rate.per_partition: must be True or False, got {self.per_partition!r}"
+            )
+
+    @property
+    def seconds(self) -> float:
+        """``per`` in seconds."""
+        return float(self.per.total_seconds() if isinstance(self.per, timedelta) else self.per)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -85,24 +102,24 @@ class Queue:
             raise ConfigurationError(
                 f"partition: must be an aqueue.Partition, got {self.partition!r}"
             )
-        if self.rate is not None:
-            raise ConfigurationError(
-                "rate: rate limits are not enforced by this version of aqueue yet; "
-                "remove rate= rather than rely on it"
-            )
+        if self.rate is not None and not isinstance(self.rate, Rate):
+            raise ConfigurationError(f"rate: must be an aqueue.Rate, got {self.rate!r}")
         if self.ack not in ("async", "sync"):
             raise ConfigurationError(f"ack: must be 'async' or 'sync', got {self.ack!r}")
 
     @property
     def limited(self) -> bool:
         """Whether any cluster-wide limit applies (claims then take the queue's lock)."""
-        return self.global_limit is not None or self.partition is not None
+        return self.global_limit is not None or self.partition is not None or self.rate is not None
 
     def limits(self) -> dict[str, Any]:
         """The cluster-wide part, as stored in the ``queues`` table and compared for drift."""
         return {
             "global_limit": self.global_limit,
             "partition_limit": self.partition.limit if self.partition else None,
+            "rate_limit": self.rate.n if self.rate else None,
+            "rate_per": self.rate.seconds if self.rate else None,
+            "rate_per_partition": self.rate.per_partition if self.rate else False,
         }
 
 

@@ -110,6 +110,12 @@ class QueueGauges:
                 "The queue's limit on running jobs per partition key (aqueue.Partition).",
                 labels=["queue"],
             ),
+            "rate_limit": GaugeMetricFamily(
+                f"{ns}_queue_rate_limit_per_second",
+                "The queue's rate limit in starts per second (aqueue.Rate: n / per; per "
+                "partition key when per_partition).",
+                labels=["queue"],
+            ),
         }
         busiest = GaugeMetricFamily(
             f"{ns}_queue_busiest_partition_running_jobs",

@@ -18,6 +18,7 @@ from typing import Any
 
 import backlog
 import bare_sql
+import chunks
 import drain
 import enqueue
 import latency
@@ -48,6 +49,7 @@ SCENARIOS: dict[str, ModuleType] = {
     "latency": latency,
     "backlog": backlog,
     "limits": limits,
+    "chunks": chunks,
     "processes": processes,
     "scale": scale,
     "workflows": workflows,
@@ -177,6 +179,18 @@ def targets(results: dict[str, ScenarioResult]) -> list[dict[str, Any]]:
         for label, goal in (("global_limit", 0.9), ("partitions", 0.7)):
             rate = _median(results, "limits", lambda s, k=label: k in s, "drain")
             add(f"drain with {label} >= {goal}x unlimited", ratio(rate, unlimited), goal)
+        global_rate = _median(results, "limits", lambda s: "global_limit" in s, "drain")
+        pgq_limit = _median(results, "limits", lambda s: "concurrency_limit" in s, "drain")
+        add("global_limit >= 2x pgqueuer concurrency_limit", ratio(global_rate, pgq_limit), 2.0)
+        started = _median(results, "limits", lambda s: "Rate(" in s, "start rate")
+        configured = results["limits"].params.get("rate")
+        if started is not None and configured:
+            add("rate limit: start rate / configured >= 0.98", started / configured, 0.98)
+    if "chunks" in results:
+        rows = [r for r in results["chunks"].rows if r.metric == "drain" and r.runs]
+        plain = max((r.median or 0.0 for r in rows if "plain" in r.system), default=None)
+        chunked = max((r.median or 0.0 for r in rows if "chunks of" in r.system), default=None)
+        add("chunks of 100 >= 2x plain jobs (best of each)", ratio(chunked, plain), 2.0)
     if "workflows" in results:
         for plain, shape, goal in (("plain jobs", "chains", 0.6), ("plain jobs", "fan-out", 0.7)):
             rows = results["workflows"].rows

@@ -17,6 +17,11 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 EXPECTED = {
     "workflow_etl.py": ["workflow: completed", "load said: loaded 3 rows: [1, 2, 3]"],
     "batch_report.py": ["callback pending", "report: december: 9 sent, 1 failed of 10"],
+    "chunk_index.py": [
+        "completed: 245, discarded: 5",
+        "calls: 3, largest: 100",
+        "result of the second document: {'words': 3}",
+    ],
     "resumable_steps.py": [
         "job completed after 2 attempts: receipt for ch_42",
         "card charged 1 time(s); receipt tried 2 times",

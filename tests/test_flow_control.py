@@ -230,14 +230,21 @@ def test_bad_specs_name_the_field() -> None:
         ({"concurrency": 0}, "concurrency"),
         ({"ack": "later"}, "ack"),
         ({"partition": 2}, "partition"),
-        ({"rate": aqueue.Rate(100, per=timedelta(minutes=1))}, "rate"),
+        ({"rate": 100}, "rate"),
     ]:
         with pytest.raises(aqueue.ConfigurationError, match=field):
             aqueue.Queue(**kwargs)  # type: ignore[arg-type]
     with pytest.raises(aqueue.ConfigurationError, match=r"partition\.limit"):
         aqueue.Partition(limit=0)
-    with pytest.raises(aqueue.ConfigurationError, match=r"rate\.per"):
-        aqueue.Rate(10, per=0)
+    for per in (0, -1, float("inf"), float("nan"), timedelta(0), timedelta(days=367), "1m"):
+        with pytest.raises(aqueue.ConfigurationError, match=r"rate\.per"):
+            aqueue.Rate(10, per=per)  # type: ignore[arg-type]
+    for n in (0, 10_001, 2.5, True):
+        with pytest.raises(aqueue.ConfigurationError, match=r"rate\.n"):
+            aqueue.Rate(n, per=1)  # type: ignore[arg-type]
+    with pytest.raises(aqueue.ConfigurationError, match=r"rate\.per_partition"):
+        aqueue.Rate(10, per=1, per_partition="yes")  # type: ignore[arg-type]
+    assert aqueue.Rate(10_000, per=timedelta(days=366)).seconds == 366 * 86400
     with pytest.raises(aqueue.ConfigurationError, match="queues"):
         aqueue.App("postgresql://u@h/d", queues={"api": "lots"})  # type: ignore[dict-item]
 

@@ -239,7 +239,12 @@ async def test_limit_gauges_show_the_limits_in_force_and_their_use(app: aqueue.A
         running.append(tenant)
         await release.wait()
 
-    spec = aqueue.Queue(concurrency=5, global_limit=3, partition=aqueue.Partition(limit=2))
+    spec = aqueue.Queue(
+        concurrency=5,
+        global_limit=3,
+        partition=aqueue.Partition(limit=2),
+        rate=aqueue.Rate(120, per=60),
+    )
     await app.enqueue_many([call.build(tenant="acme", n=n) for n in range(4)])
     try:
         async with app.worker({"api": spec, "default": 1}):
@@ -255,10 +260,12 @@ async def test_limit_gauges_show_the_limits_in_force_and_their_use(app: aqueue.A
             found = await eventually(scraped, what="the running jobs in the gauges")
             assert value(found, "aqueue_queue_global_limit", queue="api") == 3
             assert value(found, "aqueue_queue_partition_limit", queue="api") == 2
+            assert value(found, "aqueue_queue_rate_limit_per_second", queue="api") == 2.0
             assert value(found, "aqueue_queue_busiest_partition_running_jobs", queue="api") == 2
             assert value(found, "aqueue_queue_due_jobs", queue="api") == 2
             # A queue without limits has no limit samples.
             assert value(found, "aqueue_queue_global_limit", queue="default") is None
+            assert value(found, "aqueue_queue_rate_limit_per_second", queue="default") is None
             release.set()
     finally:
         release.set()

@@ -26,6 +26,7 @@ PUBLIC_NAMES = [
     "Batch",
     "BatchInfo",
     "Cancel",
+    "Chunk",
     "ClusterStatus",
     "ConfigurationError",
     "ConfiguredJob",

@@ -32,6 +32,12 @@ SPECS: dict[str, Callable[[str], aqueue.Queue]] = {
     "global-2-partition-1": lambda ack: aqueue.Queue(  # type: ignore[arg-type]
         concurrency=4, global_limit=2, partition=aqueue.Partition(limit=1), ack=ack
     ),
+    "rate-20-per-s": lambda ack: aqueue.Queue(  # type: ignore[arg-type]
+        concurrency=4, rate=aqueue.Rate(20, per=1.0), ack=ack
+    ),
+    "global-1-rate-per-partition": lambda ack: aqueue.Queue(  # type: ignore[arg-type]
+        concurrency=4, global_limit=1, rate=aqueue.Rate(10, per=1.0, per_partition=True), ack=ack
+    ),
 }
 
 # What no job may be once the work is over.

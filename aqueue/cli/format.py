@@ -164,6 +164,11 @@ def _limits(stats: QueueStats) -> str:
         parts.append(f"global {stats.running}/{stats.global_limit}")
     if stats.partition_limit is not None:
         parts.append(f"{stats.partition_limit} per partition")
+    if stats.rate_limit is not None:
+        scope = " per partition" if stats.rate_per_partition else ""
+        parts.append(
+            f"rate {stats.rate_used or 0}/{stats.rate_limit} per {stats.rate_per:g}s{scope}"
+        )
     return ", ".join(parts) or "-"
 
 

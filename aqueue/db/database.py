@@ -308,27 +308,38 @@ class Database(WorkflowStore):
     async def forget_queue(self, queue: str) -> None:
         await self._execute(self.q.forget_queue, queue)
 
-    async def set_queue_limits(
-        self, name: str, global_limit: int | None, partition_limit: int | None, node_id: str
-    ) -> None:
+    async def set_queue_limits(self, name: str, limits: dict[str, Any], node_id: str) -> None:
+        """Store ``limits`` (``aqueue.Queue.limits()``) as the ones in force for ``name``."""
         statement = self.q.set_queue_limits
-        args = statement.args(
-            name=name,
-            global_limit=global_limit,
-            partition_limit=partition_limit,
-            node_id=node_id,
-        )
-        await self._fetch(statement, *args)
+        await self._fetch(statement, *statement.args(name=name, node_id=node_id, **limits))
 
-    async def queue_limits(self, names: Sequence[str]) -> dict[str, tuple[int | None, int | None]]:
+    async def queue_limits(
+        self, names: Sequence[str]
+    ) -> dict[str, tuple[int | None, int | None, int | None]]:
         """The limits in force for those of these queues that have any: name ->
-        (global_limit, partition_limit)."""
+        (global_limit, partition_limit, rate_limit)."""
         rows = await self._fetch(self.q.queue_limits, list(names), conn=self.worker_pool)
         return {
-            row["name"]: (row["global_limit"], row["partition_limit"])
+            row["name"]: (row["global_limit"], row["partition_limit"], row["rate_limit"])
             for row in rows
-            if row["global_limit"] is not None or row["partition_limit"] is not None
+            if row["global_limit"] is not None
+            or row["partition_limit"] is not None
+            or row["rate_limit"] is not None
         }
+
+    async def rate_wait(self, queue: str, kinds: Sequence[str]) -> float | None:
+        """Seconds until the rate of ``queue`` has a place for its due jobs (None: the
+        rate is not what holds it back)."""
+        row = await self._fetchrow(self.q.rate_wait, queue, list(kinds), conn=self.worker_pool)
+        assert row is not None  # a SELECT of one value always returns a row
+        wait: float | None = row["wait"]
+        return wait
+
+    async def prune_rate_starts(self) -> int:
+        row = await self._fetchrow(self.q.prune_rate_starts, conn=self.worker_pool)
+        assert row is not None
+        deleted: int = row["deleted"]
+        return deleted
 
     async def queue_stats(self, queue: str | None) -> list[Row]:
         return await self._fetch(self.q.queue_stats, queue)

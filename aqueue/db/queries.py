@@ -198,8 +198,9 @@ class Queries:
 
 
 def load_schema(schema: str) -> str:
-    """``schema.sql`` rendered for ``schema``: the current schema in one piece."""
-    return _render(_read("schema.sql"), schema)
+    """``schema.sql`` rendered for ``schema``: the current schema in one piece (with
+    ``schema_flow.sql``, its flow-control functions, kept in a file of their own)."""
+    return _render(_read("schema.sql") + "\n" + _read("schema_flow.sql"), schema)
 
 
 def load_migrations(schema: str) -> list[tuple[int, str, str]]:

@@ -160,8 +160,25 @@ CREATE TABLE {schema}.queues (
     limits_by text,
     limits_at timestamptz,
     -- The partition key served last: round-robin resumes after it.
-    rr_cursor text
+    rr_cursor text,
+    -- aqueue.Rate: at most rate_limit starts per rate_per seconds (sliding), for the
+    -- queue or for each partition key.
+    rate_limit integer CHECK (rate_limit BETWEEN 1 AND 10000),
+    rate_per double precision CHECK (rate_per > 0 AND rate_per <= 31622400),
+    rate_per_partition boolean NOT NULL DEFAULT false,
+    CONSTRAINT queues_rate_check CHECK ((rate_limit IS NULL) = (rate_per IS NULL))
 );
+
+-- The starts of rate-limited queues: one row per claim (and per key, per partition), ''
+-- for the queue's own window and for jobs without a key.
+CREATE TABLE {schema}.rate_starts (
+    queue text NOT NULL,
+    partition_key text NOT NULL,
+    started_at timestamptz NOT NULL,
+    starts integer NOT NULL CHECK (starts > 0)
+);
+CREATE INDEX rate_starts_window_idx
+    ON {schema}.rate_starts (queue, partition_key, started_at) INCLUDE (starts);
 
 -- Applied migrations (created by the migration runner itself).
 CREATE TABLE IF NOT EXISTS {schema}.migrations (
@@ -169,143 +186,6 @@ CREATE TABLE IF NOT EXISTS {schema}.migrations (
     name text NOT NULL,
     applied_at timestamptz NOT NULL DEFAULT now()
 );
-
--- The claim of a limited queue (the reasoning is in migrations/0005_flow_control.sql).
-CREATE FUNCTION {schema}.claim_limited(
-    p_queue text, p_limit integer, p_kinds text[], p_node text
-) RETURNS SETOF {schema}.jobs LANGUAGE plpgsql VOLATILE AS $$
-DECLARE
-    settings {schema}.queues%ROWTYPE;
-    free integer := p_limit;
-    cursor_key text;
-    picked_ids bigint[];
-    last_key text;
-    v_key text;
-    v_next text;
-    v_wrapped boolean := false;
-    v_room integer;
-    v_keys text[] := '{}';
-    v_rooms integer[] := '{}';
-BEGIN
-    -- The argument above holds in READ COMMITTED only: a snapshot older than the lock
-    -- would miss the previous holder's claim.
-    IF current_setting('transaction_isolation') <> 'read committed' THEN
-        RAISE EXCEPTION 'aqueue: claims of limited queues need READ COMMITTED, not %',
-            current_setting('transaction_isolation');
-    END IF;
-    PERFORM pg_advisory_xact_lock(1634825574, hashtext('{schema}.' || p_queue));
-    SELECT * INTO settings FROM {schema}.queues WHERE name = p_queue;
-    IF NOT FOUND OR settings.paused_at IS NOT NULL THEN
-        RETURN;
-    END IF;
-    IF settings.global_limit IS NOT NULL THEN
-        free := least(free, settings.global_limit - (
-            SELECT count(*) FROM {schema}.jobs
-            WHERE queue = p_queue AND state = 'running')::integer);
-    END IF;
-    IF free <= 0 THEN
-        RETURN;
-    END IF;
-    -- Unlike the plain claim, this one commits durably: a limited claim lost in a crash
-    -- after its jobs started would hand their places to others while they still run.
-    IF settings.partition_limit IS NULL THEN
-        RETURN QUERY
-        UPDATE {schema}.jobs AS j
-        SET state = 'running', attempt = least(j.attempt + 1, 32767), attempted_at = now(),
-            node_id = p_node
-        FROM (SELECT id FROM {schema}.jobs
-              WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
-                AND scheduled_at <= now() AND kind = ANY (p_kinds)
-              ORDER BY priority, scheduled_at, id
-              LIMIT free
-              FOR UPDATE SKIP LOCKED) AS picked
-        WHERE j.id = picked.id
-        RETURNING j.*;
-        RETURN;
-    END IF;
-    cursor_key := settings.rr_cursor;
-    -- The keys with a due job and a free place, in turn: starting after the key served
-    -- last, wrapping around once, stopping as soon as there are as many keys as free
-    -- places (each gives at least one job). Two index probes per key looked at.
-    v_key := cursor_key;
-    LOOP
-        v_next := NULL;
-        SELECT partition_key INTO v_next FROM {schema}.jobs
-        WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
-          AND partition_key > coalesce(v_key, '') AND scheduled_at <= now()
-          AND kind = ANY (p_kinds)
-        ORDER BY partition_key LIMIT 1;
-        IF v_next IS NULL THEN
-            EXIT WHEN v_wrapped OR cursor_key IS NULL;
-            v_wrapped := true;
-            v_key := NULL;
-            CONTINUE;
-        END IF;
-        EXIT WHEN v_wrapped AND v_next > cursor_key;
-        v_room := settings.partition_limit - (
-            SELECT count(*) FROM {schema}.jobs
-            WHERE queue = p_queue AND state = 'running' AND partition_key = v_next)::integer;
-        IF v_room > 0 THEN
-            v_keys := v_keys || v_next;
-            v_rooms := v_rooms || v_room;
-            EXIT WHEN cardinality(v_keys) >= free;
-        END IF;
-        v_key := v_next;
-    END LOOP;
-    WITH rotation AS (
-        SELECT r.key, r.room, r.turn
-        FROM unnest(v_keys, v_rooms) WITH ORDINALITY AS r(key, room, turn)
-    ), candidates AS (
-        SELECT c.id, NULL::text AS key, c.rank,
-               (CASE WHEN cursor_key = '' THEN cardinality(v_keys) + 1 ELSE 0 END)::bigint AS turn
-        FROM (SELECT id, row_number() OVER (ORDER BY priority, scheduled_at, id) AS rank
-              FROM {schema}.jobs
-              WHERE state IN ('available', 'scheduled', 'retryable') AND queue = p_queue
-                AND partition_key IS NULL AND scheduled_at <= now() AND kind = ANY (p_kinds)
-              ORDER BY priority, scheduled_at, id LIMIT free) AS c
-        UNION ALL
-        SELECT p.id, rotation.key, p.rank, rotation.turn
-        FROM rotation,
-             LATERAL (SELECT id, row_number() OVER (ORDER BY priority, scheduled_at, id) AS rank
-                      FROM {schema}.jobs
-                      WHERE state IN ('available', 'scheduled', 'retryable')
-                        AND queue = p_queue AND partition_key = rotation.key
-                        AND scheduled_at <= now() AND kind = ANY (p_kinds)
-                      ORDER BY priority, scheduled_at, id
-                      LIMIT rotation.room) AS p
-    ), chosen AS (
-        SELECT * FROM candidates ORDER BY rank, turn LIMIT free
-    ), picked AS (
-        -- Each chosen job locked by primary key, with the conditions again on the locked
-        -- row: after waiting for a concurrent update, PostgreSQL re-checks them, so a job
-        -- cancelled, renamed or claimed meanwhile is skipped.
-        SELECT l.id, chosen.key, chosen.rank, chosen.turn
-        FROM chosen,
-             LATERAL (SELECT j.id FROM {schema}.jobs AS j
-                      WHERE j.id = chosen.id
-                        AND j.state IN ('available', 'scheduled', 'retryable')
-                        AND j.queue = p_queue AND j.scheduled_at <= now()
-                        AND j.kind = ANY (p_kinds)
-                      FOR UPDATE SKIP LOCKED) AS l
-    )
-    SELECT array_agg(id),
-           (array_agg(coalesce(key, '') ORDER BY rank DESC, turn DESC))[1]
-    INTO picked_ids, last_key
-    FROM picked;
-    IF picked_ids IS NULL THEN
-        RETURN;
-    END IF;
-    -- The next claim starts after the last key served (round-robin across claims); ''
-    -- when that was a job without a key, whose group then goes last next time.
-    UPDATE {schema}.queues SET rr_cursor = last_key WHERE name = p_queue;
-    RETURN QUERY
-    UPDATE {schema}.jobs AS j
-    SET state = 'running', attempt = least(j.attempt + 1, 32767), attempted_at = now(),
-        node_id = p_node
-    WHERE j.id = ANY (picked_ids)
-    RETURNING j.*;
-END
-$$;
 
 -- Promotion of workflow and batch dependents (the reasoning is in
 -- migrations/0007_workflows.sql).

@@ -42,6 +42,7 @@ from ..errors import (
 from ..jobs import JobState, job_from_row
 from ..validate import to_storable_json
 from .attempt import Attempt
+from .chunk_executor import ChunkExecutor
 from .runtime import Runtime
 
 if TYPE_CHECKING:
@@ -77,6 +78,9 @@ class Executor:
         self._job_context = runtime.job_context
         self._submit = submit
         self._logger = runtime.logger
+        # A chunk job's row that reaches here runs alone, as a chunk of one (inline mode,
+        # perform_job); a worker's producer gathers such rows into chunks instead.
+        self._chunk = ChunkExecutor(runtime, submit)
 
     async def run(self, row: Row, running: RunningJob, *, sync_ack: bool = False) -> None:
         """Run one job inside its slot's cancel scope (``running.scope``); with
@@ -88,6 +92,9 @@ class Executor:
         """
         definition = self._registry.get(row["kind"])
         scope = running.scope
+        if definition is not None and definition.chunk is not None:
+            await self._chunk.run(definition, [row], [running], scope, sync_ack=sync_ack)
+            return
         started = time.monotonic()
         timeout: float | None = None
         try:

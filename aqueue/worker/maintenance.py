@@ -9,7 +9,8 @@
 - **Retention**, every ``prune_interval``: completed, cancelled and discarded jobs older
   than ``retention`` are deleted in batches of ``PRUNE_BATCH`` (bounded work per round so
   a huge backlog never holds locks for long), plus node rows dead for a while and old
-  periodic occurrences (the latest of each schedule is kept: catch-up needs it).
+  periodic occurrences (the latest of each schedule is kept: catch-up needs it) and the
+  starts no rate window counts any more.
   Workflows and batches go whole, once every job of theirs ended before ``retention``.
 - **Backstop**, every ``heartbeat_interval``: pending workflow steps none of whose
   dependencies is unfinished are settled (promoted, or cancelled when one failed). The
@@ -95,6 +96,7 @@ class Maintenance:
             if await self._db.prune_workflows(self._settings.retention, PRUNE_BATCH) < PRUNE_BATCH:
                 break
         await self._db.prune_periodic_runs(self._settings.retention)
+        await self._db.prune_rate_starts()
         if total:
             self._logger.info("aqueue: pruned %d finished jobs past retention", total)
         self.pruned += total

@@ -13,6 +13,10 @@ lookahead, so a busy worker never sits on jobs an idle one could run. A waiting 
 cancelled like a running one, and one still waiting at shutdown is handed back
 unstarted (``available``, attempt refunded).
 
+Items of chunk jobs are claimed like any job but wait in an accumulator until a list of
+them is dispatched to one slot (chunks.py explains when); they count toward the
+concurrency, waiting or running, one place each.
+
 Shutdown has two phases. ``stop()`` ends claiming; running jobs get ``shutdown_timeout``
 seconds to finish; then the task group they run in is cancelled and each hands its job
 back as ``available`` with the attempt refunded (see executor.py).
@@ -33,10 +37,12 @@ from anyio.abc import TaskStatus
 from ..db.database import Row
 from ..errors import DatabaseError
 from .attempt import Attempt
+from .chunks import ChunkAccumulator, ChunkBatch, ChunkItem
 from .executor import Executor, RunningJob
 
 if TYPE_CHECKING:
     from ..db.database import Database
+    from .chunk_executor import ChunkExecutor
 
 __all__ = ["Producer"]
 
@@ -58,6 +64,7 @@ class Producer:
         logger: logging.Logger,
         outstanding: Callable[[], Iterable[int]] = tuple,
         sync_ack: bool = False,
+        chunks: ChunkExecutor | None = None,
     ) -> None:
         self.queue = queue
         self.concurrency = concurrency
@@ -95,11 +102,19 @@ class Producer:
         #: The queue has cluster-wide limits in force (set by the worker from the database).
         self.limited = False
         self.global_limit: int | None = None
+        #: The queue has a rate limit: a short claim asks when the window frees a place.
+        self.rated = False
+        #: The queue's partition limit in force (chunk lists of one key never grow past it).
+        self.partition_limit: int | None = None
         # Of a limited queue: jobs done here whose outcome is not written yet. They still
         # hold their places in the database, so a claim now would find no room.
         self._unwritten: set[int] = set()
         self._released_early: set[int] = set()
         self._sync_ack = sync_ack
+        # Only when chunk jobs exist: other queues' hand-off pays nothing for them.
+        self._chunk_executor = chunks
+        self._chunks = ChunkAccumulator(chunks.definition_of) if chunks is not None else None
+        self._chunk_items = 0  # chunk items held: waiting in the accumulator or running
 
     def wake(self) -> None:
         self._wake.set()
@@ -112,24 +127,35 @@ class Producer:
     def cancel_job(self, job_id: int) -> bool:
         running = self.running.get(job_id)
         if running is None:
-            if job_id in self.waiting:
+            if job_id not in self.waiting:
+                return False
+            row = self._chunks.remove(job_id) if self._chunks is not None else None
+            if row is not None:
+                # Gathering in a list that may wait its timeout: cancelled now, not then.
+                self.waiting.discard(job_id)
+                self._executor.cancel_unstarted(row)
+                self._chunk_items -= 1
+                self._finished(job_id)
+            else:
                 self._cancel_waiting.add(job_id)
-                return True
-            return False
+            return True
         running.request_cancel()
         return True
 
     def lookahead(self) -> int:
         """How many jobs to claim beyond the free slots (see the module docstring)."""
-        if self._run_avg is None or self._claim_avg is None:
+        if self._run_avg is None or self._claim_avg is None or self._chunk_items:
+            # Chunk items claimed ahead would join the next chunk, and a slot running it
+            # would run more items than the concurrency allows.
             return 0
         expected = self.concurrency * self._claim_avg / max(self._run_avg, 1e-6)
         return min(self.concurrency, int(expected))
 
-    def set_limits(self, limited: bool, global_limit: int | None) -> None:
+    def set_limits(self, limited: bool, global_limit: int | None, *, rated: bool = False) -> None:
         """The limits in force changed (read from the database by the worker)."""
         self.limited = limited
         self.global_limit = global_limit
+        self.rated = rated
         # What was counted under the old limits no longer says anything about the new.
         self._unwritten.clear()
         self._released_early.clear()
@@ -166,7 +192,7 @@ class Producer:
         # task per job, and a slot's job is cancelled exactly like a task's would be.
         # asyncio's own queue and events here, not anyio's: these run once per job, and
         # anyio's detect-the-backend cost on each primitive was a quarter of worker CPU.
-        handoff: asyncio.Queue[Row] = asyncio.Queue()
+        handoff: asyncio.Queue[Row | ChunkBatch] = asyncio.Queue()
         async with anyio.create_task_group() as jobs:
             for _ in range(self.concurrency):
                 jobs.start_soon(self._slot, handoff)
@@ -178,6 +204,10 @@ class Producer:
                 free = min(self.concurrency, self.concurrency + self.lookahead() - self._busy)
                 if self.limited:
                     free = self._room(free)
+                if self._chunks is not None and self._chunks:
+                    # No room to claim more: partial chunks go now, or they would wait for
+                    # places that only their own dispatch can free.
+                    self._dispatch_chunks(handoff, everything=free <= 0)
                 if free > 0 and not self._alive():
                     # Jobs claimed now could be rescued (and run twice) before our next
                     # heartbeat lands: wait for it instead.
@@ -239,9 +269,14 @@ class Producer:
                     self._hand_off(claimed, handoff)
                     if len(claimed) == free:
                         continue  # maybe more due; slots will free and wake us
+                    if self.rated:
+                        await self._wait_for_rate()
                 elif self._wake.is_set():
                     self._wake = asyncio.Event()
-                timeout = min(self._poll_interval, self._next_due - anyio.current_time())
+                due = self._next_due
+                if self._chunks is not None:
+                    due = min(due, self._chunks.next_due())
+                timeout = min(self._poll_interval, due - anyio.current_time())
                 with anyio.move_on_after(max(timeout, 0.0)):
                     await self._wake.wait()
             self._hand_back_waiting(handoff)
@@ -260,16 +295,42 @@ class Producer:
                     running.interrupted = True
             jobs.cancel_scope.cancel()
 
-    def _hand_off(self, rows: Sequence[Row], handoff: asyncio.Queue[Row]) -> None:
+    async def _wait_for_rate(self) -> None:
+        # The claim came back short, perhaps because the window is full: no notification
+        # or finished job says when it has room again, so ask when its oldest start
+        # leaves it, and sleep until then rather than poll.
+        try:
+            wait = await self._db.rate_wait(self.queue, self._kinds())
+        except DatabaseError as exc:  # the poll_interval fallback still wakes us
+            self._logger.warning("aqueue: queue %r: rate wait failed (%s)", self.queue, exc)
+            return
+        if wait is not None:
+            self._next_due = min(self._next_due, anyio.current_time() + max(wait, 0.0))
+
+    def _hand_off(self, rows: Sequence[Row], handoff: asyncio.Queue[Row | ChunkBatch]) -> None:
         self._busy += len(rows)
         if rows:
             self._idle = asyncio.Event() if self._idle.is_set() else self._idle
+        chunks = self._chunks
+        now = anyio.current_time()
         for row in rows:
             self._held.add(row["id"])
             self.waiting.add(row["id"])
-            handoff.put_nowait(row)
+            if chunks is not None and chunks.add(row, now, self.partition_limit):
+                self._chunk_items += 1
+            else:
+                handoff.put_nowait(row)
+        if chunks is not None and chunks:
+            self._dispatch_chunks(handoff)
 
-    async def _adopt_lost_claims(self, handoff: asyncio.Queue[Row]) -> None:
+    def _dispatch_chunks(
+        self, handoff: asyncio.Queue[Row | ChunkBatch], *, everything: bool = False
+    ) -> None:
+        assert self._chunks is not None
+        for batch in self._chunks.ready(anyio.current_time(), everything=everything):
+            handoff.put_nowait(batch)
+
+    async def _adopt_lost_claims(self, handoff: asyncio.Queue[Row | ChunkBatch]) -> None:
         # What this worker holds is known synchronously: a slot hands a finished job to the
         # completer before letting go of it, so every job is in one set or the other.
         held = [*self._held, *self._outstanding()]
@@ -285,7 +346,7 @@ class Producer:
             # May exceed the free slots for a moment; the handoff queue absorbs it.
             self._hand_off(adopted, handoff)
 
-    async def _slot(self, handoff: asyncio.Queue[Row]) -> None:
+    async def _slot(self, handoff: asyncio.Queue[Row | ChunkBatch]) -> None:
         while True:
             # One scope serves job after job; a job's cancel or timeout cancels it, the
             # executor records that and re-raises, and this `with` absorbs it. Then a fresh
@@ -293,6 +354,9 @@ class Producer:
             with anyio.CancelScope() as scope:
                 while not scope.cancel_called:
                     row = await handoff.get()
+                    if isinstance(row, ChunkBatch):
+                        await self._run_chunk(row, scope)
+                        continue
                     job_id = row["id"]
                     self.waiting.discard(job_id)
                     if job_id in self._cancel_waiting:
@@ -315,6 +379,38 @@ class Producer:
                         del self.running[job_id]
                         self._finished(job_id)
 
+    async def _run_chunk(self, batch: ChunkBatch, scope: anyio.CancelScope) -> None:
+        assert self._chunk_executor is not None
+        rows: list[Row] = []
+        for row in batch.rows:
+            job_id = row["id"]
+            self.waiting.discard(job_id)
+            if job_id in self._cancel_waiting:
+                self._cancel_waiting.discard(job_id)
+                self._executor.cancel_unstarted(row)
+                self._chunk_items -= 1
+                self._finished(job_id)
+            else:
+                rows.append(row)
+        if not rows:
+            return
+        items = [ChunkItem(row["id"], row["attempt"], scope) for row in rows]
+        for item in items:
+            self.running[item.id] = item
+        started = time.monotonic()
+        try:
+            await self._chunk_executor.run(
+                batch.definition, rows, items, scope, sync_ack=self._sync_ack
+            )
+        finally:
+            took = time.monotonic() - started
+            avg = self._run_avg
+            self._run_avg = took if avg is None else 0.8 * avg + 0.2 * took
+            self._chunk_items -= len(items)
+            for item in items:
+                del self.running[item.id]
+                self._finished(item.id)
+
     def _finished(self, job_id: int) -> None:
         self._held.discard(job_id)
         if job_id in self._released_early:
@@ -326,11 +422,19 @@ class Producer:
             self._idle.set()
         self._wake.set()
 
-    def _hand_back_waiting(self, handoff: asyncio.Queue[Row]) -> None:
+    def _hand_back_waiting(self, handoff: asyncio.Queue[Row | ChunkBatch]) -> None:
         # Claimed ahead and never started: give them back now rather than after the
         # running jobs finish, so another worker can take them at once.
+        rows: list[Row] = list(self._chunks.drain()) if self._chunks is not None else []
+        plain: list[Row] = []
         while not handoff.empty():
-            row = handoff.get_nowait()
+            item = handoff.get_nowait()
+            if isinstance(item, ChunkBatch):
+                rows.extend(item.rows)
+            else:
+                plain.append(item)
+        self._chunk_items -= len(rows)
+        for row in (*rows, *plain):
             self.waiting.discard(row["id"])
             self._cancel_waiting.discard(row["id"])
             self._executor.hand_back(row)

@@ -23,6 +23,7 @@ from ..db.notifier import Notifier
 from ..flow import Queue, resolve_queues
 from ..jobs import JobState
 from .attempt import Attempt
+from .chunk_executor import ChunkExecutor
 from .completer import Completer
 from .executor import Executor
 from .hooks import HookRunner
@@ -88,6 +89,9 @@ class Worker:
             grace=settings.shutdown_timeout,
             logger=self._logger,
         )
+        chunks = None
+        if any(definition.chunk is not None for definition in registry.definitions()):
+            chunks = ChunkExecutor(runtime, self._completer.submit)
         self.producers = {
             queue: Producer(
                 queue,
@@ -103,6 +107,7 @@ class Worker:
                 logger=self._logger,
                 outstanding=self._completer.holding,
                 sync_ack=spec.queue.ack == "sync",
+                chunks=chunks,
             )
             for queue, spec in self.specs.items()
         }
@@ -218,10 +223,7 @@ class Worker:
         db = self._runtime.db
         for name, spec in self.specs.items():
             if spec.declared:
-                limits = spec.queue.limits()
-                await db.set_queue_limits(
-                    name, limits["global_limit"], limits["partition_limit"], self.node_id
-                )
+                await db.set_queue_limits(name, spec.queue.limits(), self.node_id)
         await self._refresh_limits()
 
     async def _refresh_limits(self) -> None:
@@ -229,9 +231,17 @@ class Worker:
             return
         limits = await self._runtime.db.queue_limits(list(self.producers))
         for name, producer in self.producers.items():
-            global_limit = limits[name][0] if name in limits else None
-            if producer.limited != (name in limits) or producer.global_limit != global_limit:
-                producer.set_limits(name in limits, global_limit)
+            found = limits.get(name)
+            global_limit = found[0] if found else None
+            rated = found is not None and found[2] is not None
+            if (producer.limited, producer.global_limit, producer.rated) != (
+                found is not None,
+                global_limit,
+                rated,
+            ):
+                producer.set_limits(found is not None, global_limit, rated=rated)
+            # Chunk lists of one key go once they hold what the partition limit lets run.
+            producer.partition_limit = found[1] if found else None
 
     async def _watch_cancels(self) -> None:
         # Covers cancel notifications missed while the LISTEN connection was down.

@@ -14,6 +14,9 @@
   no per-process ceiling) with ``batch_size = C``. It is not the same workload (more than
   C jobs may be in flight) but it is pgqueuer's fastest setting here, so the drain
   scenario shows it too and a ratio against it is the conservative one.
+- Variant ``pgqueuer:limit`` sets ``@entrypoint(concurrency_limit=C)``, pgqueuer's
+  per-entrypoint limit enforced in SQL across workers (the limits scenario compares it
+  with aqueue's ``global_limit``).
 """
 
 from __future__ import annotations
@@ -36,10 +39,10 @@ def batch_size_for(concurrency: int) -> int:
 
 class PgqueuerSystem:
     def __init__(self, variant: str = "") -> None:
-        if variant not in ("", "nocap"):
+        if variant not in ("", "nocap", "limit"):
             raise ValueError(f"unknown pgqueuer variant {variant!r}")
         self.variant = variant
-        self.name = "pgqueuer:nocap" if variant else "pgqueuer"
+        self.name = f"pgqueuer:{variant}" if variant else "pgqueuer"
         self.on_run: Callable[[int], None] = lambda n: None
         self._url = ""
         self._pool: asyncpg.Pool | None = None
@@ -48,11 +51,16 @@ class PgqueuerSystem:
 
     @property
     def label(self) -> str:
-        suffix = " (no cap)" if self.variant else ""
+        suffix = {"": "", "nocap": " (no cap)", "limit": " (concurrency_limit=C)"}[self.variant]
         return f"pgqueuer {importlib.metadata.version('pgqueuer')}{suffix}"
 
     @property
     def config(self) -> str:
+        if self.variant == "limit":
+            return (
+                "as pgqueuer, with @entrypoint(concurrency_limit=C): its per-entrypoint "
+                "limit, enforced in SQL across all workers"
+            )
         if self.variant == "nocap":
             return (
                 "as pgqueuer, but run(batch_size=C) with max_concurrent_tasks unset "
@@ -111,7 +119,9 @@ class PgqueuerSystem:
         pgq = PgQueuer.from_asyncpg_connection(conn)
         system = self
 
-        @pgq.entrypoint("noop")
+        limit = concurrency if self.variant == "limit" else 0
+
+        @pgq.entrypoint("noop", concurrency_limit=limit)
         async def noop(job: Job) -> None:
             system.on_run(int(job.payload or b"0"))
 

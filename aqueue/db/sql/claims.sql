@@ -21,7 +21,8 @@ WITH picked AS (
       AND NOT EXISTS (SELECT 1 FROM {schema}.queues AS settings
                       WHERE settings.name = :queue
                         AND (settings.paused_at IS NOT NULL OR settings.global_limit IS NOT NULL
-                             OR settings.partition_limit IS NOT NULL))
+                             OR settings.partition_limit IS NOT NULL
+                             OR settings.rate_limit IS NOT NULL))
     ORDER BY priority, scheduled_at, id
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -37,7 +38,7 @@ WHERE j.id = picked.id
 -- name: claim
 -- Claims due jobs (see the claim_due fragment), returning every column a Job needs.
 {@claim_due}
-RETURNING {job_columns:j}, j.timeout, j.retry::text AS retry;
+RETURNING {job_columns:j}, j.timeout, j.retry::text AS retry, j.partition_key;
 
 -- name: claim_lean
 -- The same claim, returning only what running a job needs: used when no job wants its
@@ -46,18 +47,18 @@ RETURNING {job_columns:j}, j.timeout, j.retry::text AS retry;
 -- cost next to nothing, where the full rows cost a no-op drain about a fifth of its rate.
 {@claim_due}
 RETURNING j.id, j.kind, j.queue, j.args::text AS args, j.attempt, j.max_attempts, j.timeout,
-          j.retry::text AS retry, j.scheduled_at, j.attempted_at;
+          j.retry::text AS retry, j.partition_key, j.scheduled_at, j.attempted_at;
 
 -- name: claim_limited
 -- The claim of a queue with cluster-wide limits: a function that serialises the queue's
 -- claims and counts what runs (migrations/0005_flow_control.sql explains why that is
 -- exact). Same columns as claim.
-SELECT {job_columns}, timeout, retry::text AS retry
+SELECT {job_columns}, timeout, retry::text AS retry, partition_key
 FROM {schema}.claim_limited(:queue, :limit, :kinds::text[], :node_id);
 
 -- name: claim_limited_lean
 SELECT id, kind, queue, args::text AS args, attempt, max_attempts, timeout, retry::text AS retry,
-       scheduled_at, attempted_at
+       partition_key, scheduled_at, attempted_at
 FROM {schema}.claim_limited(:queue, :limit, :kinds::text[], :node_id);
 
 -- name: adopt_claims
@@ -65,7 +66,7 @@ FROM {schema}.claim_limited(:queue, :limit, :kinds::text[], :node_id);
 -- its reply was lost (the server restarted, the connection dropped). $3 lists every job
 -- the worker still holds (running, waiting for a slot, or outcome not yet written). A
 -- plain read: the rows are already this worker's, so reading them takes nothing away.
-SELECT {job_columns}, timeout, retry::text AS retry
+SELECT {job_columns}, timeout, retry::text AS retry, partition_key
 FROM {schema}.jobs
 WHERE state = 'running' AND queue = $1 AND node_id = $2 AND NOT (id = ANY($3::bigint[]))
 ORDER BY priority, scheduled_at, id;

@@ -38,7 +38,9 @@ SELECT k.queue,
        coalesce(r.busiest_partition, 0) AS busiest_partition,
        coalesce(q.paused_at IS NOT NULL, false) AS paused,
        -- The cluster-wide limits in force (NULL: none), as the queues table stores them.
-       q.global_limit, q.partition_limit
+       q.global_limit, q.partition_limit,
+       -- A rate as starts per second (n / per), so that queues with different windows compare.
+       q.rate_limit / q.rate_per AS rate_limit
 FROM known AS k
 LEFT JOIN waiting AS w ON w.queue = k.queue
 LEFT JOIN running AS r ON r.queue = k.queue

@@ -76,7 +76,8 @@ SELECT (SELECT count(*) FROM deleted) AS deleted, (SELECT count(*) FROM cancelle
 -- name: forget_queue
 -- After an obliterate: drop the queue's settings row unless it holds a pause or limits.
 DELETE FROM {schema}.queues
-WHERE name = $1 AND paused_at IS NULL AND global_limit IS NULL AND partition_limit IS NULL;
+WHERE name = $1 AND paused_at IS NULL AND global_limit IS NULL AND partition_limit IS NULL
+  AND rate_limit IS NULL;
 
 -- name: queue_stats
 -- One row per queue ($1: only that one; NULL: all): the queues jobs name, the queues with
@@ -137,6 +138,16 @@ SELECT names.queue AS name,
        settings.paused_at,
        settings.global_limit,
        settings.partition_limit,
+       settings.rate_limit,
+       settings.rate_per,
+       coalesce(settings.rate_per_partition, false) AS rate_per_partition,
+       -- Starts in the trailing window: of the queue, or of its busiest partition key.
+       (SELECT coalesce(max(used), 0) FROM (
+            SELECT sum(r.starts) AS used FROM {schema}.rate_starts AS r
+            WHERE r.queue = names.queue
+              AND r.started_at > clock_timestamp() - settings.rate_per * interval '1 second'
+            GROUP BY r.partition_key) AS windows
+        WHERE settings.rate_limit IS NOT NULL)::integer AS rate_used,
        coalesce(counts.counts, '{}')::text AS counts,
        oldest.age AS oldest_available_age,
        coalesce(running.by_node, '{}')::text AS running_by_node,
@@ -154,14 +165,27 @@ ORDER BY names.queue;
 -- name: set_queue_limits
 -- A worker starting with an aqueue.Queue spec stores its cluster-wide limits: the last
 -- worker to start decides what is in force (drift reports the others).
-INSERT INTO {schema}.queues AS q (name, global_limit, partition_limit, limits_by, limits_at)
-VALUES (:name, :global_limit, :partition_limit, :node_id, now())
+INSERT INTO {schema}.queues AS q (name, global_limit, partition_limit, rate_limit, rate_per,
+                                  rate_per_partition, limits_by, limits_at)
+VALUES (:name, :global_limit, :partition_limit, :rate_limit, :rate_per, :rate_per_partition,
+        :node_id, now())
 ON CONFLICT (name) DO UPDATE
 SET global_limit = EXCLUDED.global_limit, partition_limit = EXCLUDED.partition_limit,
+    rate_limit = EXCLUDED.rate_limit, rate_per = EXCLUDED.rate_per,
+    rate_per_partition = EXCLUDED.rate_per_partition,
     limits_by = EXCLUDED.limits_by, limits_at = now(), updated_at = now();
 
 -- name: queue_limits
 -- The limits in force for these queues (no row: none).
-SELECT name, global_limit, partition_limit
+SELECT name, global_limit, partition_limit, rate_limit
 FROM {schema}.queues
 WHERE name = ANY ($1::text[]);
+
+-- name: rate_wait
+-- Seconds until a rate-limited queue's window has a place for its due jobs (NULL: the
+-- rate is not what holds it back); see migrations/0009_rate_limits.sql.
+SELECT {schema}.rate_wait($1, $2::text[]) AS wait;
+
+-- name: prune_rate_starts
+-- Starts that no window can count any more (see migrations/0009_rate_limits.sql).
+SELECT {schema}.prune_rate_starts() AS deleted;
