@@ -38,9 +38,9 @@ class Extensions:
         per attempt right after its outcome is committed; ``wait`` is the seconds from due
         to start. Synchronous and on the worker's event loop: for quick bookkeeping such as
         counters (``aqueue.metrics`` uses it), never for I/O (use ``after_process``). An
-        exception is logged and changes nothing. ``@app.observe(wait=False)``: the observer
-        gets ``wait=None`` unless something else reads the job's times anyway; claims then
-        stay lean (reading the times costs a no-op drain about a fifth of its rate)."""
+        exception is logged and changes nothing. Observers keep claims lean (no Job is built):
+        the wait comes from two times every claim reads. ``wait=False`` is accepted for
+        compatibility and changes nothing."""
 
         def register(fn: OB) -> OB:
             if not callable(fn) or inspect.iscoroutinefunction(fn):

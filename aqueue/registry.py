@@ -19,9 +19,11 @@ __all__ = ["EnqueueCall", "EnqueueMiddleware", "Middleware", "Observer", "Regist
 Middleware = Callable[[Job, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 #: ``def observe(queue, kind, outcome, wait)``: called synchronously, once per committed
-#: attempt, with the seconds the attempt waited between due and start (``wait``; None when
-#: no observer asked for it and the claim did not read the job's times).
+#: attempt, with the seconds the attempt waited between due and start (``wait``; every
+#: claim reads the two times, so it is always there for a committed attempt).
 Observer = Callable[[str, str, Outcome, float | None], None]
+#: ``async def wrap(hook, job, outcome, call_next)`` around one after_process hook run.
+HookWrapper = Callable[[Any, Job, Outcome, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
 class EnqueueCall:
@@ -61,8 +63,12 @@ class Registry:
         self.middleware: list[Middleware] = []
         #: Synchronous observers of every committed attempt (metrics).
         self.observers: list[Observer] = []
-        #: An observer wants ``wait``: claims then read the job's times (the full rows).
+        #: An observer asked for ``wait`` (``app.observe(wait=True)``). Informational: the
+        #: lean claims read the job's times too, so observers never need the full rows.
         self.observers_want_wait = False
+        #: Around every after_process hook run, outermost first:
+        #: ``async def wrap(hook, job, outcome, call_next)`` (tracing's hook spans).
+        self.hook_wrappers: list[HookWrapper] = []
         #: Around every enqueue call, outermost first.
         self.enqueue_middleware: list[EnqueueMiddleware] = []
         self.periodic: dict[str, PeriodicEntry] = {}
@@ -125,7 +131,7 @@ class Registry:
     def needs_full_rows(self) -> bool:
         """Whether any job takes a JobContext or has hooks, or middleware is registered:
         each needs a whole Job record."""
-        return bool(self.global_hooks or self.middleware or self.observers_want_wait) or any(
+        return bool(self.global_hooks or self.middleware) or any(
             d.hooks or d.schema.wants_context for d in self._by_kind.values()
         )
 

@@ -144,6 +144,14 @@ async def test_every_page_renders_with_real_data(app: aqueue.App, page: Any) -> 
     async def consume(ctx: aqueue.PersistentContext) -> None:
         await anyio.sleep_forever()
 
+    release = anyio.Event()
+
+    @app.job
+    async def import_catalog(ctx: aqueue.JobContext, source: str) -> None:
+        await ctx.step("download", lambda: {"rows": 10_000, "bytes": 18_340_112})
+        await ctx.progress(0.62, "6,200 of 10,000 rows")
+        await release.wait()
+
     app.periodic(build_report, cron="0 9 * * MON", kwargs={"team": "ops"})
     app.periodic(resize_image, cron="*/15 * * * *", kwargs={"path": "logo.png", "width": 64})
 
@@ -158,7 +166,11 @@ async def test_every_page_renders_with_real_data(app: aqueue.App, page: Any) -> 
         "INSERT INTO {schema}.periodic_runs (name, slot) VALUES ('resize_image', $1)",
         datetime.now(UTC) - timedelta(minutes=30),
     )
-    queues = {"mail": 4, "reports/v2": 1, "default": 4}
+    queues = {
+        "mail": 4,
+        "reports/v2": aqueue.Queue(concurrency=1, global_limit=2, partition=aqueue.Partition(1)),
+        "default": 4,
+    }
     async with app.worker(queues):
         await app.wait(failing.id, timeout=10)
         await eventually(
@@ -194,6 +206,8 @@ async def test_every_page_renders_with_real_data(app: aqueue.App, page: Any) -> 
         await resize_image.options(schedule_in=3600, tags=["thumbnails"]).enqueue(
             path="big.png", width=1024
         )
+        importing = await import_catalog.enqueue(source="s3://catalog/2026-12.csv")
+        await eventually(lambda: _progress_of(app, importing.id), what="the import's progress")
         await eventually(lambda: _leader_and_replicas(app), what="leader and both replicas")
         await eventually(lambda: _periodic_caught_up(app), what="the periodic catch-up")
 
@@ -203,12 +217,23 @@ async def test_every_page_renders_with_real_data(app: aqueue.App, page: Any) -> 
             row = page.locator("#queues tr[data-queue='mail']")
             await expect(row.locator("td").nth(2)).to_have_text("7")  # available
             await expect(page.locator("#overview-stats")).to_contain_text("completed, last hour")
+            limits = page.locator("#queues tr[data-queue='reports/v2'] td.limits")
+            await expect(limits).to_contain_text("0/2")
+            await expect(limits).to_contain_text("≤1/key")
+            await expect(page.locator("#queues tr[data-queue='mail'] td.limits")).to_have_text("—")
             assert await page.locator("#throughput svg rect.bar-completed").count() > 20
             await _shoot(page, shots, "overview")
 
             await page.click("nav >> text=Jobs")
             await expect(jobs_in_table(page)).to_have_count(50)
+            running = page.locator(f"tr[data-job-id='{importing.id}']")
+            await expect(running.locator("progress")).to_have_attribute("value", "0.62")
             await _shoot(page, shots, "jobs", full_page=False)
+
+            await page.goto(base + f"/jobs/{importing.id}")
+            await expect(page.locator("#job-progress")).to_contain_text("62%")
+            await expect(page.locator("#job-steps")).to_contain_text("download")
+            await _shoot(page, shots, "job-running", full_page=False)
 
             await page.goto(base + f"/jobs/{failing.id}")
             await expect(page.locator("#job-state")).to_have_text("discarded")
@@ -222,6 +247,7 @@ async def test_every_page_renders_with_real_data(app: aqueue.App, page: Any) -> 
             await page.click("#queues a:text-is('reports/v2')")
             await expect(page).to_have_url(re.compile(r"/queues/reports%2Fv2$"))
             await expect(page.locator("h1")).to_have_text("Queue reports/v2")
+            await expect(page.locator("#queue-limits")).to_contain_text("0/2")
             await expect(page.locator("#queue-counts")).to_contain_text("discarded")
             await page.goto(base + "/queues/mail")
             await expect(page.locator("#queue-status")).to_contain_text("paused")
@@ -247,6 +273,7 @@ async def test_every_page_renders_with_real_data(app: aqueue.App, page: Any) -> 
                 re.compile("available|running|completed")
             )
             await _shoot(page, shots, "periodic")
+        release.set()
 
 
 APP_TRACEBACK = """Traceback (most recent call last):
@@ -255,6 +282,11 @@ APP_TRACEBACK = """Traceback (most recent call last):
   File "/srv/shop/reports/warehouse.py", line 88, in query
     raise RuntimeError(f"warehouse timed out for {team}")
 RuntimeError: warehouse timed out for finance"""
+
+
+async def _progress_of(app: aqueue.App, job_id: int) -> bool:
+    job = await app.get_job(job_id)
+    return job is not None and job.progress is not None
 
 
 async def _periodic_caught_up(app: aqueue.App) -> bool:

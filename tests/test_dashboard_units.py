@@ -199,3 +199,30 @@ def test_the_core_package_does_not_import_the_dashboard() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_workflow_steps_join_jobs_with_their_dependencies() -> None:
+    from aqueue.dashboard.workflow_views import workflow_steps
+    from aqueue.jobs import JobState, new_job
+
+    start = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+    def job(job_id: int, step: str, state: JobState, ran: float | None) -> aqueue.Job:
+        attempted = start + timedelta(seconds=2) if ran is not None else None
+        finished = attempted + timedelta(seconds=ran) if attempted and ran else None
+        return new_job(
+            job_id, "k", "default", state, {}, 0, 1, 20, start, start, attempted, finished,
+            [], None, [], {}, workflow_id=7, step=step,
+        )  # fmt: skip
+
+    jobs = [
+        job(1, "fetch", JobState.COMPLETED, 0.5),
+        job(2, "clean", JobState.RUNNING, None),
+        job(3, "load", JobState.PENDING, None),
+    ]
+    # An edge to a job that is gone (deleted) is left out rather than shown as a ghost.
+    steps = workflow_steps(jobs, [(2, 1), (3, 1), (3, 2), (3, 99)])
+    assert [s.job.step for s in steps] == ["fetch", "clean", "load"]
+    assert [[d.step for d in s.deps] for s in steps] == [[], ["fetch"], ["fetch", "clean"]]
+    assert steps[0].waited == 2.0 and steps[0].ran == 0.5
+    assert steps[2].waited is None and steps[2].ran is None

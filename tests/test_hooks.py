@@ -378,10 +378,11 @@ def test_an_async_observer_is_refused(app: aqueue.App) -> None:
         app.observe(not_sync)  # type: ignore[arg-type]
 
 
-async def test_an_observer_without_wait_keeps_claims_lean(app: aqueue.App) -> None:
+@pytest.mark.parametrize("wait", [True, False])
+async def test_an_observer_keeps_claims_lean_and_gets_the_wait(app: aqueue.App, wait: bool) -> None:
     seen: list[float | None] = []
 
-    @app.observe(wait=False)
+    @app.observe(wait=wait)
     def record(queue: str, kind: str, outcome: aqueue.Outcome, wait: float | None) -> None:
         seen.append(wait)
 
@@ -389,8 +390,12 @@ async def test_an_observer_without_wait_keeps_claims_lean(app: aqueue.App) -> No
     async def plain() -> None: ...
 
     assert not app.registry.needs_full_rows()
-    job = await plain.enqueue()
-    async with app.worker(queues={"default": 1}):
+    job = await plain.options(queue="limited").enqueue()
+    other = await plain.enqueue()
+    queues = {"default": 1, "limited": aqueue.Queue(concurrency=1, global_limit=1)}
+    async with app.worker(queues=queues):
         await app.wait(job.id, timeout=10)
-        await eventually(lambda: seen, what="the observer called")
-    assert seen == [None]
+        await app.wait(other.id, timeout=10)
+        await eventually(lambda: len(seen) == 2, what="the observer called twice")
+    # Through the plain claim and the limited one alike, without the full rows.
+    assert all(w is not None and 0 <= w < 30 for w in seen), seen

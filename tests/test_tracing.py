@@ -13,6 +13,7 @@ import aqueue
 from tests.support import eventually
 
 pytest.importorskip("opentelemetry.sdk")
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import (
@@ -199,6 +200,125 @@ async def test_a_job_enqueued_without_tracing_gets_a_root_span(
     [run] = named(exporter, "run plain")
     assert run.parent is None
     assert named(exporter, "enqueue plain") == []
+
+
+async def test_hook_runs_are_child_spans_of_the_attempt(
+    app: aqueue.App, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    aqueue.tracing.instrument(app, tracer_provider=provider)
+    ran: list[int] = []
+
+    @app.after_process
+    async def notify_slack(job: aqueue.Job, outcome: aqueue.Outcome) -> None:
+        ran.append(job.id)
+
+    @app.after_process
+    async def broken_hook(job: aqueue.Job, outcome: aqueue.Outcome) -> None:
+        raise RuntimeError("webhook down")
+
+    @app.job(max_attempts=2)
+    async def charge(order: int) -> None:
+        if order == 2:
+            raise ValueError("card declined")
+
+    good = await charge.enqueue(order=1)
+    bad = await charge.enqueue(order=2)
+    async with app.worker(queues={"default": 2}):
+        await app.wait(good.id, timeout=10)
+        await _wait_state(app, bad.id, aqueue.JobState.DISCARDED)
+        await eventually(lambda: len(named(exporter, "hook broken_hook")) == 3, what="hooks")
+    runs = {span.attributes["aqueue.job.id"]: [] for span in named(exporter, "run charge")}
+    for span in named(exporter, "run charge"):
+        runs[span.attributes["aqueue.job.id"]].append(span)
+    assert len(runs[good.id]) == 1 and len(runs[bad.id]) == 2
+    # One span per hook per attempt, each a child of its attempt's span, in its trace.
+    for hook_name in ("notify_slack", "broken_hook"):
+        hooks = named(exporter, f"hook {hook_name}")
+        assert len(hooks) == 3, hook_name
+        by_parent = {parent_id(span): span for span in hooks}
+        for attempts in runs.values():
+            for attempt in attempts:
+                hook = by_parent[span_id(attempt)]
+                assert trace_id(hook) == trace_id(attempt)
+                assert hook.kind is SpanKind.INTERNAL
+                assert hook.attributes["aqueue.hook"] == hook_name
+                assert hook.attributes["aqueue.job.state"] == attempt.attributes["aqueue.job.state"]
+    states = sorted(s.attributes["aqueue.job.state"] for s in named(exporter, "hook notify_slack"))
+    assert states == ["completed", "discarded", "retryable"]
+    for broken in named(exporter, "hook broken_hook"):
+        assert broken.status.status_code is StatusCode.ERROR
+        [event] = broken.events
+        assert event.name == "exception"
+        assert event.attributes["exception.message"] == "webhook down"
+    for fine in named(exporter, "hook notify_slack"):
+        assert fine.status.status_code is StatusCode.UNSET and not fine.events
+    assert sorted(ran) == sorted([good.id, bad.id, bad.id])
+
+
+def _unsampled_parent() -> trace.Span:
+    """A span context the enqueuer's sampler said no to (trace flags 00)."""
+    return trace.NonRecordingSpan(
+        trace.SpanContext(
+            trace_id=0x5CE0E9A56015FEC5AADFA328AE398115,
+            span_id=0xAB54A98CEB1F0AD2,
+            is_remote=True,
+            trace_flags=trace.TraceFlags(0),
+        )
+    )
+
+
+async def test_an_attempt_of_an_unsampled_trace_gets_no_span_but_carries_the_trace(
+    app: aqueue.App, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    aqueue.tracing.instrument(app, tracer_provider=provider)
+
+    @app.after_process
+    async def audit(job: aqueue.Job, outcome: aqueue.Outcome) -> None: ...
+
+    @app.job
+    async def child() -> None: ...
+
+    @app.job
+    async def parent() -> int:
+        return (await child.enqueue()).id
+
+    with trace.use_span(_unsampled_parent()):
+        job = await parent.enqueue()
+    assert job.meta["traceparent"].endswith("-00")  # the enqueue span was not sampled
+    async with app.worker(queues={"default": 2}):
+        done = await app.wait(job.id, timeout=10)
+        inner = await app.wait(done.result, timeout=10)
+    # The job's own enqueue stayed in the unsampled trace: same trace id, not sampled.
+    assert inner.meta["traceparent"].split("-")[1] == "5ce0e9a56015fec5aadfa328ae398115"
+    assert inner.meta["traceparent"].endswith("-00")
+    assert exporter.get_finished_spans() == ()
+
+
+async def test_follow_parent_sampling_off_asks_the_sampler_for_every_attempt(
+    make_app: Callable[..., aqueue.App], exporter: InMemorySpanExporter
+) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+
+    always = TracerProvider(sampler=ALWAYS_ON)  # not parent-based: records every span
+    always.add_span_processor(SimpleSpanProcessor(exporter))
+    producer, worker_app = make_app(), make_app()
+    aqueue.tracing.instrument(producer, tracer_provider=TracerProvider())
+    aqueue.tracing.instrument(worker_app, tracer_provider=always, follow_parent_sampling=False)
+    for each in (producer, worker_app):
+
+        @each.job
+        async def plain() -> None: ...
+
+    async with producer, worker_app:
+        await producer.migrate()
+        with trace.use_span(_unsampled_parent()):
+            job = await producer.enqueue("plain", {})
+        assert job.meta["traceparent"].endswith("-00")
+        async with worker_app.worker(queues={"default": 1}):
+            await worker_app.wait(job.id, timeout=10)
+    [run] = named(exporter, "run plain")
+    assert run.parent is not None and run.parent.trace_id == 0x5CE0E9A56015FEC5AADFA328AE398115
+    always.shutdown()
 
 
 async def _wait_state(app: aqueue.App, job_id: int, state: aqueue.JobState) -> None:

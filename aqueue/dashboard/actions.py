@@ -1,5 +1,5 @@
-"""The actions (POST): retry, cancel, delete a job; pause, resume, drain a queue; bulk
-retry or cancel of the jobs a filter selects.
+"""The actions (POST): retry, cancel, delete a job; pause, resume, drain a queue; cancel a
+workflow or batch; bulk retry or cancel of the jobs a filter selects.
 
 Each goes through the App's public admin calls, nothing else. Each answers with a
 redirect back to the page it came from (post/redirect/get, so a reload never repeats an
@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from ..db.browse import JobFilter
-from ..errors import AqueueError, JobNotFound, JobStateError
+from ..errors import AqueueError, JobNotFound, JobStateError, WorkflowNotFound
 from ..jobs import JobState
 from .readmodels import CANCELLABLE, RETRYABLE
 from .security import CSRF_FIELD, csrf_failure, set_flash
@@ -100,6 +100,29 @@ class Actions:
         except (JobStateError, JobNotFound) as exc:
             return self._done(request, back, "error", str(exc))
         return self.render.error(request, 400, f"Unknown action {action!r}.")
+
+    async def workflow(self, request: Request) -> Response:
+        workflow_id: int = request.path_params["workflow_id"]
+        try:
+            fields = await self._form(request)
+        except Refused as refused:
+            return self.render.error(request, refused.status_code, str(refused))
+        action = fields.get("action")
+        if action != "cancel":
+            return self.render.error(request, 400, f"Unknown action {action!r}.")
+        back = self._back(request, fields, f"/workflows/{workflow_id}")
+        if not 1 <= workflow_id < 2**63:
+            return self.render.error(request, 404, f"There is no workflow {workflow_id}.")
+        try:
+            changed = await self.site.app.cancel_workflow(workflow_id)
+        except WorkflowNotFound as exc:
+            return self._done(request, back, "error", str(exc))
+        text = (
+            f"Workflow {workflow_id}: {changed} job(s) cancelled or told to stop."
+            if changed
+            else f"Workflow {workflow_id} had nothing left to cancel."
+        )
+        return self._done(request, back, "ok", text)
 
     async def queue(self, request: Request) -> Response:
         name: str = request.path_params["name"]

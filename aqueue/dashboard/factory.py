@@ -17,6 +17,7 @@ from .render import Renderer
 from .security import AuthFn, AuthGate, SecurityHeaders
 from .site import Site
 from .views import Pages
+from .workflow_views import WorkflowPages
 
 if TYPE_CHECKING:
     from ..app import App
@@ -69,12 +70,16 @@ def create_app(
     site = Site(app=app, browse=Browse(app.db), renderer=renderer, read_only=read_only)
     pages = Pages(site)
     actions = Actions(site)
+    workflows = WorkflowPages(site)
     routes = [
         Route("/", pages.overview, name="overview"),
         Route("/jobs", pages.jobs, name="jobs"),
         Route("/jobs", actions.bulk, methods=["POST"]),
         Route("/jobs/{job_id:int}", pages.job, name="job"),
         Route("/jobs/{job_id:int}", actions.job, methods=["POST"]),
+        Route("/workflows", workflows.workflows, name="workflows"),
+        Route("/workflows/{workflow_id:int}", workflows.workflow, name="workflow"),
+        Route("/workflows/{workflow_id:int}", actions.workflow, methods=["POST"]),
         # Queue names may hold slashes ("emails/v2"): the rest of the path is the name.
         Route("/queues/{name:path}", pages.queue, name="queue"),
         Route("/queues/{name:path}", actions.queue, methods=["POST"]),

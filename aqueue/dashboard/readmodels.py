@@ -7,6 +7,7 @@ with as few round trips as the page allows (the overview is three statements).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCELLABLE",
     "RETRYABLE",
+    "RecordedStep",
     "job_actions",
     "overview_view",
     "periodic_view",
@@ -64,6 +66,20 @@ def job_timing(job: Job) -> dict[str, float | None]:
         if job.finalized_at is not None:
             ran = max((job.finalized_at - job.attempted_at).total_seconds(), 0.0)
     return {"waited": waited, "ran": ran}
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordedStep:
+    """One resumable step a job recorded (``ctx.step``): its result as stored JSON text."""
+
+    name: str
+    attempt: int
+    result_json: str
+    recorded_at: datetime
+
+    @property
+    def result(self) -> Any:
+        return json.loads(self.result_json)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,7 @@ __all__ = ["Renderer"]
 NAV = (
     ("/", "Overview"),
     ("/jobs", "Jobs"),
+    ("/workflows", "Workflows"),
     ("/cluster", "Cluster"),
     ("/persistent", "Persistent"),
     ("/periodic", "Periodic"),

@@ -15,6 +15,7 @@ from ..jobs import JobState
 from .charts import throughput_chart
 from .readmodels import (
     STATE_COLUMNS,
+    RecordedStep,
     job_actions,
     job_timing,
     leader_node,
@@ -88,6 +89,10 @@ class Pages:
         job = await self.site.app.get_job(job_id) if 1 <= job_id < 2**63 else None
         if job is None:
             return self.render.error(request, 404, f"There is no job {job_id}.")
+        recorded = [
+            RecordedStep(row["name"], row["attempt"], row["result"], row["recorded_at"])
+            for row in await self.site.app.db.job_steps([job.id])
+        ]
         return self.render.page(
             request,
             "job.html",
@@ -96,6 +101,7 @@ class Pages:
             job=job,
             actions=job_actions(job.state.value),
             timing=job_timing(job),
+            recorded=recorded,
         )
 
     async def queue(self, request: Request) -> Response:

@@ -46,6 +46,11 @@ class WorkflowStore(Connector):
     async def workflow_jobs(self, workflow_id: int) -> list[Row]:
         return await self._fetch(self.q.workflow_jobs, workflow_id)
 
+    async def workflow_edges(self, workflow_id: int) -> list[tuple[int, int]]:
+        """(job_id, dep_id) for every dependency among a workflow's jobs."""
+        rows = await self._fetch(self.q.workflow_edges, workflow_id)
+        return [(int(row["job_id"]), int(row["dep_id"])) for row in rows]
+
     async def list_workflows(self, kind: str | None, before: int | None, limit: int) -> list[Row]:
         statement = self.q.list_workflows
         return await self._fetch(statement, *statement.args(kind=kind, before=before, limit=limit))

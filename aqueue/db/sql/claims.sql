@@ -43,9 +43,11 @@ RETURNING {job_columns:j}, j.timeout, j.retry::text AS retry, j.partition_key;
 -- name: claim_lean
 -- The same claim, returning only what running a job needs: used when no job wants its
 -- JobContext, no hook and no middleware is registered, so no Job record is built from it.
+-- The two times are for observers (metrics' wait before start): two fixed-size columns
+-- cost next to nothing, where the full rows cost a no-op drain about a fifth of its rate.
 {@claim_due}
 RETURNING j.id, j.kind, j.queue, j.args::text AS args, j.attempt, j.max_attempts, j.timeout,
-          j.retry::text AS retry, j.partition_key;
+          j.retry::text AS retry, j.partition_key, j.scheduled_at, j.attempted_at;
 
 -- name: claim_limited
 -- The claim of a queue with cluster-wide limits: a function that serialises the queue's
@@ -56,7 +58,7 @@ FROM {schema}.claim_limited(:queue, :limit, :kinds::text[], :node_id);
 
 -- name: claim_limited_lean
 SELECT id, kind, queue, args::text AS args, attempt, max_attempts, timeout, retry::text AS retry,
-       partition_key
+       partition_key, scheduled_at, attempted_at
 FROM {schema}.claim_limited(:queue, :limit, :kinds::text[], :node_id);
 
 -- name: adopt_claims

@@ -194,3 +194,12 @@ WITH done AS (
 DELETE FROM {schema}.workflows AS w USING done
 WHERE w.id = done.id
   AND (SELECT count(*) FROM deps_gone) + (SELECT count(*) FROM jobs_gone) >= 0;
+
+-- name: workflow_edges
+-- The dependencies among one workflow's jobs (the dashboard's step table): which job waits
+-- for which, through job_deps_job_idx, one row per edge.
+SELECT e.job_id, e.dep_id
+FROM {schema}.jobs AS j
+JOIN {schema}.job_deps AS e ON e.job_id = j.id
+WHERE j.workflow_id = $1
+ORDER BY e.job_id, e.dep_id;
