@@ -87,6 +87,11 @@ class JobAdmin:
                 f"job {job_id} is a {found['state']} workflow or batch job whose dependents "
                 "were already settled by its ending; enqueue the work again instead"
             )
+        if found["deps_unfinished"]:
+            raise JobStateError(
+                f"job {job_id} is a workflow step whose dependencies have not all ended; "
+                "it cannot run before they do"
+            )
         if not found["changed"]:
             raise JobStateError(
                 f"job {job_id} is {found['state']}: only scheduled, retryable, "

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from .db.database import Database, Row
 from .db.params import Deps, GroupColumns, InsertColumns
 from .definition import JobRequest, dump_unvalidated
-from .errors import ConfigurationError, DatabaseError, InvalidOption
+from .errors import ConfigurationError, DatabaseError, InvalidOption, InvalidWorkflow
 from .jobs import Job, job_from_insert, job_from_row
 from .options import Options
 from .registry import EnqueueCall, Registry
@@ -271,6 +271,12 @@ class Enqueuer:
         conn: Any,
     ) -> list[Job]:
         plan, holder = group
+        for opts, step in zip(per_job, plan.steps, strict=True):
+            if opts.unique is not None:  # also a unique= of the job's definition
+                raise InvalidWorkflow(
+                    f"step {step or '(batch job)'!r}: unique jobs cannot be steps (another "
+                    "job could answer for it)"
+                )
         columns.step = plan.steps
         columns.deps = [len(d) for d in plan.deps]
         columns.run_anyway = plan.run_anyway

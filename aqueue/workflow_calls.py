@@ -106,5 +106,4 @@ class WorkflowCalls:
         row = await self.db.get_workflow(_check_id(workflow_id))
         if row is None:
             raise WorkflowNotFound(workflow_id)
-        changed = await self.db.cancel_workflow(row["id"], "cancelled by app.cancel_workflow")
-        return int(changed["changed"])
+        return await self.db.cancel_workflow(row["id"], "cancelled by app.cancel_workflow")

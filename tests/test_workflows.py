@@ -4,6 +4,7 @@ let them run), bad graphs write nothing, and the backstop, cancel and retention 
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
@@ -371,3 +372,118 @@ async def test_a_failed_dependency_cannot_be_retried_its_dependents_were_settled
     # Its dependency still failed: DependencyFailed discards at once (waiting cannot help).
     assert clean.state == aqueue.JobState.DISCARDED
     assert clean.errors[-1]["type"] == "DependencyFailed" and clean.attempt == 1
+
+
+async def test_a_step_cannot_be_retried_before_its_dependencies_end(app: aqueue.App) -> None:
+    jobs = _etl(app, [])
+    wf = aqueue.Workflow()
+    wf.add("fetch", jobs["fetch"].build(day="d"))
+    wf.add("clean", jobs["clean"].build(), deps=["fetch"])
+    run = await app.enqueue_workflow(wf)
+    assert (await app.cancel(run.jobs["clean"].id)) is not None
+    with pytest.raises(aqueue.JobStateError, match="dependencies have not all ended"):
+        await app.retry(run.jobs["clean"].id)
+
+
+async def test_steps_of_a_unique_kind_are_refused(app: aqueue.App) -> None:
+    @app.job(unique=aqueue.Unique())
+    async def once() -> None:
+        pass
+
+    wf = aqueue.Workflow()
+    wf.add("a", once.build())
+    with pytest.raises(aqueue.InvalidWorkflow, match="unique"):
+        await app.enqueue_workflow(wf)
+    assert await _count(app, "jobs") == 0
+
+
+async def test_rename_kind_moves_pending_steps(app: aqueue.App) -> None:
+    jobs = _etl(app, [])
+
+    @app.job(name="clean.v2")
+    async def clean_v2() -> None:
+        pass
+
+    wf = aqueue.Workflow()
+    wf.add("fetch", jobs["fetch"].build(day="d"))
+    wf.add("clean", jobs["clean"].build(), deps=["fetch"])
+    run = await app.enqueue_workflow(wf)
+    report = await app.rename_kind("clean", "clean.v2")
+    assert report == 1  # jobs moved
+    assert (await app.workflow_status(run.id)).steps["clean"].kind == "clean.v2"
+
+
+async def test_wide_cancels_and_cascades_stay_bounded(app: aqueue.App) -> None:
+    """A batch of 2,500 is cancelled in rounds (one transaction); a failed root cancels a
+    3,000-wide fan-out in one statement. Both finish, with every job accounted for."""
+
+    @app.job(max_attempts=1)
+    async def fail() -> None:
+        raise aqueue.Discard("no")
+
+    @app.job
+    async def leaf(n: int = 0) -> None:
+        raise AssertionError("must not run")
+
+    batch = await app.enqueue_batch([leaf.build(n=n) for n in range(2500)], callback=leaf.build())
+    assert await app.cancel_workflow(batch.id) == 2501
+    assert (await app.workflow_status(batch.id)).counts == {"cancelled": 2501}
+    wf = aqueue.Workflow("wide")
+    wf.add("root", fail.build())
+    for n in range(3000):
+        wf.add(f"s{n}", leaf.build(n=n), deps=["root"])
+    run = await app.enqueue_workflow(wf)
+    await run_until_idle(app)
+    assert (await app.workflow_status(run.id)).counts == {"discarded": 1, "cancelled": 3000}
+
+
+async def test_two_settling_transactions_of_one_workflow_wait_and_settle_right(
+    app: aqueue.App,
+) -> None:
+    """A discarded a1 cancels q and r, then s (q's dependent), while d's completion counts
+    down s and r, both transactions open at once: the second waits for the first (the
+    workflow's lock, taken before any pending row) and every step ends as it must. (The
+    interleaving that deadlocked without that lock is inside single statements, so this
+    test shows the waiting and the outcome, not the deadlock itself.)"""
+    jobs = _etl(app, [])
+    fetch = jobs["fetch"]
+    wf = aqueue.Workflow()
+    wf.add("a1", fetch.build(day="a1"))
+    wf.add("d", fetch.build(day="d"))
+    wf.add("q", fetch.build(day="q"), deps=["a1"])
+    wf.add("s", fetch.build(day="s"), deps=["q", "d"])
+    wf.add("r", fetch.build(day="r"), deps=["a1", "d"])
+    run = await app.enqueue_workflow(wf)
+    ids = {name: job.id for name, job in run.jobs.items()}
+    table = f"{schema_of(app)}.jobs"
+    end = (
+        f"UPDATE {table} SET state = $2::text::{schema_of(app)}.job_state, "
+        "finalized_at = now() WHERE id = $1"
+    )
+    first = await asyncpg.connect(app.url)
+    second = await asyncpg.connect(app.url)
+    try:
+        tx = first.transaction()
+        await tx.start()
+        await first.execute(end, ids["d"], "completed")
+        waiting = asyncio.ensure_future(second.execute(end, ids["a1"], "discarded"))
+        await eventually(
+            lambda: first.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid = $1",
+                second.get_server_pid(),
+            ),
+            what="the second transaction waiting for the first",
+        )
+        await tx.commit()
+        await asyncio.wait_for(waiting, 10)
+    finally:
+        await first.close()
+        await second.close()
+    status = await app.workflow_status(run.id)
+    assert {n: j.state.value for n, j in status.steps.items()} == {
+        "a1": "discarded",
+        "d": "completed",
+        "q": "cancelled",
+        "s": "cancelled",
+        "r": "cancelled",
+    }

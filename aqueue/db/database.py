@@ -136,7 +136,11 @@ class Database(WorkflowStore):
         return await self._fetch(statement, *args)
 
     async def cancel_job(self, job_id: int, reason: str) -> Row | None:
-        return await self._fetchrow(self.q.cancel_job, job_id, reason)
+        # A workflow job's workflow lock comes first (see migration 0007): cancelling a
+        # pending step settles its dependents, like an outcome does.
+        async with self.transaction() as tx:
+            await self._fetch(self.q.lock_job_workflow, job_id, conn=tx)
+            return await self._fetchrow(self.q.cancel_job, job_id, reason, conn=tx)
 
     async def retry_job(self, job_id: int) -> Row | None:
         try:

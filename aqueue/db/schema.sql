@@ -199,13 +199,21 @@ BEGIN
 END
 $$;
 
+-- A workflow's (or batch's) transaction lock: whoever settles its pending jobs holds it
+-- first, so settling never locks rows in two orders (see the header of migration 0007).
+CREATE FUNCTION {schema}.lock_workflows(p_groups bigint[]) RETURNS void
+LANGUAGE sql VOLATILE AS $$
+    SELECT count(pg_advisory_xact_lock(1634825575, hashtext('{schema}.' || g)))
+    FROM (SELECT DISTINCT g FROM unnest(p_groups) AS g WHERE g IS NOT NULL ORDER BY g) AS s;
+$$;
+
 CREATE FUNCTION {schema}.advance_dependents() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     v_list text;
     v_sent bigint;
 BEGIN
     IF pg_trigger_depth() > 1 THEN
-        RETURN NULL;  -- the outer call's loop takes what this level noted
+        RETURN NULL;  -- the outer call's loop settles what this level changed
     END IF;
     LOOP
         v_list := current_setting('aqueue.' || {channel}, true);
@@ -219,11 +227,18 @@ BEGIN
                    (count(*) FILTER (WHERE f.failed))::integer AS failed
             FROM {schema}.job_deps AS e JOIN finished AS f ON e.dep_id = f.id
             GROUP BY e.job_id
+        ), groups_locked AS (
+            -- Every dependent is in its dependency's workflow, so later rounds of this
+            -- loop stay inside the workflows locked in the first.
+            SELECT {schema}.lock_workflows(array_agg(coalesce(j.workflow_id, j.batch_id)))
+                   AS done
+            FROM {schema}.jobs AS j
+            WHERE j.id IN (SELECT job_id FROM counts)
         ), locked AS (
-            SELECT j.id FROM {schema}.jobs AS j
+            SELECT j.id FROM {schema}.jobs AS j, groups_locked
             WHERE j.id IN (SELECT job_id FROM counts) AND j.state = 'pending'
             ORDER BY j.id
-            FOR UPDATE
+            FOR UPDATE OF j
         ), moved AS (
             UPDATE {schema}.jobs AS j
             SET deps_left = j.deps_left - c.n,
@@ -251,7 +266,13 @@ BEGIN
         ), ended AS (
             SELECT pg_notify({channel}, 'f:' || id) FROM moved WHERE state = 'cancelled'
         )
-        SELECT (SELECT count(*) FROM woken) + (SELECT count(*) FROM ended) INTO v_sent;
+        SELECT (SELECT count(*) FROM woken) + (SELECT count(*) FROM ended),
+               (SELECT string_agg('-' || id, ' ') FROM moved WHERE state = 'cancelled')
+        INTO v_sent, v_list;
+        -- The next round: the dependents cancelled in this one. The row trigger does not
+        -- note them (its WHEN skips changes made inside this function): one string built
+        -- once, not appended to row by row.
+        PERFORM set_config('aqueue.' || {channel}, coalesce(v_list, ''), true);
     END LOOP;
     RETURN NULL;
 END
@@ -261,7 +282,8 @@ CREATE TRIGGER jobs_note_finished
     AFTER UPDATE OF state ON {schema}.jobs
     FOR EACH ROW
     WHEN ((NEW.workflow_id IS NOT NULL OR NEW.batch_id IS NOT NULL)
-          AND NEW.finalized_at IS NOT NULL AND OLD.finalized_at IS NULL)
+          AND NEW.finalized_at IS NOT NULL AND OLD.finalized_at IS NULL
+          AND pg_trigger_depth() = 0)
     EXECUTE FUNCTION {schema}.note_finished();
 
 CREATE TRIGGER jobs_advance_dependents

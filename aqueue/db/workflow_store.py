@@ -9,7 +9,11 @@ from ..errors import DatabaseError
 from .connector import Connector, Row
 from .params import Deps, GroupColumns, Inserted
 
-__all__ = ["WorkflowStore"]
+__all__ = ["CANCEL_ROUND", "WorkflowStore"]
+
+#: Jobs cancelled per statement by cancel_workflow: each statement's finished jobs are noted
+#: in one string (see migration 0007), which must stay small.
+CANCEL_ROUND = 1000
 
 
 class WorkflowStore(Connector):
@@ -66,10 +70,20 @@ class WorkflowStore(Connector):
         rows = await self._fetch(self.q.batch_counts, batch_id, conn=self.worker_pool)
         return {row["state"]: int(row["n"]) for row in rows}
 
-    async def cancel_workflow(self, workflow_id: int, reason: str) -> Row:
-        row = await self._fetchrow(self.q.cancel_workflow, workflow_id, reason)
-        assert row is not None
-        return row
+    async def cancel_workflow(self, workflow_id: int, reason: str) -> int:
+        """Cancel (or flag, when running) every job of the workflow not ended; how many.
+        One transaction, the workflow's lock first, in rounds of ``CANCEL_ROUND`` jobs."""
+        total = 0
+        async with self.transaction() as tx:
+            await self._fetch(self.q.lock_workflow, workflow_id, conn=tx)
+            while True:
+                row = await self._fetchrow(
+                    self.q.cancel_workflow, workflow_id, reason, CANCEL_ROUND, conn=tx
+                )
+                changed = int(row["changed"]) if row is not None else 0
+                total += changed
+                if changed < CANCEL_ROUND:
+                    return total
 
     async def promote_stranded(self, limit: int) -> int:
         row = await self._fetchrow(self.q.promote_stranded, limit, conn=self.worker_pool)

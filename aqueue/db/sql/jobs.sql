@@ -145,7 +145,11 @@ WITH old AS (
     SELECT id, state, queue,
            state IN ('discarded', 'cancelled')
                AND EXISTS (SELECT 1 FROM {schema}.job_deps AS e WHERE e.dep_id = jobs.id)
-               AS has_dependents
+               AS has_dependents,
+           -- A step cancelled while a dependency still runs must not run before it ends.
+           EXISTS (SELECT 1 FROM {schema}.job_deps AS e
+                   JOIN {schema}.jobs AS d ON d.id = e.dep_id
+                   WHERE e.job_id = jobs.id AND d.finalized_at IS NULL) AS deps_unfinished
     FROM {schema}.jobs WHERE id = $1 FOR UPDATE
 ), changed AS (
     UPDATE {schema}.jobs AS j
@@ -156,12 +160,13 @@ WITH old AS (
         max_attempts = greatest(j.max_attempts, least(j.attempt + 1, 32767))
     FROM old
     WHERE j.id = old.id AND old.state IN ('scheduled', 'retryable', 'discarded', 'cancelled')
-      AND NOT old.has_dependents
+      AND NOT old.has_dependents AND NOT old.deps_unfinished
     RETURNING j.id, j.queue
 ), notified AS (
     SELECT pg_notify({channel}, 'i:' || queue) FROM changed
 )
-SELECT old.state::text AS state, old.has_dependents, (SELECT count(*) FROM changed) AS changed,
+SELECT old.state::text AS state, old.has_dependents, old.deps_unfinished,
+       (SELECT count(*) FROM changed) AS changed,
        (SELECT count(*) FROM notified) AS notified
 FROM old;
 
@@ -192,7 +197,7 @@ SELECT old.state::text AS state, (SELECT count(*) FROM deleted) AS changed FROM 
 -- the workers that know the new kind.
 WITH picked AS (
     SELECT id FROM {schema}.jobs
-    WHERE kind = :old AND state IN ('scheduled', 'available', 'retryable') AND id > :after_id
+    WHERE kind = :old AND state IN ('pending', 'scheduled', 'available', 'retryable') AND id > :after_id
     ORDER BY id
     LIMIT :limit
     FOR UPDATE

@@ -91,15 +91,26 @@ JOIN {schema}.jobs AS j ON j.id = m.job_id
 WHERE m.workflow_id = $1 AND j.step IS NULL
 GROUP BY j.state;
 
+-- name: lock_job_workflow
+-- The transaction lock of job $1's workflow or batch, if it has one (see lock_workflows).
+SELECT {schema}.lock_workflows(
+    ARRAY(SELECT coalesce(workflow_id, batch_id) FROM {schema}.jobs WHERE id = $1)) AS locked;
+
+-- name: lock_workflow
+SELECT {schema}.lock_workflows(ARRAY[$1::bigint]) AS locked;
+
 -- name: cancel_workflow
--- Cancels every job of a workflow or batch that has not ended: waiting ones here and now
--- (their dependents follow through the trigger), running ones flagged and their nodes told,
--- as app.cancel does for one job.
+-- Cancels up to $3 jobs of a workflow or batch that have not ended (and are not already
+-- asked to stop): waiting ones here and now (their dependents follow through the trigger),
+-- running ones flagged and their nodes told, as app.cancel does for one job. Called in
+-- bounded rounds, so that no statement notes an unbounded list of finished jobs.
 WITH old AS (
     SELECT j.id, j.state FROM {schema}.jobs AS j
     WHERE j.id IN (SELECT job_id FROM {schema}.workflow_jobs WHERE workflow_id = $1)
       AND j.state NOT IN ('completed', 'cancelled', 'discarded')
+      AND NOT (j.state = 'running' AND j.cancel_requested_at IS NOT NULL)
     ORDER BY j.id
+    LIMIT $3
     FOR UPDATE OF j
 ), changed AS (
     UPDATE {schema}.jobs AS j
@@ -199,7 +210,7 @@ WHERE w.id = done.id
 -- The dependencies among one workflow's jobs (the dashboard's step table): which job waits
 -- for which, through job_deps_job_idx, one row per edge.
 SELECT e.job_id, e.dep_id
-FROM {schema}.jobs AS j
-JOIN {schema}.job_deps AS e ON e.job_id = j.id
-WHERE j.workflow_id = $1
+FROM {schema}.workflow_jobs AS m
+JOIN {schema}.job_deps AS e ON e.job_id = m.job_id
+WHERE m.workflow_id = $1
 ORDER BY e.job_id, e.dep_id;
