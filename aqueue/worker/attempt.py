@@ -24,14 +24,14 @@ import traceback
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..backoff import Backoff
+from ..backoff import DEFAULT_BACKOFF, Backoff
 from ..jobs import JobState, Outcome, new_outcome
 
 if TYPE_CHECKING:
     from ..db.database import Row
     from ..definition import JobDefinition
 
-__all__ = ["Attempt", "error_record"]
+__all__ = ["Attempt", "backoff_for", "error_record"]
 
 
 def _storable_text(text: str) -> str:
@@ -192,3 +192,13 @@ class Attempt:
         """Back to ``available`` with the attempt refunded; nothing recorded, no hooks."""
         outcome = new_outcome(JobState.AVAILABLE, None, error, duration)
         return cls(row, definition, JobState.AVAILABLE, outcome)
+
+
+def backoff_for(row: Row, definition: JobDefinition[Any, Any] | None) -> Backoff:
+    """The retry policy of a job's failed attempt: the one its enqueue set, else its
+    definition's, else the default."""
+    if row["retry"]:
+        return Backoff.from_json(json.loads(row["retry"]))
+    if definition is not None and definition.defaults.retry is not None:
+        return definition.defaults.retry
+    return DEFAULT_BACKOFF

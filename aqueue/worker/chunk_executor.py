@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -39,12 +38,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 import pydantic_core
 
-from ..backoff import DEFAULT_BACKOFF, Backoff
 from ..bounds import FLUSH_TIMEOUT
 from ..errors import Cancel, Discard, InvalidJobArgs, JobTimeout, ResultNotJSON, Snooze
 from ..jobs import JobState, job_from_row
 from ..validate import to_storable_json
-from .attempt import Attempt
+from .attempt import Attempt, backoff_for
 from .runtime import Runtime
 
 if TYPE_CHECKING:
@@ -254,14 +252,7 @@ def _outcome_of(
 def _failed(
     row: Row, definition: JobDefinition[Any, Any], error: BaseException, duration: float
 ) -> Attempt:
-    return Attempt.failed(row, definition, error, duration, _backoff(row, definition))
-
-
-def _backoff(row: Row, definition: JobDefinition[Any, Any]) -> Backoff:
-    # The same choice as a job's (executor.py): the enqueue's retry, the job's, the default.
-    if row["retry"]:
-        return Backoff.from_json(json.loads(row["retry"]))
-    return definition.defaults.retry or DEFAULT_BACKOFF
+    return Attempt.failed(row, definition, error, duration, backoff_for(row, definition))
 
 
 def _handed_back(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import math
 import time
@@ -28,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pydantic_core
 
-from ..backoff import DEFAULT_BACKOFF, Backoff
 from ..bounds import FLUSH_TIMEOUT
 from ..errors import (
     Cancel,
@@ -42,7 +40,7 @@ from ..errors import (
 )
 from ..jobs import JobState, job_from_row
 from ..validate import to_storable_json
-from .attempt import Attempt
+from .attempt import Attempt, backoff_for
 from .chunk_executor import ChunkExecutor
 from .runtime import Runtime
 
@@ -211,7 +209,7 @@ class Executor:
         error: BaseException,
         started: float,
     ) -> Attempt:
-        return Attempt.failed(row, definition, error, _since(started), _backoff(row, definition))
+        return Attempt.failed(row, definition, error, _since(started), backoff_for(row, definition))
 
     def _done(self, attempt: Attempt) -> None:
         error = attempt.outcome.error
@@ -237,11 +235,3 @@ def _being_cancelled() -> bool:
 
 def _since(started: float) -> float:
     return time.monotonic() - started
-
-
-def _backoff(row: Row, definition: JobDefinition[Any, Any] | None) -> Backoff:
-    if row["retry"]:
-        return Backoff.from_json(json.loads(row["retry"]))
-    if definition is not None and definition.defaults.retry is not None:
-        return definition.defaults.retry
-    return DEFAULT_BACKOFF

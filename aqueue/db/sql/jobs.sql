@@ -113,6 +113,18 @@ WHERE (:state::text IS NULL OR state = :state::{schema}.job_state)
 ORDER BY id
 LIMIT :limit;
 
+-- fragment: cancel_set
+-- What a cancel does to the locked rows `old` of `j`: a waiting job ends cancelled with a
+-- Cancelled error ($2 the reason); a running one is only flagged, and its node records the
+-- cancellation when the job stops.
+SET state = CASE WHEN old.state = 'running' THEN j.state ELSE 'cancelled' END,
+    finalized_at = CASE WHEN old.state = 'running' THEN NULL ELSE now() END,
+    cancel_requested_at = now(),
+    errors = CASE WHEN old.state = 'running' THEN j.errors
+                  ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                      'attempt', j.attempt, 'at', now(), 'type', 'Cancelled',
+                      'message', $2::text, 'traceback', NULL)) END
+
 -- name: cancel_job
 -- A waiting job is cancelled here and now; a running one is flagged and its node is told
 -- through NOTIFY, and the node records the cancellation when the job stops.
@@ -120,13 +132,7 @@ WITH old AS (
     SELECT id, state FROM {schema}.jobs WHERE id = $1 FOR UPDATE
 ), changed AS (
     UPDATE {schema}.jobs AS j
-    SET state = CASE WHEN old.state = 'running' THEN j.state ELSE 'cancelled' END,
-        finalized_at = CASE WHEN old.state = 'running' THEN NULL ELSE now() END,
-        cancel_requested_at = now(),
-        errors = CASE WHEN old.state = 'running' THEN j.errors
-                      ELSE j.errors || jsonb_build_array(jsonb_build_object(
-                          'attempt', j.attempt, 'at', now(), 'type', 'Cancelled',
-                          'message', $2::text, 'traceback', NULL)) END
+    {@cancel_set}
     FROM old
     WHERE j.id = old.id AND old.state NOT IN ('completed', 'cancelled', 'discarded')
     RETURNING j.id, old.state

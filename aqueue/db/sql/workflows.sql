@@ -114,13 +114,7 @@ WITH old AS (
     FOR UPDATE OF j
 ), changed AS (
     UPDATE {schema}.jobs AS j
-    SET state = CASE WHEN old.state = 'running' THEN j.state ELSE 'cancelled' END,
-        finalized_at = CASE WHEN old.state = 'running' THEN NULL ELSE now() END,
-        cancel_requested_at = now(),
-        errors = CASE WHEN old.state = 'running' THEN j.errors
-                      ELSE j.errors || jsonb_build_array(jsonb_build_object(
-                          'attempt', j.attempt, 'at', now(), 'type', 'Cancelled',
-                          'message', $2::text, 'traceback', NULL)) END
+    {@cancel_set}
     FROM old
     WHERE j.id = old.id
     RETURNING j.id, old.state
