@@ -24,11 +24,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .db.database import Database, Row
-from .db.params import Deps, GroupColumns, InsertColumns
+from .db.params import Deps, GroupColumns, Inserted, InsertColumns
 from .definition import JobRequest, dump_unvalidated
 from .errors import ConfigurationError, DatabaseError, InvalidOption, InvalidWorkflow
-from .jobs import Job, job_from_insert, job_from_row
+from .jobs import Job, job_from_insert, job_from_row, saved_job, unsaved_job
 from .options import Options
+from .overlap import while_awaiting
 from .registry import EnqueueCall, Registry
 from .unique import Unique
 from .validate import json_text, validate_name
@@ -49,6 +50,9 @@ DEFAULT_MAX_ATTEMPTS = 20
 # Insert-then-read rounds before a unique enqueue gives up: each extra round needs the
 # key's holder to leave its unique states between two statements, which is rare.
 _UNIQUE_ROUNDS = 5
+# From this many jobs, their Job records are built while the insert runs (aqueue/overlap.py);
+# below it, the task that takes costs more than it hides.
+_OVERLAP_FROM = 32
 
 
 class ResolvedOptions:
@@ -241,26 +245,31 @@ class Enqueuer:
             return await self._insert_group(columns, group, requests, per_job, conn)
         if unique:
             return await self._insert_unique(columns, requests, per_job, conn)
-        inserted = await self._db.insert_jobs(columns, conn=conn)
+        def unsaved() -> list[Job]:
+            return [
+                unsaved_job(
+                    request.kind,
+                    opts.queue,
+                    request.args_json,
+                    opts.priority,
+                    opts.max_attempts,
+                    opts.tags,
+                    opts.meta,
+                )
+                for request, opts in zip(requests, per_job, strict=True)
+            ]
+
+        def insert() -> Awaitable[Inserted]:
+            return self._db.insert_jobs(columns, conn=conn)
+
+        if len(requests) >= _OVERLAP_FROM:
+            inserted, jobs = await while_awaiting(insert, unsaved)
+        else:
+            inserted, jobs = await insert(), unsaved()
         states, due, created = inserted.states, inserted.scheduled_at, inserted.created_at
-        return [
-            job_from_insert(
-                job_id,
-                request.kind,
-                opts.queue,
-                states[group - 1],
-                request.args_json,
-                opts.priority,
-                opts.max_attempts,
-                due[group - 1],
-                created,
-                opts.tags,
-                opts.meta,
-            )
-            for job_id, request, opts, group in zip(
-                inserted.ids, requests, per_job, columns.group, strict=True
-            )
-        ]
+        for job, job_id, group in zip(jobs, inserted.ids, columns.group, strict=True):
+            saved_job(job, job_id, states[group - 1], due[group - 1], created)
+        return jobs
 
     async def _insert_group(
         self,

@@ -36,6 +36,8 @@ __all__ = [
     "job_from_row",
     "new_job",
     "new_outcome",
+    "saved_job",
+    "unsaved_job",
 ]
 
 
@@ -288,19 +290,46 @@ def job_from_insert(
     step: str | None = None,
 ) -> Job:
     """The ``Job`` just inserted: what the enqueue sent, plus what the database chose (id,
-    state, due and creation time). Saves reading the whole row back. Sets the slots
-    itself rather than through ``new_job``: a call less per job of a batch."""
+    state, due and creation time). Saves reading the whole row back."""
+    job = unsaved_job(
+        kind,
+        queue,
+        args_json,
+        priority,
+        max_attempts,
+        tags,
+        meta,
+        workflow_id=workflow_id,
+        batch_id=batch_id,
+        step=step,
+    )
+    return saved_job(job, job_id, state, scheduled_at, created_at)
+
+
+def unsaved_job(
+    kind: str,
+    queue: str,
+    args_json: str,
+    priority: int,
+    max_attempts: int,
+    tags: Sequence[str],
+    meta: Mapping[str, Any],
+    *,
+    workflow_id: int | None = None,
+    batch_id: int | None = None,
+    step: str | None = None,
+) -> Job:
+    """The ``Job`` of an insert still in flight: everything the enqueue sent. It is not a
+    Job yet: ``saved_job`` sets what the database chooses, before anyone sees it (see
+    ``aqueue/overlap.py``). Sets the slots itself rather than through ``new_job``: a
+    call less per job of a batch."""
     job: Job = object.__new__(Job)
-    _set_id(job, job_id)
     _set_kind(job, kind)
     _set_queue(job, queue)
-    _set_state(job, _STATES[state])
     _set_args(job, _from_json(args_json))
     _set_priority(job, priority)
     _set_attempt(job, 0)
     _set_max_attempts(job, max_attempts)
-    _set_scheduled_at(job, scheduled_at)
-    _set_created_at(job, created_at)
     _set_attempted_at(job, None)
     _set_finalized_at(job, None)
     _set_errors(job, [])
@@ -314,4 +343,15 @@ def job_from_insert(
     _set_workflow_id(job, workflow_id)
     _set_batch_id(job, batch_id)
     _set_step(job, step)
+    return job
+
+
+def saved_job(
+    job: Job, job_id: int, state: str, scheduled_at: datetime, created_at: datetime
+) -> Job:
+    """Completes an ``unsaved_job`` with what its insert returned; returns it."""
+    _set_id(job, job_id)
+    _set_state(job, _STATES[state])
+    _set_scheduled_at(job, scheduled_at)
+    _set_created_at(job, created_at)
     return job

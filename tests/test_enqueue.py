@@ -233,6 +233,44 @@ async def test_enqueue_many_one_statement_in_order(
     assert [j.args["n"] for j in await app.list_jobs(limit=1000)] == [j.args["n"] for j in jobs]
 
 
+@pytest.mark.parametrize("size", [3, 200])
+async def test_enqueue_many_returns_the_jobs_as_stored(app: aqueue.App, size: int) -> None:
+    """Small batches build their Jobs after the insert, big ones while it runs
+    (aqueue/overlap.py); either way each is the row as a read gives it back."""
+
+    @app.job
+    async def item(n: int) -> None: ...
+
+    later = item.options(schedule_in=600, tags=["t"], meta={"m": 1}, priority=3)
+    requests = [(later if n % 3 == 0 else item).build(n=n) for n in range(size)]
+    jobs = await app.enqueue_many(requests)
+
+    for job in jobs:
+        assert job == await app.get_job(job.id)
+    assert {job.state for job in jobs} == {JobState.SCHEDULED, JobState.AVAILABLE}
+    assert [job.args["n"] for job in jobs] == list(range(size))
+
+
+async def test_enqueue_many_failure_is_the_database_error_and_writes_nothing(
+    app: aqueue.App,
+) -> None:
+    @app.job
+    async def item(n: int) -> None: ...
+
+    async with app.connection() as conn:
+        transaction = conn.transaction()
+        await transaction.start()
+        with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+            await conn.execute("SELECT 1/0")
+        # The transaction is aborted: the insert fails, as itself, not in an exception
+        # group (the big batch's insert runs in a task of its own).
+        with pytest.raises(aqueue.DatabaseError, match="25P02") as caught:
+            await app.enqueue_many([item.build(n=n) for n in range(100)], conn=conn)
+        assert isinstance(caught.value.__cause__, asyncpg.PostgresError)
+        await transaction.rollback()
+    assert await _count(app) == 0
+
+
 async def test_enqueue_many_rejects_bad_input(app: aqueue.App) -> None:
     @app.job
     async def item(n: int) -> None: ...
