@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .db.database import Database, Row
-from .db.params import Deps, GroupColumns, Inserted, InsertColumns
+from .db.params import Deps, GroupColumns, InsertColumns, Inserted
 from .definition import JobRequest, dump_unvalidated
 from .errors import ConfigurationError, DatabaseError, InvalidOption, InvalidWorkflow
 from .jobs import Job, job_from_insert, job_from_row, saved_job, unsaved_job
@@ -245,6 +245,7 @@ class Enqueuer:
             return await self._insert_group(columns, group, requests, per_job, conn)
         if unique:
             return await self._insert_unique(columns, requests, per_job, conn)
+
         def unsaved() -> list[Job]:
             return [
                 unsaved_job(
@@ -267,8 +268,8 @@ class Enqueuer:
         else:
             inserted, jobs = await insert(), unsaved()
         states, due, created = inserted.states, inserted.scheduled_at, inserted.created_at
-        for job, job_id, group in zip(jobs, inserted.ids, columns.group, strict=True):
-            saved_job(job, job_id, states[group - 1], due[group - 1], created)
+        for job, job_id, index in zip(jobs, inserted.ids, columns.group, strict=True):
+            saved_job(job, job_id, states[index - 1], due[index - 1], created)
         return jobs
 
     async def _insert_group(
