@@ -109,3 +109,35 @@ async def test_a_connection_killed_in_the_block_does_not_hide_the_callers_error(
             raise ValueError("mine")
     async with app.connection() as conn:  # the pool replaced it
         assert await conn.fetchval("SELECT 1") == 1
+
+
+async def test_the_callers_session_state_does_not_outlive_the_block(
+    make_app: Callable[..., aqueue.App],
+) -> None:
+    """aqueue's pool skips asyncpg's reset query for its own statements (they leave no
+    session state); a connection lent to the caller is reset before it goes back."""
+    app = make_app(pool_size=2)
+
+    @app.job
+    async def ship(order_id: int) -> None: ...
+
+    async with app:
+        await app.migrate()
+        async with app.connection() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("SET application_name = 'mine'")
+            await conn.execute("SET statement_timeout = 1")
+            await conn.execute("SELECT pg_advisory_lock(42)")
+            await conn.execute("LISTEN somewhere")
+        for n in range(4):  # on the pool's connections, that one among them
+            await ship.enqueue(order_id=n)
+        async with app.connection() as a, app.connection() as b:  # the whole pool
+            [conn] = [c for c in (a, b) if await c.fetchval("SELECT pg_backend_pid()") == pid]
+            assert await conn.fetchval("SHOW application_name") == "aqueue"
+            assert await conn.fetchval("SHOW statement_timeout") == "0"
+            held = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = $1", pid
+            )
+            assert held == 0
+            assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
+        assert sorted(j.args["order_id"] for j in await app.list_jobs()) == [0, 1, 2, 3]

@@ -266,6 +266,58 @@ async def test_the_backstop_settles_a_step_whose_dependency_was_deleted(
     assert await app.db.promote_stranded(100) == 0  # nothing left to settle
 
 
+async def _waits_for_a_workflow_lock(conn: asyncpg.Connection) -> bool:
+    """Whether a transaction of this database waits for an advisory (workflow) lock."""
+    return bool(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+    )
+
+
+async def test_the_backstop_takes_the_workflow_lock_before_any_row(
+    app: aqueue.App, aqueue_database_url: str
+) -> None:
+    """Every settling locks a workflow before its pending rows (lock_workflows); the
+    backstop too, or it could deadlock with an outcome settling the same workflow."""
+    jobs = _etl(app, [])
+    wf = aqueue.Workflow()
+    wf.add("fetch", jobs["fetch"].build(day="d"))
+    wf.add("clean", jobs["clean"].build(), deps=["fetch"])
+    run = await app.enqueue_workflow(wf)
+    assert await app.delete(run.jobs["fetch"].id)
+    schema = schema_of(app)
+    holder = await asyncpg.connect(aqueue_database_url)
+    other = await asyncpg.connect(aqueue_database_url)
+    try:
+        locking = holder.transaction()
+        await locking.start()
+        await holder.execute(f"SELECT {schema}.lock_workflows($1)", [run.id])
+        async with asyncio.TaskGroup() as tg:
+            backstop = tg.create_task(app.db.promote_stranded(100))
+
+            await eventually(
+                lambda: _waits_for_a_workflow_lock(other),
+                what="the backstop waiting on the workflow lock",
+            )
+            # It holds no row while it waits: an outcome could lock this one now.
+            async with other.transaction():
+                locked = await other.fetchval(
+                    f"SELECT id FROM {schema}.jobs WHERE id = $1 FOR UPDATE NOWAIT",
+                    run.jobs["clean"].id,
+                )
+                assert locked == run.jobs["clean"].id
+            assert not backstop.done()
+            await locking.commit()  # lets the backstop go on
+        assert backstop.result() == 1
+    finally:
+        await holder.close()
+        await other.close()
+    status = await app.workflow_status(run.id)
+    assert status.steps["clean"].state == aqueue.JobState.CANCELLED
+
+
 async def test_the_leader_runs_the_backstop(make_app: Any) -> None:
     app = make_app(heartbeat_interval=0.2)
     async with app:
@@ -283,6 +335,45 @@ async def test_the_leader_runs_the_backstop(make_app: Any) -> None:
                 return status.steps["clean"].state == aqueue.JobState.CANCELLED
 
             await eventually(settled, what="the stranded step settled")
+
+
+async def test_retention_never_deletes_a_job_retried_meanwhile(
+    app: aqueue.App, aqueue_database_url: str
+) -> None:
+    """A retry takes its workflow's lock (as app.retry does) and retention takes it
+    before it reads: a job brought back while its workflow is being pruned stays."""
+
+    @app.job
+    async def plain() -> None:
+        pass
+
+    wf = aqueue.Workflow()
+    wf.add("only", plain.build())
+    run = await app.enqueue_workflow(wf)
+    await run_until_idle(app)
+    schema = schema_of(app)
+    retrier = await asyncpg.connect(aqueue_database_url)
+    try:
+        retrying = retrier.transaction()
+        await retrying.start()
+        await retrier.execute(f"SELECT {schema}.lock_workflows($1)", [run.id])
+        await retrier.execute(
+            f"UPDATE {schema}.jobs SET state = 'available', finalized_at = NULL WHERE id = $1",
+            run.jobs["only"].id,
+        )
+        async with asyncio.TaskGroup() as tg:
+            pruning = tg.create_task(app.db.prune_workflows(0.0, 100))
+            await eventually(
+                lambda: _waits_for_a_workflow_lock(retrier),
+                what="retention waiting on the workflow lock",
+            )
+            await retrying.commit()
+        assert pruning.result() == 0
+    finally:
+        await retrier.close()
+    assert (await app.workflow_status(run.id)).counts == {"available": 1}
+    await run_until_idle(app)
+    assert await app.db.prune_workflows(0.0, 100) == 1  # once it has ended again
 
 
 async def test_retention_removes_finished_workflows_whole(app: aqueue.App) -> None:

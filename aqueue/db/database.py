@@ -16,6 +16,7 @@ from ..errors import DatabaseError, JobStateError
 from .connector import Row
 from .migrate import migrate
 from .params import InsertColumns, Inserted, Outcomes
+from .queries import Statement
 from .workflow_store import WorkflowStore
 
 __all__ = ["Database", "Row"]
@@ -135,16 +136,23 @@ class Database(WorkflowStore):
         args = statement.args(state=state, queue=queue, kind=kind, limit=limit)
         return await self._fetch(statement, *args)
 
-    async def cancel_job(self, job_id: int, reason: str) -> Row | None:
-        # A workflow job's workflow lock comes first (see migration 0007): cancelling a
-        # pending step settles its dependents, like an outcome does.
+    async def _under_workflow_lock(
+        self, statement: Statement, job_id: int, *args: Any
+    ) -> Row | None:
+        """``statement`` on job ``job_id`` after its workflow's (or batch's) transaction
+        lock, in one transaction. Cancelling a pending step settles its dependents, like
+        an outcome does, so it locks in the same order (see migration 0007); a retry
+        takes it so that retention cannot delete the job it brings back."""
         async with self.transaction() as tx:
             await self._fetch(self.q.lock_job_workflow, job_id, conn=tx)
-            return await self._fetchrow(self.q.cancel_job, job_id, reason, conn=tx)
+            return await self._fetchrow(statement, job_id, *args, conn=tx)
+
+    async def cancel_job(self, job_id: int, reason: str) -> Row | None:
+        return await self._under_workflow_lock(self.q.cancel_job, job_id, reason)
 
     async def retry_job(self, job_id: int) -> Row | None:
         try:
-            return await self._fetchrow(self.q.retry_job, job_id)
+            return await self._under_workflow_lock(self.q.retry_job, job_id)
         except DatabaseError as exc:
             if not isinstance(exc.__cause__, asyncpg.exceptions.UniqueViolationError):
                 raise

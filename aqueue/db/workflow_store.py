@@ -86,13 +86,24 @@ class WorkflowStore(Connector):
                     return total
 
     async def promote_stranded(self, limit: int) -> int:
-        row = await self._fetchrow(self.q.promote_stranded, limit, conn=self.worker_pool)
+        """Settles up to ``limit`` stranded pending jobs; returns how many it settled."""
+        async with self.transaction(worker=True) as tx:
+            groups = await self._fetchrow(self.q.lock_stranded_groups, limit, conn=tx)
+            if groups is None or not groups["ids"]:
+                return 0
+            row = await self._fetchrow(self.q.promote_stranded, limit, groups["ids"], conn=tx)
         return int(row["moved"]) if row is not None else 0
 
     async def prune_workflows(self, older_than: float, limit: int) -> int:
-        status = await self._execute(
-            self.q.prune_workflows, older_than, limit, conn=self.worker_pool
-        )
+        """Deletes up to ``limit`` finished workflows past retention, whole; returns how
+        many."""
+        async with self.transaction(worker=True) as tx:
+            found = await self._fetchrow(self.q.lock_prunable_workflows, older_than, limit, conn=tx)
+            if found is None or not found["ids"]:
+                return 0
+            status = await self._execute(
+                self.q.prune_workflows, older_than, limit, found["ids"], conn=tx
+            )
         return int(status.rsplit(" ", 1)[-1])
 
     async def step_result(self, job_id: int, name: str) -> Row | None:

@@ -127,16 +127,35 @@ SELECT count(*) AS changed,
        (SELECT count(*) FROM notified) AS notified
 FROM changed;
 
+-- fragment: stranded
+-- Pending jobs `j` none of whose dependencies is still unfinished: promotion would already
+-- have settled them, unless a dependency was deleted.
+j.state = 'pending'
+AND NOT EXISTS (SELECT 1 FROM {schema}.job_deps AS e
+                JOIN {schema}.jobs AS d ON d.id = e.dep_id
+                WHERE e.job_id = j.id AND d.finalized_at IS NULL)
+
+-- name: lock_stranded_groups
+-- The backstop's first statement, in promote_stranded's transaction: the workflows and
+-- batches of up to $1 stranded jobs, with their transaction locks taken before any of
+-- their rows, the order every settling follows (lock_workflows).
+WITH groups AS (
+    SELECT coalesce(array_agg(DISTINCT coalesce(j.workflow_id, j.batch_id)), '{}') AS ids
+    FROM (SELECT j.workflow_id, j.batch_id FROM {schema}.jobs AS j
+          WHERE ({@stranded})
+          ORDER BY j.id
+          LIMIT $1) AS j
+)
+SELECT ids, {schema}.lock_workflows(ids) IS NULL AS locked FROM groups;
+
 -- name: promote_stranded
--- The leader's backstop: pending jobs none of whose dependencies is still unfinished
--- (which promotion would already have handled, unless a dependency was deleted). Each is
--- settled from its dependencies as they are now; a deleted dependency counts as failed.
+-- The leader's backstop: the stranded jobs of workflows and batches $2 (whose locks
+-- lock_stranded_groups took). Each is settled from its dependencies as they are now; a
+-- deleted dependency counts as failed.
 WITH stuck AS (
     SELECT j.id FROM {schema}.jobs AS j
-    WHERE j.state = 'pending'
-      AND NOT EXISTS (SELECT 1 FROM {schema}.job_deps AS e
-                      JOIN {schema}.jobs AS d ON d.id = e.dep_id
-                      WHERE e.job_id = j.id AND d.finalized_at IS NULL)
+    WHERE ({@stranded})
+      AND coalesce(j.workflow_id, j.batch_id) = ANY ($2::bigint[])
     ORDER BY j.id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
@@ -170,17 +189,36 @@ WITH stuck AS (
 )
 SELECT count(*) AS moved, (SELECT count(*) FROM woken) AS notified FROM moved;
 
+-- fragment: prunable
+-- Workflows and batches `w` created, and with every job ended, before the retention
+-- period $1.
+w.created_at < now() - make_interval(secs => $1)
+AND NOT EXISTS (
+    SELECT 1 FROM {schema}.workflow_jobs AS m
+    JOIN {schema}.jobs AS j ON j.id = m.job_id
+    WHERE m.workflow_id = w.id
+      AND (j.finalized_at IS NULL OR j.finalized_at >= now() - make_interval(secs => $1)))
+
+-- name: lock_prunable_workflows
+-- Retention's first statement, in prune_workflows' transaction: up to $2 prunable
+-- workflows, with their transaction locks taken. A retry of one of their jobs takes the
+-- same lock (lock_job_workflow), so prune_workflows, reading after it, sees every retry
+-- that committed, and no retry can start until it has committed.
+WITH found AS (
+    SELECT coalesce(array_agg(w.id ORDER BY w.id), '{}') AS ids
+    FROM (SELECT w.id FROM {schema}.workflows AS w
+          WHERE ({@prunable})
+          ORDER BY w.id
+          LIMIT $2) AS w
+)
+SELECT ids, {schema}.lock_workflows(ids) IS NULL AS locked FROM found;
+
 -- name: prune_workflows
--- Retention of workflows and batches, whole: those whose every job ended before the
--- retention period, a bounded batch per call. Their jobs, dependencies and row go together.
+-- Retention of workflows and batches, whole: those of $3 (locked by
+-- lock_prunable_workflows) still prunable. Their jobs, dependencies and row go together.
 WITH done AS (
     SELECT w.id FROM {schema}.workflows AS w
-    WHERE w.created_at < now() - make_interval(secs => $1)
-      AND NOT EXISTS (
-        SELECT 1 FROM {schema}.workflow_jobs AS m
-        JOIN {schema}.jobs AS j ON j.id = m.job_id
-        WHERE m.workflow_id = w.id
-          AND (j.finalized_at IS NULL OR j.finalized_at >= now() - make_interval(secs => $1)))
+    WHERE w.id = ANY ($3::bigint[]) AND ({@prunable})
     ORDER BY w.id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
