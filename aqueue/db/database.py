@@ -98,9 +98,16 @@ class Database(WorkflowStore):
             self.q.adopt_claims, queue, node_id, list(held), conn=self.worker_pool
         )
 
-    async def record_outcomes(self, outcomes: Outcomes) -> list[Row]:
-        statement = self.q.record_outcomes
-        return await self._fetch(statement, *statement.bind(outcomes), conn=self.worker_pool)
+    async def record_outcomes(self, outcomes: Outcomes, *, columns: bool) -> dict[int, Row | None]:
+        """Write outcomes; returns, by job id, the rows written: with ``columns``, what the
+        write changed (finalized_at, scheduled_at, attempt), else None."""
+        if columns:
+            statement = self.q.record_outcomes
+            rows = await self._fetch(statement, *statement.bind(outcomes), conn=self.worker_pool)
+            return {row["id"]: row for row in rows}
+        statement = self.q.record_outcomes_lean
+        [row] = await self._fetch(statement, *statement.bind(outcomes), conn=self.worker_pool)
+        return dict.fromkeys(row["ids"])
 
     async def outcomes_in_place(
         self, ids: Sequence[int], attempts: Sequence[int], states: Sequence[str]

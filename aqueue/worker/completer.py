@@ -66,6 +66,7 @@ class Completer:
         logger: logging.Logger,
         on_written: Callable[[list[Attempt]], None] = lambda attempts: None,
         flush_timeout: float = FLUSH_TIMEOUT,
+        columns_wanted: Callable[[], bool] = lambda: True,
     ) -> None:
         self._db = db
         self._batch_size = batch_size
@@ -73,6 +74,9 @@ class Completer:
         self._on_written = on_written
         self._logger = logger
         self._flush_timeout = flush_timeout
+        #: Whether an outcome's write must return the columns it changed (for hooks);
+        #: asked per write, so hooks registered on a running App still get them.
+        self._columns_wanted = columns_wanted
         self._pending: list[Attempt] = []
         self._writing: list[Attempt] = []
         self._has_items = anyio.Event()
@@ -141,7 +145,7 @@ class Completer:
                 # worker is being torn down around it; only the flush deadline ends it.
                 with anyio.CancelScope(shield=True, deadline=self._flush_deadline) as scope:
                     self._write_scope = scope
-                    written = await self._db.record_outcomes(rows)
+                    applied = await self._db.record_outcomes(rows, columns=self._columns_wanted())
                 self._write_scope = None
                 if scope.cancelled_caught:
                     raise DatabaseError(f"no answer within flush_timeout={self._flush_timeout}s")
@@ -165,7 +169,6 @@ class Completer:
                 self._logger.warning("aqueue: recording outcomes failed (%s); retrying", exc)
                 await anyio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        applied = {row["id"]: row for row in written}
         if unsure and len(applied) != len(batch):
             applied.update(await self._applied_earlier(batch, applied))
         committed = []
@@ -203,8 +206,8 @@ class Completer:
         await self._write([Attempt.discarded(item.row, item.definition, stored, 0.0)])
 
     async def _applied_earlier(
-        self, batch: list[Attempt], applied: dict[int, Row]
-    ) -> dict[int, Row]:
+        self, batch: list[Attempt], applied: dict[int, Row | None]
+    ) -> dict[int, Row | None]:
         # Without this, hooks of an outcome whose first write committed but lost its reply
         # (PostgreSQL restarting, a dropped connection) would never run.
         missing = [item for item in batch if item.job_id not in applied]

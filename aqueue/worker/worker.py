@@ -83,6 +83,7 @@ class Worker:
             on_committed=self._committed,
             on_written=self._written,
             logger=self._logger,
+            columns_wanted=registry.has_hooks,
         )
         self._executor = Executor(runtime, self._completer.submit)
         self._hooks = HookRunner(
