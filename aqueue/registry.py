@@ -4,13 +4,16 @@ schedules and persistent workers. Lives on the App; definitions only, no runtime
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .definition import AfterProcessHook, JobDefinition, JobRequest
 from .errors import ConfigurationError, DuplicateJobKind, UnknownJobKind
 from .jobs import Job, Outcome
 from .persistent import PersistentDefinition
 from .schedule import PeriodicEntry
+
+if TYPE_CHECKING:
+    from .db.database import ClaimColumns
 
 __all__ = ["EnqueueCall", "EnqueueMiddleware", "Middleware", "Observer", "Registry"]
 
@@ -63,8 +66,8 @@ class Registry:
         self.middleware: list[Middleware] = []
         #: Synchronous observers of every committed attempt (metrics).
         self.observers: list[Observer] = []
-        #: An observer asked for ``wait`` (``app.observe(wait=True)``). Informational: the
-        #: lean claims read the job's times too, so observers never need the full rows.
+        #: An observer asked for ``wait`` (``app.observe(wait=True)``). Informational: with
+        #: any observer, claims read the job's times, so observers never need full rows.
         self.observers_want_wait = False
         #: Around every after_process hook run, outermost first:
         #: ``async def wrap(hook, job, outcome, call_next)`` (tracing's hook spans).
@@ -134,6 +137,12 @@ class Registry:
         return bool(self.global_hooks or self.middleware) or any(
             d.hooks or d.schema.wants_context for d in self._by_kind.values()
         )
+
+    def claim_columns(self) -> ClaimColumns:
+        """What a worker's claims need of each job (see ``ClaimColumns``)."""
+        if self.needs_full_rows():
+            return "full"
+        return "lean" if self.observers else "bare"
 
     def has_hooks(self) -> bool:
         return bool(self.global_hooks) or any(d.hooks for d in self._by_kind.values())

@@ -390,7 +390,7 @@ async def test_a_row_run_alone_by_the_executor_is_a_chunk_of_one(app: aqueue.App
         return [doc.n * 2 for doc in docs]
 
     await index.enqueue(Doc(n=3))
-    [row] = await app.db.claim("default", 1, app.registry.kinds(), "a-node", full=True)
+    [row] = await app.db.claim("default", 1, app.registry.kinds(), "a-node", columns="full")
     done: list[Attempt] = []
     with anyio.CancelScope() as scope:
         await Executor(app.runtime, done.append).run(row, RunningJob(row["id"], 1, scope))

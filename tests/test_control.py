@@ -255,7 +255,7 @@ async def test_pause_stops_claims_on_every_node_and_resume_restarts_them(
         await admin.wait(control_job.id, timeout=10)
         await _stays(admin, [j.id for j in jobs], JobState.AVAILABLE, 1.0)
         for node in nodes:  # the claim itself refuses, whoever runs it
-            assert await node.db.claim("mail", 10, ["send"], "probe", full=True) == []
+            assert await node.db.claim("mail", 10, ["send"], "probe", columns="full") == []
         stats = (await admin.queue_stats())["mail"]
         assert stats.paused and stats.paused_at is not None and stats.counts["available"] == 10
         assert await admin.resume_queue("mail") is True
@@ -334,7 +334,7 @@ async def test_queue_stats_counts_ages_nodes_and_unrunnable_jobs(app: aqueue.App
     async def b(n: int) -> None: ...
 
     claimed = await a.enqueue(n=0)
-    assert [row["id"] for row in await app.db.claim("q", 1, ["a"], "n-run", full=True)] == [
+    assert [row["id"] for row in await app.db.claim("q", 1, ["a"], "n-run", columns="full")] == [
         claimed.id
     ]
     await app.pause_queue("q")

@@ -381,6 +381,7 @@ def test_an_async_observer_is_refused(app: aqueue.App) -> None:
 @pytest.mark.parametrize("wait", [True, False])
 async def test_an_observer_keeps_claims_lean_and_gets_the_wait(app: aqueue.App, wait: bool) -> None:
     seen: list[float | None] = []
+    assert app.registry.claim_columns() == "bare"  # nothing to observe: no times read
 
     @app.observe(wait=wait)
     def record(queue: str, kind: str, outcome: aqueue.Outcome, wait: float | None) -> None:
@@ -389,7 +390,7 @@ async def test_an_observer_keeps_claims_lean_and_gets_the_wait(app: aqueue.App, 
     @app.job
     async def plain() -> None: ...
 
-    assert not app.registry.needs_full_rows()
+    assert app.registry.claim_columns() == "lean"
     job = await plain.options(queue="limited").enqueue()
     other = await plain.enqueue()
     queues = {"default": 1, "limited": aqueue.Queue(concurrency=1, global_limit=1)}

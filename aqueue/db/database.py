@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 
@@ -19,7 +19,12 @@ from .params import InsertColumns, Inserted, Outcomes
 from .queries import Statement
 from .workflow_store import WorkflowStore
 
-__all__ = ["Database", "Row"]
+__all__ = ["ClaimColumns", "Database", "Row"]
+
+#: What a claim returns of each job: ``full``, every column a ``Job`` needs (a job takes
+#: its JobContext, or hooks or middleware are registered); ``lean``, what running it needs
+#: and its due and start times (for observers); ``bare``, what running it needs.
+ClaimColumns = Literal["full", "lean", "bare"]
 
 
 class Database(WorkflowStore):
@@ -80,15 +85,18 @@ class Database(WorkflowStore):
         kinds: Sequence[str],
         node_id: str,
         *,
-        full: bool,
+        columns: ClaimColumns,
         limited: bool = False,
     ) -> list[Row]:
-        """Claim up to ``limit`` due jobs; ``full`` returns every column a Job needs;
+        """Claim up to ``limit`` due jobs, with ``columns`` of each (see ``ClaimColumns``);
         ``limited``: the queue has cluster-wide limits (the claim takes its lock)."""
-        if limited:
-            statement = self.q.claim_limited if full else self.q.claim_limited_lean
+        q = self.q
+        if columns == "full":
+            statement = q.claim_limited if limited else q.claim
+        elif columns == "lean":
+            statement = q.claim_limited_lean if limited else q.claim_lean
         else:
-            statement = self.q.claim if full else self.q.claim_lean
+            statement = q.claim_limited_bare if limited else q.claim_bare
         args = statement.args(queue=queue, limit=limit, kinds=kinds, node_id=node_id)
         return await self._fetch(statement, *args, conn=self.worker_pool)
 

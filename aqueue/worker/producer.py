@@ -41,7 +41,7 @@ from .chunks import ChunkAccumulator, ChunkBatch, ChunkItem
 from .executor import Executor, RunningJob
 
 if TYPE_CHECKING:
-    from ..db.database import Database
+    from ..db.database import ClaimColumns, Database
     from .chunk_executor import ChunkExecutor
 
 __all__ = ["Producer"]
@@ -55,7 +55,7 @@ class Producer:
         *,
         db: Database,
         kinds: Callable[[], Sequence[str]],
-        full_rows: Callable[[], bool],
+        claim_columns: Callable[[], ClaimColumns],
         node_id: str,
         alive: Callable[[], bool],
         executor: Executor,
@@ -70,7 +70,7 @@ class Producer:
         self.concurrency = concurrency
         self._db = db
         self._kinds = kinds
-        self._full_rows = full_rows
+        self._claim_columns = claim_columns
         self._node_id = node_id
         self._alive = alive
         #: Claims skipped because the node's heartbeat was overdue.
@@ -236,7 +236,7 @@ class Producer:
                                 free,
                                 self._kinds(),
                                 self._node_id,
-                                full=self._full_rows(),
+                                columns=self._claim_columns(),
                                 limited=self.limited,
                             )
                             took = time.monotonic() - sent

@@ -101,7 +101,7 @@ class Worker:
                 spec.concurrency,
                 db=runtime.db,
                 kinds=registry.kinds,
-                full_rows=registry.needs_full_rows,
+                claim_columns=registry.claim_columns,
                 node_id=self.node_id,
                 alive=self.node.alive,
                 executor=self._executor,
