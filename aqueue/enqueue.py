@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .db.database import Database, Row
 from .db.params import Deps, GroupColumns, InsertColumns, Inserted
@@ -53,6 +53,7 @@ _UNIQUE_ROUNDS = 5
 # From this many jobs, their Job records are built while the insert runs (aqueue/overlap.py);
 # below it, the task that takes costs more than it hides.
 _OVERLAP_FROM = 32
+T = TypeVar("T")
 
 
 class ResolvedOptions:
@@ -246,27 +247,12 @@ class Enqueuer:
         if unique:
             return await self._insert_unique(columns, requests, per_job, conn)
 
-        def unsaved() -> list[Job]:
-            return [
-                unsaved_job(
-                    request.kind,
-                    opts.queue,
-                    request.args_json,
-                    opts.priority,
-                    opts.max_attempts,
-                    opts.tags,
-                    opts.meta,
-                )
-                for request, opts in zip(requests, per_job, strict=True)
-            ]
-
         def insert() -> Awaitable[Inserted]:
             return self._db.insert_jobs(columns, conn=conn)
 
-        if len(requests) >= _OVERLAP_FROM:
-            inserted, jobs = await while_awaiting(insert, unsaved)
-        else:
-            inserted, jobs = await insert(), unsaved()
+        inserted, jobs = await _with_records(
+            len(requests), insert, lambda: _unsaved(requests, per_job)
+        )
         states, due, created = inserted.states, inserted.scheduled_at, inserted.created_at
         for job, job_id, index in zip(jobs, inserted.ids, columns.group, strict=True):
             saved_job(job, job_id, states[index - 1], due[index - 1], created)
@@ -296,7 +282,16 @@ class Enqueuer:
                 columns.workflow_id = group_id
             else:
                 columns.batch_id = group_id
-            inserted = await self._db.insert_group_jobs(columns, tx)
+            workflow_id, batch_id = columns.workflow_id, columns.batch_id
+
+            def unsaved() -> list[Job]:
+                return _unsaved(
+                    requests, per_job, workflow_id=workflow_id, batch_id=batch_id, steps=plan.steps
+                )
+
+            inserted, jobs = await _with_records(
+                len(requests), lambda: self._db.insert_group_jobs(columns, tx), unsaved
+            )
             ids = inserted.ids
             edges = Deps()
             for index, deps in enumerate(plan.deps):
@@ -306,33 +301,11 @@ class Enqueuer:
             await self._db.insert_deps(edges, tx)
         holder.append(group_id)
         created = inserted.created_at
-        return [
-            job_from_insert(
-                job_id,
-                request.kind,
-                opts.queue,
-                state,
-                request.args_json,
-                opts.priority,
-                opts.max_attempts,
-                due,
-                created,
-                opts.tags,
-                opts.meta,
-                workflow_id=columns.workflow_id,
-                batch_id=columns.batch_id,
-                step=step,
-            )
-            for job_id, request, opts, state, due, step in zip(
-                ids,
-                requests,
-                per_job,
-                inserted.states,
-                inserted.scheduled_at,
-                plan.steps,
-                strict=True,
-            )
-        ]
+        for job, job_id, state, due in zip(
+            jobs, ids, inserted.states, inserted.scheduled_at, strict=True
+        ):
+            saved_job(job, job_id, state, due, created)
+        return jobs
 
     def _resolve(self, request: JobRequest) -> ResolvedOptions:
         definition = self._registry.get(request.kind)
@@ -409,6 +382,42 @@ class Enqueuer:
         for index, first in duplicate_of.items():
             jobs[index] = dataclasses.replace(jobs[first], duplicate=True)
         return [jobs[index] for index in range(len(requests))]
+
+
+def _unsaved(
+    requests: Sequence[JobRequest],
+    per_job: Sequence[ResolvedOptions],
+    *,
+    workflow_id: int | None = None,
+    batch_id: int | None = None,
+    steps: Sequence[str | None] | None = None,
+) -> list[Job]:
+    """The Jobs of an insert in flight (``jobs.unsaved_job``), in request order."""
+    return [
+        unsaved_job(
+            request.kind,
+            opts.queue,
+            request.args_json,
+            opts.priority,
+            opts.max_attempts,
+            opts.tags,
+            opts.meta,
+            workflow_id=workflow_id,
+            batch_id=batch_id,
+            step=steps[index] if steps is not None else None,
+        )
+        for index, (request, opts) in enumerate(zip(requests, per_job, strict=True))
+    ]
+
+
+async def _with_records(
+    size: int, insert: Callable[[], Awaitable[T]], unsaved: Callable[[], list[Job]]
+) -> tuple[T, list[Job]]:
+    """``(await insert(), unsaved())`` for ``size`` jobs: from ``_OVERLAP_FROM`` on, the
+    records are built while the insert runs (``aqueue/overlap.py``)."""
+    if size >= _OVERLAP_FROM:
+        return await while_awaiting(insert, unsaved)
+    return await insert(), unsaved()
 
 
 def _add_group(columns: InsertColumns, kind: str, opts: ResolvedOptions) -> int:

@@ -55,6 +55,29 @@ async def test_the_callback_runs_once_after_all_and_sees_the_counts(app: aqueue.
     assert (await app.wait(lone.id, timeout=5)).result is True
 
 
+@pytest.mark.parametrize("size", [3, 200])
+async def test_the_returned_jobs_are_the_rows_as_stored(app: aqueue.App, size: int) -> None:
+    """Big groups build their Jobs while the insert runs (aqueue/overlap.py), small ones
+    after it; either way each is what a read gives back."""
+
+    @app.job
+    async def member(n: int) -> int:
+        return n
+
+    @app.job
+    async def done() -> None: ...
+
+    later = member.options(schedule_in=600, tags=["t"])
+    builds = [(later if n % 2 else member).build(n=n) for n in range(size)]
+    batch = await app.enqueue_batch(builds, callback=done.build())
+    assert batch.callback is not None
+    for job in [*batch.jobs, batch.callback]:
+        assert job == await app.get_job(job.id)
+    assert [job.args["n"] for job in batch.jobs] == list(range(size))
+    assert {job.batch_id for job in batch.jobs} == {batch.id}
+    assert batch.callback.state is aqueue.JobState.PENDING
+
+
 async def test_a_batch_without_callback_and_bad_batches(app: aqueue.App) -> None:
     seen: list[tuple[int, dict[str, int]]] = []
     member, report, _ = _register(app, seen)

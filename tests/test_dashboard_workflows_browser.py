@@ -188,6 +188,33 @@ async def test_a_batch_page_and_its_job(app: aqueue.App, page: Any) -> None:
         await expect(page.locator("main")).to_contain_text("There is no workflow or batch 987654.")
 
 
+async def test_cancelling_a_batch_says_batch(app: aqueue.App, page: Any) -> None:
+    @app.job
+    async def member(n: int) -> int:
+        return n
+
+    @app.job
+    async def done() -> None: ...
+
+    later = member.options(schedule_in=3600)
+    batch = await app.enqueue_batch([later.build(n=i) for i in range(3)], callback=done.build())
+    async with dashboard(app) as base:
+        # The overview counts the callback waiting on the batch: pending.
+        await page.goto(base + "/")
+        row = page.locator("#queues tr[data-queue='default']")
+        await expect(page.locator("#queues thead")).to_contain_text("pending")
+        await expect(row.locator("td").nth(3)).to_have_text("3")  # scheduled
+        await expect(row.locator("td").nth(4)).to_have_text("1")  # pending
+        await page.goto(base + f"/workflows/{batch.id}")
+        page.once("dialog", lambda dialog: dialog.accept())
+        await page.click("button[data-action=cancel]")
+        await expect(page.locator(".flash-ok")).to_contain_text(
+            f"Batch {batch.id}: 4 job(s) cancelled or told to stop."
+        )
+        await expect(page.locator("#workflow-state")).to_have_text("cancelled")
+    assert (await app.workflow_status(batch.id)).counts == {"cancelled": 4}
+
+
 async def test_kind_filter_and_paging(app: aqueue.App, page: Any) -> None:
     @app.job
     async def later(n: int) -> None: ...

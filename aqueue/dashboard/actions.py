@@ -117,10 +117,12 @@ class Actions:
             changed = await self.site.app.cancel_workflow(workflow_id)
         except WorkflowNotFound as exc:
             return self._done(request, back, "error", str(exc))
+        row = await self.site.app.db.get_workflow(workflow_id)
+        what = "Batch" if row is not None and row["kind"] == "batch" else "Workflow"
         text = (
-            f"Workflow {workflow_id}: {changed} job(s) cancelled or told to stop."
+            f"{what} {workflow_id}: {changed} job(s) cancelled or told to stop."
             if changed
-            else f"Workflow {workflow_id} had nothing left to cancel."
+            else f"{what} {workflow_id} had nothing left to cancel."
         )
         return self._done(request, back, "ok", text)
 

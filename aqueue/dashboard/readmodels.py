@@ -34,10 +34,12 @@ __all__ = [
 #: The states ``app.retry`` and ``app.cancel`` act on (their docstrings); buttons follow.
 RETRYABLE = ("scheduled", "retryable", "discarded", "cancelled")
 CANCELLABLE = ("pending", "scheduled", "available", "retryable", "running")
-#: Columns of the queue tables: what waits, what runs, how it ended.
+#: Columns of the queue tables: what waits (``pending``: on its workflow dependencies),
+#: what runs, how it ended.
 STATE_COLUMNS = (
     "available",
     "scheduled",
+    "pending",
     "running",
     "retryable",
     "completed",
