@@ -9,6 +9,7 @@ import importlib
 import inspect
 import re
 import tomllib
+import zipfile
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -102,10 +103,27 @@ def test_version_matches_pyproject() -> None:
     assert aqueue.__version__ == project["project"]["version"]
 
 
-def test_py_typed_is_shipped() -> None:
+def test_the_wheel_ships_every_file_of_the_package(tmp_path: Path) -> None:
+    """Built as pip builds it (the project's build backend), the wheel holds py.typed, the
+    SQL, the migrations and the dashboard's templates and static files, and no cache."""
+    from hatchling.build import build_wheel
+
     assert resources.files("aqueue").joinpath("py.typed").is_file()
-    project = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
-    assert "py.typed" in project["tool"]["setuptools"]["package-data"]["aqueue"]
+    root = PYPROJECT.parent
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        name = build_wheel(str(tmp_path))
+    with zipfile.ZipFile(tmp_path / name) as wheel:
+        shipped = {n for n in wheel.namelist() if n.startswith("aqueue/")}
+    package = root / "aqueue"
+    wanted = {
+        path.relative_to(root).as_posix()
+        for path in package.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    }
+    assert "aqueue/py.typed" in shipped
+    assert {n for n in wanted if n.endswith((".sql", ".html", ".css", ".js"))} <= shipped
+    assert wanted == shipped
 
 
 _TREE_LINE = re.compile(
