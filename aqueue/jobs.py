@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -32,6 +32,7 @@ __all__ = [
     "JobState",
     "Outcome",
     "RowLike",
+    "has_job_columns",
     "job_from_insert",
     "job_from_row",
     "new_job",
@@ -221,6 +222,12 @@ class RowLike(Protocol):
 # (args, meta, errors) a Job is made of, and it runs once per job on hot paths.
 _from_json = pydantic_core.from_json
 _STATES = {state.value: state for state in JobState}
+
+
+def has_job_columns(row: Container[str]) -> bool:
+    """Whether ``row`` has every column ``job_from_row`` reads: a worker's claim returns
+    fewer when no hook, middleware or JobContext needs a Job (``Registry.claim_columns``)."""
+    return "errors" in row
 
 
 def job_from_row(

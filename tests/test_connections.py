@@ -4,6 +4,7 @@ shared with transactional enqueues, with the caller's own errors left as asyncpg
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import asyncpg
@@ -141,3 +142,27 @@ async def test_the_callers_session_state_does_not_outlive_the_block(
             assert held == 0
             assert await conn.fetchval("SELECT count(*) FROM pg_listening_channels()") == 0
         assert sorted(j.args["order_id"] for j in await app.list_jobs()) == [0, 1, 2, 3]
+
+
+async def test_a_transaction_ended_by_a_deadlock_is_tried_again(app: aqueue.App) -> None:
+    tries: list[int] = []
+
+    def failing(times: int, sqlstate: str) -> Callable[[], Any]:
+        async def attempt() -> str:
+            tries.append(1)
+            if len(tries) <= times:
+                raise aqueue.DatabaseError("ended", sqlstate)
+            return "done"
+
+        return attempt
+
+    assert await app.db.retrying_deadlocks(failing(2, "40P01")) == "done"
+    assert len(tries) == 3
+    tries.clear()
+    with pytest.raises(aqueue.DatabaseError):  # three deadlocks in a row: given up
+        await app.db.retrying_deadlocks(failing(3, "40P01"))
+    assert len(tries) == 3
+    tries.clear()
+    with pytest.raises(aqueue.DatabaseError):  # any other error: at once
+        await app.db.retrying_deadlocks(failing(1, "23505"))
+    assert len(tries) == 1

@@ -400,3 +400,41 @@ async def test_an_observer_keeps_claims_lean_and_gets_the_wait(app: aqueue.App, 
         await eventually(lambda: len(seen) == 2, what="the observer called twice")
     # Through the plain claim and the limited one alike, without the full rows.
     assert all(w is not None and 0 <= w < 30 for w in seen), seen
+
+
+async def test_hooks_and_middleware_registered_while_a_worker_runs(app: aqueue.App) -> None:
+    """They apply to the jobs claimed from then on. One claimed before (without the
+    columns of a Job: nothing needed them) runs and ends as usual, and the worker runs on."""
+    go = anyio.Event()
+    started = anyio.Event()
+
+    @app.job
+    async def slow() -> None:
+        started.set()
+        await go.wait()
+
+    @app.job
+    async def later() -> None: ...
+
+    hooked: list[int] = []
+    wrapped: list[int] = []
+    async with app.worker({"default": 2}):
+        first = await slow.enqueue()
+        with anyio.fail_after(10):
+            await started.wait()
+
+        @app.after_process
+        async def hook(job: aqueue.Job, outcome: aqueue.Outcome) -> None:
+            hooked.append(job.id)
+
+        @app.middleware
+        async def around(job: aqueue.Job, call_next: Any) -> Any:
+            wrapped.append(job.id)
+            return await call_next()
+
+        go.set()
+        assert (await app.wait(first.id, timeout=10)).state is aqueue.JobState.COMPLETED
+        second = await later.enqueue()
+        assert (await app.wait(second.id, timeout=10)).state is aqueue.JobState.COMPLETED
+        await eventually(lambda: hooked == [second.id], what="the hook of the later job")
+    assert wrapped == [second.id]

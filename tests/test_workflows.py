@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import anyio
 import asyncpg
 import pytest
 
 import aqueue
+from aqueue.db.params import Outcomes, outcome_row
 from aqueue.testing import run_until_idle
 from tests.support import eventually, schema_of
 
@@ -335,6 +337,47 @@ async def test_the_leader_runs_the_backstop(make_app: Any) -> None:
                 return status.steps["clean"].state == aqueue.JobState.CANCELLED
 
             await eventually(settled, what="the stranded step settled")
+
+
+async def test_cancel_and_retry_of_a_running_step_never_wait_for_its_workflow_lock(
+    app: aqueue.App, aqueue_database_url: str
+) -> None:
+    """An outcome write locks the running step's row, then its workflow's lock (in the
+    trigger). app.cancel and app.retry of a running step take no workflow lock, so they
+    cannot take the two the other way round (a deadlock): they go on while another
+    transaction holds the workflow's lock."""
+    jobs = _etl(app, [])
+    wf = aqueue.Workflow()
+    wf.add("fetch", jobs["fetch"].build(day="d"))
+    wf.add("clean", jobs["clean"].build(), deps=["fetch"])
+    run = await app.enqueue_workflow(wf)
+    [row] = await app.db.claim("default", 10, app.registry.kinds(), "a-node", columns="full")
+    assert row["id"] == run.jobs["fetch"].id
+    schema = schema_of(app)
+    holder = await asyncpg.connect(aqueue_database_url)  # another settler of the workflow
+    try:
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute(f"SELECT {schema}.lock_workflows($1)", [run.id])
+        with anyio.fail_after(10):
+            flagged = await app.cancel(row["id"])
+            with pytest.raises(aqueue.JobStateError):
+                await app.retry(row["id"])
+        assert flagged is not None and flagged.state is aqueue.JobState.RUNNING
+        # Its outcome write waits for the workflow's lock, then settles the dependent.
+        done = Outcomes([outcome_row(row["id"], row["attempt"], "completed", "1", None, None)])
+        async with asyncio.TaskGroup() as tg:
+            writing = tg.create_task(app.db.record_outcomes(done, columns=False))
+            await eventually(
+                lambda: _waits_for_a_workflow_lock(holder), what="the outcome write waiting"
+            )
+            await holding.commit()
+        assert list(writing.result()) == [row["id"]]
+    finally:
+        await holder.close()
+    status = await app.workflow_status(run.id)
+    assert status.steps["fetch"].state == aqueue.JobState.COMPLETED
+    assert status.steps["clean"].state == aqueue.JobState.AVAILABLE
 
 
 async def test_retention_never_deletes_a_job_retried_meanwhile(

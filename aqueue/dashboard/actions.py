@@ -113,12 +113,13 @@ class Actions:
         back = self._back(request, fields, f"/workflows/{workflow_id}")
         if not 1 <= workflow_id < 2**63:
             return self.render.error(request, 404, f"There is no workflow {workflow_id}.")
+        # Its kind first, for the message: once the cancel is done, nothing may fail it.
+        row = await self.site.app.db.get_workflow(workflow_id)
+        what = "Batch" if row is not None and row["kind"] == "batch" else "Workflow"
         try:
             changed = await self.site.app.cancel_workflow(workflow_id)
         except WorkflowNotFound as exc:
             return self._done(request, back, "error", str(exc))
-        row = await self.site.app.db.get_workflow(workflow_id)
-        what = "Batch" if row is not None and row["kind"] == "batch" else "Workflow"
         text = (
             f"{what} {workflow_id}: {changed} job(s) cancelled or told to stop."
             if changed

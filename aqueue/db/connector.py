@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 import anyio
 import asyncpg
@@ -56,6 +56,9 @@ from .queries import Queries, Statement
 __all__ = ["Connector", "Row", "describe_url"]
 
 Row = asyncpg.Record
+T = TypeVar("T")
+#: Tries of a transaction that PostgreSQL ended to break a deadlock (``retrying_deadlocks``).
+DEADLOCK_TRIES = 3
 _CONNECTION_ERRORS = (
     OSError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
@@ -268,6 +271,18 @@ class Connector:
             target = conn if conn is not None else self.pool
             status: str = await target.execute(statement.sql, *args)
             return status
+
+    async def retrying_deadlocks(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``await attempt()`` (a whole transaction), again when PostgreSQL ended it to
+        break a deadlock (40P01): the other side went on, so the next try usually passes."""
+        for tries_left in range(DEADLOCK_TRIES - 1, -1, -1):
+            try:
+                return await attempt()
+            except DatabaseError as exc:
+                if exc.sqlstate != "40P01" or not tries_left:
+                    raise
+                self._logger.info("aqueue: a transaction was ended by a deadlock; trying again")
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.asynccontextmanager
     async def transaction(self, *, worker: bool = False) -> AsyncIterator[Any]:

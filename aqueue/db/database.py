@@ -158,9 +158,13 @@ class Database(WorkflowStore):
         lock, in one transaction. Cancelling a pending step settles its dependents, like
         an outcome does, so it locks in the same order (see migration 0007); a retry
         takes it so that retention cannot delete the job it brings back."""
-        async with self.transaction() as tx:
-            await self._fetch(self.q.lock_job_workflow, job_id, conn=tx)
-            return await self._fetchrow(statement, job_id, *args, conn=tx)
+
+        async def attempt() -> Row | None:
+            async with self.transaction() as tx:
+                await self._fetch(self.q.lock_job_workflow, job_id, conn=tx)
+                return await self._fetchrow(statement, job_id, *args, conn=tx)
+
+        return await self.retrying_deadlocks(attempt)
 
     async def cancel_job(self, job_id: int, reason: str) -> Row | None:
         return await self._under_workflow_lock(self.q.cancel_job, job_id, reason)

@@ -14,6 +14,9 @@ __all__ = ["CANCEL_ROUND", "WorkflowStore"]
 #: Jobs cancelled per statement by cancel_workflow: each statement's finished jobs are noted
 #: in one string (see migration 0007), which must stay small.
 CANCEL_ROUND = 1000
+#: The most workflow locks the backstop and retention take in one transaction: advisory
+#: locks share the server's lock table (max_locks_per_transaction x max_connections).
+GROUP_LOCKS = 100
 
 
 class WorkflowStore(Connector):
@@ -73,22 +76,30 @@ class WorkflowStore(Connector):
     async def cancel_workflow(self, workflow_id: int, reason: str) -> int:
         """Cancel (or flag, when running) every job of the workflow not ended; how many.
         One transaction, the workflow's lock first, in rounds of ``CANCEL_ROUND`` jobs."""
-        total = 0
-        async with self.transaction() as tx:
-            await self._fetch(self.q.lock_workflow, workflow_id, conn=tx)
-            while True:
-                row = await self._fetchrow(
-                    self.q.cancel_workflow, workflow_id, reason, CANCEL_ROUND, conn=tx
-                )
-                changed = int(row["changed"]) if row is not None else 0
-                total += changed
-                if changed < CANCEL_ROUND:
-                    return total
+
+        async def attempt() -> int:
+            total = 0
+            async with self.transaction() as tx:
+                await self._fetch(self.q.lock_workflow, workflow_id, conn=tx)
+                while True:
+                    row = await self._fetchrow(
+                        self.q.cancel_workflow, workflow_id, reason, CANCEL_ROUND, conn=tx
+                    )
+                    changed = int(row["changed"]) if row is not None else 0
+                    total += changed
+                    if changed < CANCEL_ROUND:
+                        return total
+
+        # Flagging a running job locks its row after the workflow's lock, the other way
+        # round from its outcome write: PostgreSQL may end one of the two as a deadlock.
+        return await self.retrying_deadlocks(attempt)
 
     async def promote_stranded(self, limit: int) -> int:
         """Settles up to ``limit`` stranded pending jobs; returns how many it settled."""
         async with self.transaction(worker=True) as tx:
-            groups = await self._fetchrow(self.q.lock_stranded_groups, limit, conn=tx)
+            groups = await self._fetchrow(
+                self.q.lock_stranded_groups, min(limit, GROUP_LOCKS), conn=tx
+            )
             if groups is None or not groups["ids"]:
                 return 0
             row = await self._fetchrow(self.q.promote_stranded, limit, groups["ids"], conn=tx)
@@ -98,7 +109,9 @@ class WorkflowStore(Connector):
         """Deletes up to ``limit`` finished workflows past retention, whole; returns how
         many."""
         async with self.transaction(worker=True) as tx:
-            found = await self._fetchrow(self.q.lock_prunable_workflows, older_than, limit, conn=tx)
+            found = await self._fetchrow(
+                self.q.lock_prunable_workflows, older_than, min(limit, GROUP_LOCKS), conn=tx
+            )
             if found is None or not found["ids"]:
                 return 0
             status = await self._execute(

@@ -40,7 +40,7 @@ import pydantic_core
 
 from ..bounds import FLUSH_TIMEOUT
 from ..errors import Cancel, Discard, InvalidJobArgs, JobTimeout, ResultNotJSON, Snooze
-from ..jobs import JobState, job_from_row
+from ..jobs import JobState, has_job_columns, job_from_row
 from ..validate import to_storable_json
 from .attempt import Attempt, backoff_for
 from .runtime import Runtime
@@ -144,7 +144,7 @@ class ChunkExecutor:
         fn = definition.fn
         name = definition.chunk_parameter
         middleware = self._registry.middleware
-        if not middleware:
+        if not middleware or not has_job_columns(rows[0]):  # see Executor._call
             return await fn(**{name: values})
 
         def call() -> Awaitable[Any]:

@@ -38,7 +38,7 @@ from ..errors import (
     Snooze,
     UnknownJobKind,
 )
-from ..jobs import JobState, job_from_row
+from ..jobs import JobState, has_job_columns, job_from_row
 from ..validate import to_storable_json
 from .attempt import Attempt, backoff_for
 from .chunk_executor import ChunkExecutor
@@ -160,7 +160,10 @@ class Executor:
         fn = definition.fn
         wants_context = definition.schema.wants_context
         middleware = self._registry.middleware
-        if not middleware:  # the common case: no Job record is built at all
+        # The common case: no Job record is built at all. A row claimed before middleware
+        # was registered has not the columns for one: middleware registered while a
+        # worker runs wraps the jobs it claims from then on.
+        if not middleware or not has_job_columns(row):
             if wants_context:
                 return await fn(await self._job_context(job_from_row(row)), **kwargs)
             return await fn(**kwargs)

@@ -28,7 +28,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ..definition import AfterProcessHook
-from ..jobs import Job, JobState, Outcome, job_from_row
+from ..jobs import Job, JobState, Outcome, has_job_columns, job_from_row
 from ..registry import HookWrapper, Observer, Registry
 from .attempt import Attempt
 
@@ -82,7 +82,9 @@ class HookRunner:
             if attempt.state is JobState.AVAILABLE:
                 continue
             hooks = self._registry.hooks_for(attempt.definition)
-            if hooks:
+            # A job claimed before any hook existed has not the columns of a Job, nor the
+            # write's: hooks registered while a worker runs see the jobs it claims after.
+            if hooks and attempt.committed is not None and has_job_columns(attempt.row):
                 self.dispatch(hooks, job_after(attempt), attempt.outcome)
 
     def _observe(self, observers: Sequence[Observer], attempts: Sequence[Attempt]) -> None:

@@ -31,6 +31,7 @@ import anyio
 from ..cluster import NodeInfo, find_drift
 from ..config import Settings
 from ..db.database import Database
+from ..db.workflow_store import GROUP_LOCKS
 from .lease import Tenure
 
 __all__ = ["Maintenance"]
@@ -93,7 +94,9 @@ class Maintenance:
             if deleted < PRUNE_BATCH:
                 break
         for _ in range(PRUNE_ROUNDS):
-            if await self._db.prune_workflows(self._settings.retention, PRUNE_BATCH) < PRUNE_BATCH:
+            # A round locks every workflow it prunes: GROUP_LOCKS at most (see there).
+            pruned = await self._db.prune_workflows(self._settings.retention, GROUP_LOCKS)
+            if pruned < GROUP_LOCKS:
                 break
         await self._db.prune_periodic_runs(self._settings.retention)
         await self._db.prune_rate_starts()

@@ -92,9 +92,13 @@ WHERE m.workflow_id = $1 AND j.step IS NULL
 GROUP BY j.state;
 
 -- name: lock_job_workflow
--- The transaction lock of job $1's workflow or batch, if it has one (see lock_workflows).
+-- The transaction lock of job $1's workflow or batch, if it has one (see lock_workflows),
+-- unless the job is running: an outcome write locks a running row before the lock (its
+-- trigger takes it), so taking them the other way round could deadlock, and nothing
+-- done to a running job settles its dependents.
 SELECT {schema}.lock_workflows(
-    ARRAY(SELECT coalesce(workflow_id, batch_id) FROM {schema}.jobs WHERE id = $1)) AS locked;
+    ARRAY(SELECT coalesce(workflow_id, batch_id) FROM {schema}.jobs
+          WHERE id = $1 AND state <> 'running')) AS locked;
 
 -- name: lock_workflow
 SELECT {schema}.lock_workflows(ARRAY[$1::bigint]) AS locked;
