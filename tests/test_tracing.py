@@ -327,3 +327,24 @@ async def _wait_state(app: aqueue.App, job_id: int, state: aqueue.JobState) -> N
         return job is not None and job.state is state
 
     await eventually(reached, what=f"job {job_id} {state.value}")
+
+
+async def test_inline_mode_makes_hook_spans_too(
+    make_app: Callable[..., aqueue.App], provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    app = make_app(testing="inline")
+    aqueue.tracing.instrument(app, tracer_provider=provider)
+
+    @app.after_process
+    async def notify_slack(job: aqueue.Job, outcome: aqueue.Outcome) -> None: ...
+
+    @app.job
+    async def charge(order: int) -> None: ...
+
+    async with app:
+        job = await charge.enqueue(order=1)
+    assert job.state is aqueue.JobState.COMPLETED
+    [attempt] = named(exporter, "run charge")
+    [hook] = named(exporter, "hook notify_slack")
+    assert parent_id(hook) == span_id(attempt)
+    assert hook.attributes["aqueue.job.state"] == "completed"

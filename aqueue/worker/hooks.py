@@ -32,7 +32,7 @@ from ..jobs import Job, JobState, Outcome, has_job_columns, job_from_row
 from ..registry import HookWrapper, Observer, Registry
 from .attempt import Attempt
 
-__all__ = ["HookRunner"]
+__all__ = ["HookRunner", "call_hook", "job_after"]
 
 
 def job_after(attempt: Attempt) -> Job:
@@ -53,6 +53,20 @@ def job_after(attempt: Attempt) -> Job:
         scheduled_at=committed["scheduled_at"],
         finalized_at=committed["finalized_at"],
     )
+
+
+async def call_hook(
+    wrappers: Sequence[HookWrapper], hook: AfterProcessHook, job: Job, outcome: Outcome
+) -> None:
+    """One hook run, inside the hook wrappers (``app.hook_wrapper``: tracing's hook
+    spans), the first registered outermost. The worker and inline mode both run hooks so."""
+    if not wrappers:
+        await hook(job, outcome)
+        return
+    call: Callable[[], Awaitable[Any]] = functools.partial(hook, job, outcome)
+    for wrap in reversed(wrappers):
+        call = functools.partial(wrap, hook, job, outcome, call)
+    await call()
 
 
 class HookRunner:
@@ -120,10 +134,7 @@ class HookRunner:
                 wrappers = self._registry.hook_wrappers
                 for hook in hooks:
                     try:
-                        if wrappers:
-                            await self._wrapped(wrappers, hook, job, outcome)
-                        else:
-                            await hook(job, outcome)
+                        await call_hook(wrappers, hook, job, outcome)
                     except Exception:
                         self._logger.exception(
                             "aqueue: after_process hook %s failed for job %s (%s)",
@@ -135,15 +146,6 @@ class HookRunner:
             self._in_flight -= 1
             if self._in_flight == 0:
                 self._idle.set()
-
-    @staticmethod
-    async def _wrapped(
-        wrappers: Sequence[HookWrapper], hook: AfterProcessHook, job: Job, outcome: Outcome
-    ) -> None:
-        call: Callable[[], Awaitable[Any]] = functools.partial(hook, job, outcome)
-        for wrap in reversed(wrappers):  # the first registered sees the run first
-            call = functools.partial(wrap, hook, job, outcome, call)
-        await call()
 
     def close(self) -> None:
         self._closed.set()

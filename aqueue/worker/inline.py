@@ -53,7 +53,7 @@ from ..steps import StepRecorder
 from ..validate import to_storable_json
 from .attempt import Attempt
 from .executor import Executor, RunningJob
-from .hooks import job_after
+from .hooks import call_hook, job_after
 from .runtime import Runtime
 
 if TYPE_CHECKING:
@@ -216,9 +216,10 @@ class InlineRunner:
             await executor.run(cast(Any, row), RunningJob(row["id"], row["attempt"], scope))
         [attempt] = done
         job = _job_after(attempt, reporter)
-        for hook in self._runtime.registry.hooks_for(definition):
+        registry = self._runtime.registry
+        for hook in registry.hooks_for(definition):
             try:
-                await hook(job, attempt.outcome)
+                await call_hook(registry.hook_wrappers, hook, job, attempt.outcome)
             except Exception:
                 self._runtime.logger.exception(
                     "aqueue: after_process hook %s failed for job %s (%s)",
