@@ -97,6 +97,8 @@ class Notifier:
             for callback in list(self._queues.get(body, ())):
                 callback()
         elif kind == "f":
+            if not self._finals:  # nobody in this process waits (app.wait): most workers
+                return
             for raw in body.split(","):
                 if raw.isdigit():
                     for event in list(self._finals.get(int(raw), ())):
