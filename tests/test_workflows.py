@@ -380,6 +380,58 @@ async def test_cancel_and_retry_of_a_running_step_never_wait_for_its_workflow_lo
     assert status.steps["clean"].state == aqueue.JobState.AVAILABLE
 
 
+async def test_an_outcome_write_ended_by_a_deadlock_is_written_again_at_once(
+    app: aqueue.App, aqueue_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A transaction holding a step's workflow lock and then locking the step's row (an
+    admin call that saw the step still waiting) deadlocks with the step's outcome write,
+    and PostgreSQL ends the write. The completer writes it again at once, with no warning."""
+    started = anyio.Event()
+    release = anyio.Event()
+
+    @app.job
+    async def step() -> int:
+        started.set()
+        await release.wait()
+        return 1
+
+    @app.job(queue="later")
+    async def after() -> None: ...
+
+    wf = aqueue.Workflow()
+    wf.add("only", step.build())
+    wf.add("next", after.build(), deps=["only"])  # its promotion takes the workflow's lock
+    run = await app.enqueue_workflow(wf)
+    job_id = run.jobs["only"].id
+    schema = schema_of(app)
+    admin = await asyncpg.connect(aqueue_database_url)
+    caplog.set_level("INFO", logger="aqueue")
+    try:
+        async with app.worker({"default": 1}):
+            with anyio.fail_after(10):
+                await started.wait()
+            locking = admin.transaction()
+            await locking.start()
+            await admin.execute(f"SELECT {schema}.lock_workflows($1)", [run.id])
+            release.set()  # the outcome write locks the row, then waits for the lock
+            await eventually(
+                lambda: _waits_for_a_workflow_lock(admin), what="the outcome write waiting"
+            )
+            locked = await admin.fetchval(
+                f"SELECT id FROM {schema}.jobs WHERE id = $1 FOR UPDATE", job_id
+            )  # the deadlock: PostgreSQL ends the write, which waited first
+            assert locked == job_id
+            await locking.commit()
+            done = await app.wait(job_id, timeout=10)
+    finally:
+        await admin.close()
+    assert done.state is aqueue.JobState.COMPLETED and done.result == 1
+    assert (await app.workflow_status(run.id)).steps["next"].state is aqueue.JobState.AVAILABLE
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("met a deadlock" in message for message in messages), messages
+    assert not any("recording outcomes failed" in message for message in messages), messages
+
+
 async def test_retention_never_deletes_a_job_retried_meanwhile(
     app: aqueue.App, aqueue_database_url: str
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,31 +76,41 @@ class WorkflowStore(Connector):
 
     async def cancel_workflow(self, workflow_id: int, reason: str) -> int:
         """Cancel (or flag, when running) every job of the workflow not ended; how many.
-        One transaction, the workflow's lock first, in rounds of ``CANCEL_ROUND`` jobs."""
 
-        async def attempt() -> int:
+        Three transactions, each in rounds of ``CANCEL_ROUND`` jobs: running jobs are
+        flagged without the workflow's lock (an outcome write locks a running row before
+        that lock: the other order could deadlock), then waiting jobs are cancelled under
+        it (cancelling settles dependents), then jobs claimed meanwhile are flagged."""
+
+        async def rounds(running: bool) -> int:
             total = 0
             async with self.transaction() as tx:
-                await self._fetch(self.q.lock_workflow, workflow_id, conn=tx)
+                if not running:
+                    await self._fetch(self.q.lock_workflow, workflow_id, conn=tx)
                 while True:
                     row = await self._fetchrow(
-                        self.q.cancel_workflow, workflow_id, reason, CANCEL_ROUND, conn=tx
+                        self.q.cancel_workflow,
+                        workflow_id,
+                        reason,
+                        CANCEL_ROUND,
+                        running,
+                        conn=tx,
                     )
                     changed = int(row["changed"]) if row is not None else 0
                     total += changed
                     if changed < CANCEL_ROUND:
                         return total
 
-        # Flagging a running job locks its row after the workflow's lock, the other way
-        # round from its outcome write: PostgreSQL may end one of the two as a deadlock.
-        return await self.retrying_deadlocks(attempt)
+        total = 0
+        for running in (True, False, True):
+            total += await self.retrying_deadlocks(functools.partial(rounds, running))
+        return total
 
     async def promote_stranded(self, limit: int) -> int:
-        """Settles up to ``limit`` stranded pending jobs; returns how many it settled."""
+        """Settles up to ``limit`` stranded pending jobs (of ``limit`` workflows at most:
+        keep it at ``GROUP_LOCKS`` or below); returns how many it settled."""
         async with self.transaction(worker=True) as tx:
-            groups = await self._fetchrow(
-                self.q.lock_stranded_groups, min(limit, GROUP_LOCKS), conn=tx
-            )
+            groups = await self._fetchrow(self.q.lock_stranded_groups, limit, conn=tx)
             if groups is None or not groups["ids"]:
                 return 0
             row = await self._fetchrow(self.q.promote_stranded, limit, groups["ids"], conn=tx)

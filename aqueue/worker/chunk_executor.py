@@ -144,7 +144,7 @@ class ChunkExecutor:
         fn = definition.fn
         name = definition.chunk_parameter
         middleware = self._registry.middleware
-        if not middleware or not has_job_columns(rows[0]):  # see Executor._call
+        if not middleware or not all(has_job_columns(row) for row in rows):  # see Executor._call
             return await fn(**{name: values})
 
         def call() -> Awaitable[Any]:

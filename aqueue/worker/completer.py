@@ -35,6 +35,9 @@ __all__ = ["Completer"]
 #: The most outcome text one statement carries (PostgreSQL's jsonb values end at 256 MiB);
 #: a bigger batch is written as several statements.
 MAX_DOCUMENT = 64 * 1024 * 1024
+#: Immediate tries of a write that PostgreSQL ended to break a deadlock, before the usual
+#: retries with backoff.
+DEADLOCK_RETRIES = 3
 
 
 def _row(item: Attempt) -> str:
@@ -139,6 +142,7 @@ class Completer:
         rows = Outcomes([_row(item) for item in batch])
         delay = 0.05
         unsure = False  # a try failed: it may have committed with its reply lost
+        deadlocks = 0
         while True:
             try:
                 # Shielded: a write in flight must finish (or fail) as a whole, even when the
@@ -152,6 +156,13 @@ class Completer:
                 break
             except DatabaseError as exc:
                 self._write_scope = None
+                if exc.sqlstate == "40P01" and deadlocks < DEADLOCK_RETRIES:
+                    # PostgreSQL ended this write to break a deadlock with an admin call
+                    # (app.cancel of a job claimed as it ran): rolled back, nothing applied,
+                    # and the other side has gone on. Again at once, without a warning.
+                    deadlocks += 1
+                    self._logger.info("aqueue: an outcome write met a deadlock; writing again")
+                    continue
                 if exc.deterministic and not unsure:
                     # The same statement would fail again, forever: find the outcome at
                     # fault instead (halving), and store the job's failure in its place.

@@ -108,9 +108,10 @@ class Maintenance:
     async def backstop_once(self) -> int:
         total = 0
         while True:
-            moved = await self._db.promote_stranded(RESCUE_BATCH)
+            # A round locks the workflows of the jobs it settles: GROUP_LOCKS at most.
+            moved = await self._db.promote_stranded(GROUP_LOCKS)
             total += moved
-            if moved < RESCUE_BATCH:
+            if moved < GROUP_LOCKS:
                 break
         if total:
             self._logger.warning(

@@ -105,13 +105,15 @@ SELECT {schema}.lock_workflows(ARRAY[$1::bigint]) AS locked;
 
 -- name: cancel_workflow
 -- Cancels up to $3 jobs of a workflow or batch that have not ended (and are not already
--- asked to stop): waiting ones here and now (their dependents follow through the trigger),
--- running ones flagged and their nodes told, as app.cancel does for one job. Called in
--- bounded rounds, so that no statement notes an unbounded list of finished jobs.
+-- asked to stop): with $4, its running ones, flagged and their nodes told, as app.cancel
+-- does for one job; else its waiting ones, here and now (their dependents follow through
+-- the trigger, under the workflow's lock). Called in bounded rounds, so that no statement
+-- notes an unbounded list of finished jobs.
 WITH old AS (
     SELECT j.id, j.state FROM {schema}.jobs AS j
     WHERE j.id IN (SELECT job_id FROM {schema}.workflow_jobs WHERE workflow_id = $1)
       AND j.state NOT IN ('completed', 'cancelled', 'discarded')
+      AND (j.state = 'running') = $4::boolean
       AND NOT (j.state = 'running' AND j.cancel_requested_at IS NOT NULL)
     ORDER BY j.id
     LIMIT $3
