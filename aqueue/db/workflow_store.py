@@ -77,10 +77,11 @@ class WorkflowStore(Connector):
     async def cancel_workflow(self, workflow_id: int, reason: str) -> int:
         """Cancel (or flag, when running) every job of the workflow not ended; how many.
 
-        Three transactions, each in rounds of ``CANCEL_ROUND`` jobs: running jobs are
-        flagged without the workflow's lock (an outcome write locks a running row before
-        that lock: the other order could deadlock), then waiting jobs are cancelled under
-        it (cancelling settles dependents), then jobs claimed meanwhile are flagged."""
+        Two transactions, each in rounds of ``CANCEL_ROUND`` jobs: waiting jobs are
+        cancelled under the workflow's lock (cancelling settles dependents), then running
+        jobs, those claimed meanwhile too, are flagged without it (an outcome write locks a
+        running row before that lock: the other order could deadlock). Waiting ones go
+        first so that none is counted out by a cascade from a flagged job that ended."""
 
         async def rounds(running: bool) -> int:
             total = 0
@@ -102,7 +103,7 @@ class WorkflowStore(Connector):
                         return total
 
         total = 0
-        for running in (True, False, True):
+        for running in (False, True):
             total += await self.retrying_deadlocks(functools.partial(rounds, running))
         return total
 
