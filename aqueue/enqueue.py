@@ -27,7 +27,7 @@ from .db.database import Database, Row
 from .db.params import Deps, GroupColumns, InsertColumns, Inserted
 from .definition import JobRequest, dump_unvalidated
 from .errors import ConfigurationError, DatabaseError, InvalidOption, InvalidWorkflow
-from .jobs import Job, job_from_insert, job_from_row, saved_job, unsaved_job
+from .jobs import Job, job_from_row, saved_job, unsaved_job
 from .options import Options
 from .overlap import while_awaiting
 from .registry import EnqueueCall, Registry
@@ -100,19 +100,16 @@ class ResolvedOptions:
 
     def job(self, row: Row, request: JobRequest) -> Job:
         """The Job a unique insert just wrote, from what we sent plus its row."""
-        return job_from_insert(
-            row["id"],
+        job = unsaved_job(
             request.kind,
             self.queue,
-            row["state"],
             request.args_json,
             self.priority,
             self.max_attempts,
-            row["scheduled_at"],
-            row["created_at"],
             self.tags,
             self.meta,
         )
+        return saved_job(job, row["id"], row["state"], row["scheduled_at"], row["created_at"])
 
 
 class Runner(Protocol):

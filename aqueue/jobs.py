@@ -13,7 +13,8 @@ State diagram (``docs/explanation/states.md`` draws it in full)::
 ``pending``: a workflow step or batch callback waiting on its dependencies; it becomes
 ``available`` (or ``scheduled``) in the transaction that ends its last dependency, or
 ``cancelled`` when a dependency fails (see ``aqueue/workflow.py``). ``job_from_row`` and
-``job_from_insert`` are the one place a database row becomes a ``Job``.
+``unsaved_job``/``saved_job`` (an insert's) are the one place a database row becomes a
+``Job``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ __all__ = [
     "Outcome",
     "RowLike",
     "has_job_columns",
-    "job_from_insert",
     "job_from_row",
     "new_job",
     "new_outcome",
@@ -277,40 +277,6 @@ def job_from_row(
         row["batch_id"],
         row["step"],
     )
-
-
-def job_from_insert(
-    job_id: int,
-    kind: str,
-    queue: str,
-    state: str,
-    args_json: str,
-    priority: int,
-    max_attempts: int,
-    scheduled_at: datetime,
-    created_at: datetime,
-    tags: Sequence[str],
-    meta: Mapping[str, Any],
-    *,
-    workflow_id: int | None = None,
-    batch_id: int | None = None,
-    step: str | None = None,
-) -> Job:
-    """The ``Job`` just inserted: what the enqueue sent, plus what the database chose (id,
-    state, due and creation time). Saves reading the whole row back."""
-    job = unsaved_job(
-        kind,
-        queue,
-        args_json,
-        priority,
-        max_attempts,
-        tags,
-        meta,
-        workflow_id=workflow_id,
-        batch_id=batch_id,
-        step=step,
-    )
-    return saved_job(job, job_id, state, scheduled_at, created_at)
 
 
 def unsaved_job(
