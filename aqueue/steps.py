@@ -31,7 +31,7 @@ from .errors import DependencyFailed, InvalidOption, InvalidWorkflow, ResultNotJ
 from .jobs import Job
 from .validate import to_storable_json, validate_name
 
-__all__ = ["BatchInfo", "StepRecorder"]
+__all__ = ["BatchInfo", "StepRecorder", "run_step"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +56,23 @@ class BatchInfo:
     @property
     def cancelled(self) -> int:
         return self.counts.get("cancelled", 0)
+
+
+async def run_step(
+    job_id: int, name: str, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, str]:
+    """Run step ``name``'s ``fn`` (awaited when it returns an awaitable); returns its value
+    and the JSON to record, or raises ``ResultNotJSON`` with nothing recorded."""
+    value = fn(*args, **kwargs)
+    if inspect.isawaitable(value):
+        value = await value
+    try:
+        return value, to_storable_json(value)
+    except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
+        raise ResultNotJSON(
+            f"step {name!r} of job {job_id} returned a value that cannot be recorded as "
+            f"JSON ({type(value).__name__}): {exc}"
+        ) from None
 
 
 class StepRecorder:
@@ -96,16 +113,7 @@ class StepRecorder:
         recorded = await self._db.step_result(job.id, name)
         if recorded is not None:
             return pydantic_core.from_json(recorded["result"])
-        value = fn(*args, **kwargs)
-        if inspect.isawaitable(value):
-            value = await value
-        try:
-            text = to_storable_json(value)
-        except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
-            raise ResultNotJSON(
-                f"step {name!r} of job {job.id} returned a value that cannot be recorded as "
-                f"JSON ({type(value).__name__}): {exc}"
-            ) from None
+        value, text = await run_step(job.id, name, fn, args, kwargs)
         row = await self._db.record_step(job.id, job.attempt, name, text)
         if row["result"] is None:  # recorded by a concurrent transaction just now
             again = await self._db.step_result(job.id, name)

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import inspect
 import itertools
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -46,11 +45,10 @@ from ..context import JobContext
 from ..db.database import Database
 from ..db.queries import JOB_COLUMN_NAMES
 from ..enqueue import ResolvedOptions
-from ..errors import InvalidOption, JobNotFound, ResultNotJSON
+from ..errors import InvalidOption, JobNotFound
 from ..jobs import Job, JobState, Outcome, job_from_row
 from ..progress import HeldProgress
-from ..steps import StepRecorder
-from ..validate import to_storable_json
+from ..steps import StepRecorder, run_step
 from .attempt import Attempt
 from .executor import Executor, RunningJob
 from .hooks import call_hook, job_after
@@ -82,16 +80,7 @@ class HeldSteps(StepRecorder):
     ) -> Any:
         recorded = self._records.get(name)
         if recorded is None:
-            value = fn(*args, **kwargs)
-            if inspect.isawaitable(value):
-                value = await value
-            try:
-                recorded = to_storable_json(value)
-            except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as exc:
-                raise ResultNotJSON(
-                    f"step {name!r} of job {self._job.id} returned a value that cannot be "
-                    f"recorded as JSON ({type(value).__name__}): {exc}"
-                ) from None
+            _, recorded = await run_step(self._job.id, name, fn, args, kwargs)
             self._records[name] = recorded
         return pydantic_core.from_json(recorded)
 
